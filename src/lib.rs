@@ -1,0 +1,8 @@
+//! identity-engine: links contacts that share an email or a phone number into one identity whose
+//! primary is the oldest contact, and serves `POST /identify` over HTTP.
+//!
+//! - [`engine`]: pure and synchronous; rows, indexes, the disjoint-set forest, `plan` and `apply`.
+//! - [`store`]: the shared handle: one lock around the engine, the log behind it.
+#![forbid(unsafe_code)]
+
+pub mod engine;
