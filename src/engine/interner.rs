@@ -26,9 +26,7 @@ impl Interner {
     /// The symbol of `text`, if it was ever interned.
     pub fn lookup(&self, text: &str) -> Option<Sym> {
         let hash = self.hasher.hash_one(text);
-        self.table
-            .find(hash, |&s| self.resolve(s) == text)
-            .copied()
+        self.table.find(hash, |&s| self.resolve(s) == text).copied()
     }
 
     /// The symbol of `text`, interning it if it is new.
@@ -42,9 +40,8 @@ impl Interner {
         self.ends.push(end);
         let (arena, ends, hasher) = (&self.arena, &self.ends, &self.hasher);
         let text_of = |s: &Sym| span(arena, ends, *s);
-        self.table.insert_unique(hasher.hash_one(text), sym, |s| {
-            hasher.hash_one(text_of(s))
-        });
+        self.table
+            .insert_unique(hasher.hash_one(text), sym, |s| hasher.hash_one(text_of(s)));
         sym
     }
 

@@ -16,7 +16,9 @@ use hashbrown::HashMap;
 pub use change::{Change, NewContact};
 use forest::{Forest, Slot};
 use interner::{Interner, Sym};
-pub use types::{Contact, ContactId, Email, IdentifierError, Identity, Phone, Precedence, Query, Timestamp};
+pub use types::{
+    Contact, ContactId, Email, IdentifierError, Identity, Phone, Precedence, Query, Timestamp,
+};
 
 /// Marks "no identifier" in a row and "no live holder" in an index.
 const NONE: u32 = u32::MAX;
@@ -130,7 +132,10 @@ impl Engine {
         let phone_sym = query.phone().and_then(|p| self.phones.lookup(p.as_str()));
         let by_email = email_sym.and_then(|s| held(&self.email_holder, s));
         let by_phone = phone_sym.and_then(|s| held(&self.phone_holder, s));
-        let roots = (by_email.map(|s| self.forest.find(s)), by_phone.map(|s| self.forest.find(s)));
+        let roots = (
+            by_email.map(|s| self.forest.find(s)),
+            by_phone.map(|s| self.forest.find(s)),
+        );
         let root = match roots {
             (None, None) => return self.plan_new_contact(query, None, now),
             (Some(a), Some(b)) if a != b => return self.plan_merge(query, a, b, now),
@@ -148,7 +153,10 @@ impl Engine {
                 changes.push(joined(query));
             }
         }
-        Plan { changes, answer: primary }
+        Plan {
+            changes,
+            answer: primary,
+        }
     }
 
     fn plan_new_contact(&self, query: &Query, primary: Option<ContactId>, now: Timestamp) -> Plan {
@@ -172,15 +180,26 @@ impl Engine {
     /// one is relinked to the older primary.
     fn plan_merge(&self, query: &Query, a: Slot, b: Slot, now: Timestamp) -> Plan {
         let (pa, pb) = (self.forest.primary(a), self.forest.primary(b));
-        let (winner, loser) = if self.older(pa, pb) { (pa, pb) } else { (pb, pa) };
+        let (winner, loser) = if self.older(pa, pb) {
+            (pa, pb)
+        } else {
+            (pb, pa)
+        };
         let primary = self.rows[winner as usize].id;
         let mut changes = vec![joined(query)];
-        changes.extend(self.sorted_members(loser).into_iter().map(|slot| Change::Relinked {
-            id: self.rows[slot as usize].id,
-            primary: Some(primary),
-            at: now,
-        }));
-        Plan { changes, answer: primary }
+        changes.extend(
+            self.sorted_members(loser)
+                .into_iter()
+                .map(|slot| Change::Relinked {
+                    id: self.rows[slot as usize].id,
+                    primary: Some(primary),
+                    at: now,
+                }),
+        );
+        Plan {
+            changes,
+            answer: primary,
+        }
     }
 
     /// A request naming a known email and phone of one cluster is new evidence unless one live
@@ -193,7 +212,10 @@ impl Engine {
         if holds_both(self.email_holder[email as usize]) {
             return false;
         }
-        let known = self.joins_by_email.get(&email).is_some_and(|ps| ps.contains(&phone));
+        let known = self
+            .joins_by_email
+            .get(&email)
+            .is_some_and(|ps| ps.contains(&phone));
         !known && !self.forest.members(root).any(holds_both)
     }
 
@@ -212,11 +234,18 @@ impl Engine {
                 let row = &self.rows[slot as usize];
                 let want = (row.id != primary).then_some(primary);
                 if row.linked_id() != want {
-                    changes.push(Change::Relinked { id: row.id, primary: want, at });
+                    changes.push(Change::Relinked {
+                        id: row.id,
+                        primary: want,
+                        at,
+                    });
                 }
             }
         }
-        Ok(DeletePlan { changes, groups: primaries })
+        Ok(DeletePlan {
+            changes,
+            groups: primaries,
+        })
     }
 
     /// Applies one fact. Checks before it changes anything, so an error leaves the engine as it
@@ -258,7 +287,11 @@ impl Engine {
         });
         self.slot_of.insert(c.id, slot);
         self.max_id = self.max_id.max(c.id);
-        self.clock = self.clock.max(c.created_at.0).max(c.updated_at.0);
+        self.clock = self
+            .clock
+            .max(c.created_at.0)
+            .max(c.updated_at.0)
+            .max(c.deleted_at.map_or(0, |t| t.0));
         self.stats.contacts += 1;
         if c.deleted_at.is_some() {
             self.stats.deleted += 1;
@@ -269,7 +302,11 @@ impl Engine {
             if sym == NONE {
                 continue;
             }
-            let index = if holders == 0 { &mut self.email_holder } else { &mut self.phone_holder };
+            let index = if holders == 0 {
+                &mut self.email_holder
+            } else {
+                &mut self.phone_holder
+            };
             match held(index, sym) {
                 Some(holder) => self.union(slot, holder),
                 None => index[sym as usize] = slot,
@@ -306,7 +343,8 @@ impl Engine {
         for group in &regrouped.groups {
             for pair in group.windows(2) {
                 let rows = &self.rows;
-                self.forest.union(pair[0], pair[1], |x, y| older(rows, x, y));
+                self.forest
+                    .union(pair[0], pair[1], |x, y| older(rows, x, y));
             }
         }
         let row = &mut self.rows[slot as usize];
@@ -316,14 +354,24 @@ impl Engine {
             let next = regrouped.email_holder.get(&email).copied();
             self.email_holder[email as usize] = next.unwrap_or(NONE);
             if next.is_none() {
-                forget_joins(&mut self.joins_by_email, &mut self.joins_by_phone, email, &mut self.stats);
+                forget_joins(
+                    &mut self.joins_by_email,
+                    &mut self.joins_by_phone,
+                    email,
+                    &mut self.stats,
+                );
             }
         }
         if phone != NONE && self.phone_holder[phone as usize] == slot {
             let next = regrouped.phone_holder.get(&phone).copied();
             self.phone_holder[phone as usize] = next.unwrap_or(NONE);
             if next.is_none() {
-                forget_joins(&mut self.joins_by_phone, &mut self.joins_by_email, phone, &mut self.stats);
+                forget_joins(
+                    &mut self.joins_by_phone,
+                    &mut self.joins_by_email,
+                    phone,
+                    &mut self.stats,
+                );
             }
         }
         self.clock = self.clock.max(at.0);
@@ -344,7 +392,10 @@ impl Engine {
     }
 
     fn slot(&self, id: ContactId) -> Result<Slot, EngineError> {
-        self.slot_of.get(&id).copied().ok_or(EngineError::UnknownContact(id))
+        self.slot_of
+            .get(&id)
+            .copied()
+            .ok_or(EngineError::UnknownContact(id))
     }
 
     fn live_slot(&self, id: ContactId) -> Result<Slot, EngineError> {
@@ -381,8 +432,16 @@ impl Engine {
         }
         Some(IdentityRef {
             primary_contact_id: primary,
-            emails: emails.0.into_iter().map(|s| self.emails.resolve(s)).collect(),
-            phone_numbers: phones.0.into_iter().map(|s| self.phones.resolve(s)).collect(),
+            emails: emails
+                .0
+                .into_iter()
+                .map(|s| self.emails.resolve(s))
+                .collect(),
+            phone_numbers: phones
+                .0
+                .into_iter()
+                .map(|s| self.phones.resolve(s))
+                .collect(),
             secondary_contact_ids: secondaries,
         })
     }
@@ -395,13 +454,18 @@ impl Engine {
 
     fn contact_at(&self, slot: Slot) -> Contact {
         let row = &self.rows[slot as usize];
-        let text = |interner: &Interner, sym: Sym| (sym != NONE).then(|| interner.resolve(sym).to_owned());
+        let text =
+            |interner: &Interner, sym: Sym| (sym != NONE).then(|| interner.resolve(sym).to_owned());
         Contact {
             id: row.id,
             phone_number: text(&self.phones, row.phone),
             email: text(&self.emails, row.email),
             linked_id: row.linked_id(),
-            link_precedence: if row.linked == 0 { Precedence::Primary } else { Precedence::Secondary },
+            link_precedence: if row.linked == 0 {
+                Precedence::Primary
+            } else {
+                Precedence::Secondary
+            },
             created_at: Timestamp(row.created),
             updated_at: Timestamp(row.updated),
             deleted_at: (!row.is_live()).then_some(Timestamp(row.deleted)),
@@ -444,17 +508,32 @@ impl Engine {
             let primary = &self.rows[self.forest.primary(slot as Slot) as usize];
             let want = (primary.id != row.id).then_some(primary.id);
             if row.linked_id() != want {
-                return Err(format!("contact {} links to {:?}, its cluster's primary is {}", row.id, row.linked_id(), primary.id));
+                return Err(format!(
+                    "contact {} links to {:?}, its cluster's primary is {}",
+                    row.id,
+                    row.linked_id(),
+                    primary.id
+                ));
             }
             if row.age() < primary.age() {
-                return Err(format!("contact {} is older than its primary {}", row.id, primary.id));
+                return Err(format!(
+                    "contact {} is older than its primary {}",
+                    row.id, primary.id
+                ));
             }
-            for (holders, sym) in [(&self.email_holder, row.email), (&self.phone_holder, row.phone)] {
+            for (holders, sym) in [
+                (&self.email_holder, row.email),
+                (&self.phone_holder, row.phone),
+            ] {
                 let holder = (sym != NONE).then(|| held(holders, sym));
                 if let Some(h) = holder {
-                    let same = h.is_some_and(|h| self.forest.find(h) == self.forest.find(slot as Slot));
+                    let same =
+                        h.is_some_and(|h| self.forest.find(h) == self.forest.find(slot as Slot));
                     if !same {
-                        return Err(format!("contact {}'s identifier is not indexed to its cluster", row.id));
+                        return Err(format!(
+                            "contact {}'s identifier is not indexed to its cluster",
+                            row.id
+                        ));
                     }
                 }
             }
@@ -528,13 +607,24 @@ fn intern(interner: &mut Interner, holders: &mut Vec<Slot>, text: Option<&str>) 
 
 fn joined(query: &Query) -> Change {
     Change::Joined {
-        email: query.email().map(|e| e.as_str().to_owned()).unwrap_or_default(),
-        phone: query.phone().map(|p| p.as_str().to_owned()).unwrap_or_default(),
+        email: query
+            .email()
+            .map(|e| e.as_str().to_owned())
+            .unwrap_or_default(),
+        phone: query
+            .phone()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default(),
     }
 }
 
 /// Drops every join naming `gone`, which no live row holds any more.
-fn forget_joins(this_side: &mut HashMap<Sym, Vec<Sym>>, other_side: &mut HashMap<Sym, Vec<Sym>>, gone: Sym, stats: &mut Stats) {
+fn forget_joins(
+    this_side: &mut HashMap<Sym, Vec<Sym>>,
+    other_side: &mut HashMap<Sym, Vec<Sym>>,
+    gone: Sym,
+    stats: &mut Stats,
+) {
     for other in this_side.remove(&gone).unwrap_or_default() {
         stats.joins -= 1;
         if let Some(list) = other_side.get_mut(&other) {

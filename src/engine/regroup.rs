@@ -45,7 +45,8 @@ impl Engine {
             });
             groups[group].push(slot);
         }
-        let to_slots = |first: HashMap<Sym, usize>| first.into_iter().map(|(s, i)| (s, members[i])).collect();
+        let to_slots =
+            |first: HashMap<Sym, usize>| first.into_iter().map(|(s, i)| (s, members[i])).collect();
         Regrouped {
             groups,
             email_holder: to_slots(email_first),

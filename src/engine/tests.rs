@@ -6,7 +6,13 @@ fn at(text: &str) -> Timestamp {
     Timestamp::parse_rfc3339(text).unwrap()
 }
 
-fn created(id: ContactId, phone: Option<&str>, email: Option<&str>, linked: Option<ContactId>, when: &str) -> Change {
+fn created(
+    id: ContactId,
+    phone: Option<&str>,
+    email: Option<&str>,
+    linked: Option<ContactId>,
+    when: &str,
+) -> Change {
     Change::Created(NewContact {
         id,
         email: email.map(str::to_owned),
@@ -40,20 +46,47 @@ fn identify(engine: &mut Engine, q: &Query, now: Timestamp) -> (Identity, Vec<Ch
         engine.apply(c).unwrap();
     }
     engine.check_invariants().unwrap();
-    (engine.identity(plan.answer).unwrap().to_owned(), plan.changes)
+    (
+        engine.identity(plan.answer).unwrap().to_owned(),
+        plan.changes,
+    )
 }
 
 fn lorraine_and_mcfly() -> Engine {
     engine_with(&[
-        created(1, Some("123456"), Some("lorraine@hillvalley.edu"), None, "2023-04-01T00:00:00.374Z"),
-        created(23, Some("123456"), Some("mcfly@hillvalley.edu"), Some(1), "2023-04-20T05:30:00.110Z"),
+        created(
+            1,
+            Some("123456"),
+            Some("lorraine@hillvalley.edu"),
+            None,
+            "2023-04-01T00:00:00.374Z",
+        ),
+        created(
+            23,
+            Some("123456"),
+            Some("mcfly@hillvalley.edu"),
+            Some(1),
+            "2023-04-20T05:30:00.110Z",
+        ),
     ])
 }
 
 fn george_and_biff() -> Engine {
     engine_with(&[
-        created(11, Some("919191"), Some("george@hillvalley.edu"), None, "2023-04-11T00:00:00.374Z"),
-        created(27, Some("717171"), Some("biffsucks@hillvalley.edu"), None, "2023-04-21T05:30:00.110Z"),
+        created(
+            11,
+            Some("919191"),
+            Some("george@hillvalley.edu"),
+            None,
+            "2023-04-11T00:00:00.374Z",
+        ),
+        created(
+            27,
+            Some("717171"),
+            Some("biffsucks@hillvalley.edu"),
+            None,
+            "2023-04-21T05:30:00.110Z",
+        ),
     ])
 }
 
@@ -63,7 +96,10 @@ const LATER: Timestamp = Timestamp(1_700_000_000_000);
 fn a_request_that_repeats_what_is_known_answers_the_cluster_and_adds_nothing() {
     let expected = Identity {
         primary_contact_id: 1,
-        emails: vec!["lorraine@hillvalley.edu".into(), "mcfly@hillvalley.edu".into()],
+        emails: vec![
+            "lorraine@hillvalley.edu".into(),
+            "mcfly@hillvalley.edu".into(),
+        ],
         phone_numbers: vec!["123456".into()],
         secondary_contact_ids: vec![23],
     };
@@ -84,7 +120,11 @@ fn a_request_that_repeats_what_is_known_answers_the_cluster_and_adds_nothing() {
 #[test]
 fn unknown_identifiers_create_a_primary_with_the_next_id() {
     let mut engine = lorraine_and_mcfly();
-    let (answer, _) = identify(&mut engine, &query(Some("newunknown@hillvalley.edu"), Some("789012")), LATER);
+    let (answer, _) = identify(
+        &mut engine,
+        &query(Some("newunknown@hillvalley.edu"), Some("789012")),
+        LATER,
+    );
     assert_eq!(
         answer,
         Identity {
@@ -95,33 +135,57 @@ fn unknown_identifiers_create_a_primary_with_the_next_id() {
         }
     );
     let row = engine.contact(24).unwrap();
-    assert_eq!((row.link_precedence, row.linked_id, row.created_at), (Precedence::Primary, None, LATER));
+    assert_eq!(
+        (row.link_precedence, row.linked_id, row.created_at),
+        (Precedence::Primary, None, LATER)
+    );
 }
 
 #[test]
 fn merging_two_primaries_keeps_the_older_one_and_demotes_the_other() {
     let mut engine = george_and_biff();
-    let (answer, changes) = identify(&mut engine, &query(Some("george@hillvalley.edu"), Some("717171")), LATER);
+    let (answer, changes) = identify(
+        &mut engine,
+        &query(Some("george@hillvalley.edu"), Some("717171")),
+        LATER,
+    );
     assert_eq!(
         answer,
         Identity {
             primary_contact_id: 11,
-            emails: vec!["george@hillvalley.edu".into(), "biffsucks@hillvalley.edu".into()],
+            emails: vec![
+                "george@hillvalley.edu".into(),
+                "biffsucks@hillvalley.edu".into()
+            ],
             phone_numbers: vec!["919191".into(), "717171".into()],
             secondary_contact_ids: vec![27],
         }
     );
-    assert!(changes.iter().all(|c| !matches!(c, Change::Created(_))), "a merge adds no row");
+    assert!(
+        changes.iter().all(|c| !matches!(c, Change::Created(_))),
+        "a merge adds no row"
+    );
     let biff = engine.contact(27).unwrap();
-    assert_eq!((biff.link_precedence, biff.linked_id, biff.updated_at), (Precedence::Secondary, Some(11), LATER));
+    assert_eq!(
+        (biff.link_precedence, biff.linked_id, biff.updated_at),
+        (Precedence::Secondary, Some(11), LATER)
+    );
     let george = engine.contact(11).unwrap();
-    assert_eq!(george.updated_at, at("2023-04-11T00:00:00.374Z"), "the primary's link did not change");
+    assert_eq!(
+        george.updated_at,
+        at("2023-04-11T00:00:00.374Z"),
+        "the primary's link did not change"
+    );
 }
 
 #[test]
 fn a_new_email_on_a_known_phone_becomes_a_secondary_of_the_primary() {
     let mut engine = lorraine_and_mcfly();
-    let (answer, _) = identify(&mut engine, &query(Some("doc@hillvalley.edu"), Some("123456")), LATER);
+    let (answer, _) = identify(
+        &mut engine,
+        &query(Some("doc@hillvalley.edu"), Some("123456")),
+        LATER,
+    );
     assert_eq!(answer.secondary_contact_ids, vec![23, 24]);
     assert_eq!(answer.emails.last().unwrap(), "doc@hillvalley.edu");
     assert_eq!(engine.contact(24).unwrap().linked_id, Some(1));
@@ -130,17 +194,32 @@ fn a_new_email_on_a_known_phone_becomes_a_secondary_of_the_primary() {
 #[test]
 fn merging_relinks_the_demoted_primarys_secondaries_too() {
     let mut engine = george_and_biff();
-    identify(&mut engine, &query(Some("biff2@hillvalley.edu"), Some("717171")), LATER);
-    let (answer, _) = identify(&mut engine, &query(Some("george@hillvalley.edu"), Some("717171")), Timestamp(LATER.0 + 5));
+    identify(
+        &mut engine,
+        &query(Some("biff2@hillvalley.edu"), Some("717171")),
+        LATER,
+    );
+    let (answer, _) = identify(
+        &mut engine,
+        &query(Some("george@hillvalley.edu"), Some("717171")),
+        Timestamp(LATER.0 + 5),
+    );
     assert_eq!(answer.secondary_contact_ids, vec![27, 28]);
     assert_eq!(engine.contact(28).unwrap().linked_id, Some(11));
-    assert_eq!(engine.contact(28).unwrap().updated_at, Timestamp(LATER.0 + 5));
+    assert_eq!(
+        engine.contact(28).unwrap().updated_at,
+        Timestamp(LATER.0 + 5)
+    );
 }
 
 #[test]
 fn new_contacts_are_never_older_than_what_exists_even_if_the_clock_goes_back() {
     let mut engine = lorraine_and_mcfly();
-    let (answer, _) = identify(&mut engine, &query(Some("doc@hillvalley.edu"), Some("123456")), Timestamp(0));
+    let (answer, _) = identify(
+        &mut engine,
+        &query(Some("doc@hillvalley.edu"), Some("123456")),
+        Timestamp(0),
+    );
     assert_eq!(answer.primary_contact_id, 1);
     assert!(engine.contact(24).unwrap().created_at >= engine.contact(23).unwrap().created_at);
 }
@@ -149,9 +228,21 @@ fn new_contacts_are_never_older_than_what_exists_even_if_the_clock_goes_back() {
 fn deleting_the_bridge_splits_the_cluster_and_promotes_the_oldest_of_each_group() {
     // 1 (e1, p1) <- 2 (e2, p1) <- 3 (e2, p3): 2 is the only link between 1 and 3.
     let mut engine = Engine::new();
-    identify(&mut engine, &query(Some("e1@x.io"), Some("1")), Timestamp(1));
-    identify(&mut engine, &query(Some("e2@x.io"), Some("1")), Timestamp(2));
-    identify(&mut engine, &query(Some("e2@x.io"), Some("3")), Timestamp(3));
+    identify(
+        &mut engine,
+        &query(Some("e1@x.io"), Some("1")),
+        Timestamp(1),
+    );
+    identify(
+        &mut engine,
+        &query(Some("e2@x.io"), Some("1")),
+        Timestamp(2),
+    );
+    identify(
+        &mut engine,
+        &query(Some("e2@x.io"), Some("3")),
+        Timestamp(3),
+    );
     let plan = engine.plan_delete(2, Timestamp(10)).unwrap();
     assert_eq!(plan.groups, vec![1, 3]);
     for c in &plan.changes {
@@ -159,18 +250,36 @@ fn deleting_the_bridge_splits_the_cluster_and_promotes_the_oldest_of_each_group(
     }
     engine.check_invariants().unwrap();
     let three = engine.contact(3).unwrap();
-    assert_eq!((three.link_precedence, three.updated_at), (Precedence::Primary, Timestamp(10)));
+    assert_eq!(
+        (three.link_precedence, three.updated_at),
+        (Precedence::Primary, Timestamp(10))
+    );
     assert_eq!(engine.contact(2).unwrap().deleted_at, Some(Timestamp(10)));
-    assert_eq!(engine.contact(2).unwrap().linked_id, Some(1), "a deleted row keeps its last link");
+    assert_eq!(
+        engine.contact(2).unwrap().linked_id,
+        Some(1),
+        "a deleted row keeps its last link"
+    );
     assert_eq!(engine.stats().clusters, 2);
-    assert_eq!(engine.plan_delete(2, Timestamp(11)), Err(EngineError::AlreadyDeleted(2)));
+    assert_eq!(
+        engine.plan_delete(2, Timestamp(11)),
+        Err(EngineError::AlreadyDeleted(2))
+    );
 }
 
 #[test]
 fn a_remembered_join_keeps_a_cluster_whole_after_an_unrelated_deletion() {
     let mut engine = george_and_biff();
-    identify(&mut engine, &query(Some("george@hillvalley.edu"), Some("717171")), LATER);
-    identify(&mut engine, &query(Some("marty@hillvalley.edu"), Some("919191")), LATER);
+    identify(
+        &mut engine,
+        &query(Some("george@hillvalley.edu"), Some("717171")),
+        LATER,
+    );
+    identify(
+        &mut engine,
+        &query(Some("marty@hillvalley.edu"), Some("919191")),
+        LATER,
+    );
     let plan = engine.plan_delete(28, Timestamp(LATER.0 + 1)).unwrap();
     assert_eq!(plan.groups, vec![11]);
     for c in &plan.changes {
@@ -182,24 +291,39 @@ fn a_remembered_join_keeps_a_cluster_whole_after_an_unrelated_deletion() {
 #[test]
 fn deleting_a_joined_contact_forgets_the_join() {
     let mut engine = george_and_biff();
-    identify(&mut engine, &query(Some("george@hillvalley.edu"), Some("717171")), LATER);
+    identify(
+        &mut engine,
+        &query(Some("george@hillvalley.edu"), Some("717171")),
+        LATER,
+    );
     let plan = engine.plan_delete(27, Timestamp(LATER.0 + 1)).unwrap();
     for c in &plan.changes {
         engine.apply(c).unwrap();
     }
     assert_eq!(engine.stats().joins, 0);
     // 717171 is free again: a new contact holding it starts a cluster of its own.
-    let (answer, _) = identify(&mut engine, &query(Some("new@x.io"), Some("717171")), Timestamp(LATER.0 + 2));
+    let (answer, _) = identify(
+        &mut engine,
+        &query(Some("new@x.io"), Some("717171")),
+        Timestamp(LATER.0 + 2),
+    );
     assert_eq!(answer.primary_contact_id, 28);
 }
 
 #[test]
 fn replaying_the_facts_of_an_engine_rebuilds_the_same_answers() {
     let mut engine = george_and_biff();
-    identify(&mut engine, &query(Some("george@hillvalley.edu"), Some("717171")), LATER);
+    identify(
+        &mut engine,
+        &query(Some("george@hillvalley.edu"), Some("717171")),
+        LATER,
+    );
     identify(&mut engine, &query(Some("x@y.z"), Some("919191")), LATER);
     let copy = engine_with(&engine.facts().collect::<Vec<_>>());
-    assert_eq!(copy.contacts().collect::<Vec<_>>(), engine.contacts().collect::<Vec<_>>());
+    assert_eq!(
+        copy.contacts().collect::<Vec<_>>(),
+        engine.contacts().collect::<Vec<_>>()
+    );
     assert_eq!(copy.identity(27), engine.identity(27));
     assert_eq!(copy.stats(), engine.stats());
 }
@@ -209,8 +333,14 @@ fn applying_a_bad_fact_fails_and_changes_nothing() {
     let mut engine = lorraine_and_mcfly();
     let dup = created(1, None, Some("a@b.c"), None, "2023-04-01T00:00:00Z");
     assert_eq!(engine.apply(&dup), Err(EngineError::DuplicateId(1)));
-    let dangling = Change::Joined { email: "nobody@x.io".into(), phone: "123456".into() };
-    assert!(matches!(engine.apply(&dangling), Err(EngineError::DanglingJoin(_))));
+    let dangling = Change::Joined {
+        email: "nobody@x.io".into(),
+        phone: "123456".into(),
+    };
+    assert!(matches!(
+        engine.apply(&dangling),
+        Err(EngineError::DanglingJoin(_))
+    ));
     assert_eq!(engine.stats().contacts, 2);
     engine.check_invariants().unwrap();
 }

@@ -31,7 +31,11 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
     }
     let year = digits(&b[0..4])?;
     let (month, day) = (digits(&b[5..7])?, digits(&b[8..10])?);
-    let (hour, minute, second) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?);
+    let (hour, minute, second) = (
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+    );
     let valid = (1..=12).contains(&month)
         && (1..=days_in_month(year, month)).contains(&day)
         && hour < 24
@@ -47,7 +51,12 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
         if len == 0 {
             return None;
         }
-        let first3: Vec<u8> = fraction[..len].iter().copied().chain(*b"000").take(3).collect();
+        let first3: Vec<u8> = fraction[..len]
+            .iter()
+            .copied()
+            .chain(*b"000")
+            .take(3)
+            .collect();
         millis = digits(&first3)?;
         rest = &fraction[len..];
     }
@@ -122,7 +131,14 @@ mod tests {
 
     #[test]
     fn formatting_and_parsing_round_trip() {
-        for ms in [0, 1, 951_782_400_000, 1_680_307_200_374, 4_102_444_799_999, -1] {
+        for ms in [
+            0,
+            1,
+            951_782_400_000,
+            1_680_307_200_374,
+            4_102_444_799_999,
+            -1,
+        ] {
             assert_eq!(parse_rfc3339(&format(ms)), Some(ms), "{}", format(ms));
         }
     }
@@ -137,7 +153,12 @@ mod tests {
 
     #[test]
     fn parsing_refuses_impossible_dates() {
-        for bad in ["2023-02-30T00:00:00Z", "2023-13-01T00:00:00Z", "2023-04-01", "2023-04-01T00:00:00"] {
+        for bad in [
+            "2023-02-30T00:00:00Z",
+            "2023-13-01T00:00:00Z",
+            "2023-04-01",
+            "2023-04-01T00:00:00",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }

@@ -48,8 +48,9 @@ impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         if d.is_human_readable() {
             let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-            Timestamp::parse_rfc3339(&text)
-                .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 timestamp: {text}")))
+            Timestamp::parse_rfc3339(&text).ok_or_else(|| {
+                serde::de::Error::custom(format!("not an RFC 3339 timestamp: {text}"))
+            })
         } else {
             i64::deserialize(d).map(Timestamp)
         }
@@ -61,7 +62,9 @@ impl<'de> Deserialize<'de> for Timestamp {
 pub enum IdentifierError {
     #[error("email must have one @ with text on both sides, no spaces or control characters, and at most 254 bytes")]
     Email,
-    #[error("phoneNumber must hold a digit, only digits, spaces and + - ( ) ., and at most 32 bytes")]
+    #[error(
+        "phoneNumber must hold a digit, only digits, spaces and + - ( ) ., and at most 32 bytes"
+    )]
     Phone,
 }
 
@@ -220,7 +223,13 @@ mod tests {
 
     #[test]
     fn phones_keep_their_punctuation_and_need_a_digit() {
-        assert_eq!(Phone::parse(" +1 (555) 010-0.1 ").unwrap().unwrap().as_str(), "+1 (555) 010-0.1");
+        assert_eq!(
+            Phone::parse(" +1 (555) 010-0.1 ")
+                .unwrap()
+                .unwrap()
+                .as_str(),
+            "+1 (555) 010-0.1"
+        );
         for bad in ["---", "12a3", "12_3", &"1".repeat(33)] {
             assert_eq!(Phone::parse(bad), Err(IdentifierError::Phone), "{bad:?}");
         }
@@ -228,7 +237,10 @@ mod tests {
 
     #[test]
     fn timestamps_print_as_rfc3339_with_milliseconds() {
-        assert_eq!(Timestamp(1_680_307_200_374).to_string(), "2023-04-01T00:00:00.374Z");
+        assert_eq!(
+            Timestamp(1_680_307_200_374).to_string(),
+            "2023-04-01T00:00:00.374Z"
+        );
         assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000Z");
     }
 }

@@ -1,0 +1,290 @@
+//! Random sequences of requests and deletions, run through the engine and through the brute-force
+//! model of SPEC.md, which must agree after every step; and engines rebuilt from their facts,
+//! which must be indistinguishable from the original.
+
+mod model;
+
+use std::collections::BTreeSet;
+
+use identity_engine::engine::{
+    Change, Contact, ContactId, Email, Engine, EngineError, Identity, Phone, Precedence, Query,
+    Timestamp,
+};
+use model::{DeleteError, Model, ModelAnswer, Row};
+use proptest::prelude::*;
+
+/// Small pools, so that requests keep colliding, merging and splitting clusters.
+const EMAILS: [&str; 4] = [
+    "doc@hillvalley.edu",
+    "marty@hillvalley.edu",
+    "george@hillvalley.edu",
+    "biff@hillvalley.edu",
+];
+const PHONES: [&str; 4] = ["123456", "919191", "717171", "+1 (555) 010-0"];
+const START: i64 = 1_680_307_200_000;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Identify {
+        email: Option<usize>,
+        phone: Option<usize>,
+    },
+    /// Deletes contact `pick % (highest id + 1) + 1`: mostly one that exists, now and then one
+    /// already deleted or one no contact has yet.
+    Delete { pick: u32 },
+}
+
+/// One request: the wall clock moves by `tick` (maybe zero, maybe backwards), then `op` runs.
+#[derive(Clone, Debug)]
+struct Step {
+    tick: i64,
+    op: Op,
+}
+
+/// What a step answered, in terms both sides share.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Outcome {
+    Answer(Identity),
+    Groups(Vec<ContactId>),
+    Refused(DeleteError),
+}
+
+fn tick() -> impl Strategy<Value = i64> {
+    prop_oneof![3 => Just(0), 6 => 1..=5i64, 1 => -10..=-1i64]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let (email, phone) = (0..EMAILS.len(), 0..PHONES.len());
+    prop_oneof![
+        3 => (email.clone(), phone.clone()).prop_map(|(e, p)| Op::Identify { email: Some(e), phone: Some(p) }),
+        1 => email.prop_map(|e| Op::Identify { email: Some(e), phone: None }),
+        1 => phone.prop_map(|p| Op::Identify { email: None, phone: Some(p) }),
+        2 => any::<u32>().prop_map(|pick| Op::Delete { pick }),
+    ]
+}
+
+fn steps(max: usize) -> impl Strategy<Value = Vec<Step>> {
+    prop::collection::vec(
+        (tick(), op()).prop_map(|(tick, op)| Step { tick, op }),
+        1..=max,
+    )
+}
+
+/// The wall clock before step `i`.
+fn clock(steps: &[Step], i: usize) -> i64 {
+    START + steps[..=i].iter().map(|s| s.tick).sum::<i64>()
+}
+
+fn query(email: Option<usize>, phone: Option<usize>) -> Query {
+    let email = email.map(|i| Email::parse(EMAILS[i]).unwrap().unwrap());
+    let phone = phone.map(|i| Phone::parse(PHONES[i]).unwrap().unwrap());
+    Query::new(email, phone).expect("every generated request names an identifier")
+}
+
+fn delete_target(op: &Op, max_id: ContactId) -> Option<ContactId> {
+    match op {
+        Op::Delete { pick } => Some(pick % (max_id + 1) + 1),
+        Op::Identify { .. } => None,
+    }
+}
+
+/// Plans `op` on the engine, applies every change it implies, and says what it answered.
+fn run_on_engine(engine: &mut Engine, op: &Op, now: i64) -> Outcome {
+    let now = Timestamp(now);
+    if let Some(id) = delete_target(op, engine.max_id()) {
+        let plan = match engine.plan_delete(id, now) {
+            Ok(plan) => plan,
+            Err(EngineError::UnknownContact(_)) => return Outcome::Refused(DeleteError::Unknown),
+            Err(EngineError::AlreadyDeleted(_)) => {
+                return Outcome::Refused(DeleteError::AlreadyDeleted)
+            }
+            Err(other) => panic!("deleting {id} failed unexpectedly: {other}"),
+        };
+        apply_all(engine, &plan.changes);
+        return Outcome::Groups(plan.groups);
+    }
+    let Op::Identify { email, phone } = *op else {
+        unreachable!()
+    };
+    let plan = engine.plan_identify(&query(email, phone), now);
+    apply_all(engine, &plan.changes);
+    let answer = engine
+        .identity(plan.answer)
+        .expect("the answer names a live contact");
+    Outcome::Answer(answer.to_owned())
+}
+
+fn apply_all(engine: &mut Engine, changes: &[Change]) {
+    for change in changes {
+        engine
+            .apply(change)
+            .unwrap_or_else(|e| panic!("a planned change failed to apply: {change:?}: {e}"));
+    }
+}
+
+fn run_on_model(model: &mut Model, op: &Op, now: i64) -> Outcome {
+    let max_id = model.rows().iter().map(|r| r.id).max().unwrap_or(0);
+    if let Some(id) = delete_target(op, max_id) {
+        return match model.delete(id, now) {
+            Ok(groups) => Outcome::Groups(groups),
+            Err(refused) => Outcome::Refused(refused),
+        };
+    }
+    let Op::Identify { email, phone } = *op else {
+        unreachable!()
+    };
+    let answer = model.identify(email.map(|i| EMAILS[i]), phone.map(|i| PHONES[i]), now);
+    Outcome::Answer(identity(answer))
+}
+
+fn identity(answer: ModelAnswer) -> Identity {
+    Identity {
+        primary_contact_id: answer.primary_contact_id,
+        emails: answer.emails,
+        phone_numbers: answer.phone_numbers,
+        secondary_contact_ids: answer.secondary_contact_ids,
+    }
+}
+
+fn contact(row: &Row) -> Contact {
+    Contact {
+        id: row.id,
+        phone_number: row.phone.clone(),
+        email: row.email.clone(),
+        linked_id: row.linked_id,
+        link_precedence: match row.linked_id {
+            None => Precedence::Primary,
+            Some(_) => Precedence::Secondary,
+        },
+        created_at: Timestamp(row.created_at),
+        updated_at: Timestamp(row.updated_at),
+        deleted_at: row.deleted_at.map(Timestamp),
+    }
+}
+
+fn remembered_joins(engine: &Engine) -> BTreeSet<(String, String)> {
+    let joins = engine.facts().filter_map(|fact| match fact {
+        Change::Joined { email, phone } => Some((email, phone)),
+        _ => None,
+    });
+    joins.collect()
+}
+
+/// Everything the engine shows that the model also knows must be equal.
+fn assert_same_state(engine: &Engine, model: &Model) -> Result<(), TestCaseError> {
+    engine.check_invariants().map_err(TestCaseError::fail)?;
+    let expected: Vec<Contact> = model.rows().iter().map(contact).collect();
+    prop_assert_eq!(engine.contacts().collect::<Vec<_>>(), expected);
+    let joins: BTreeSet<_> = model.joins().iter().cloned().collect();
+    prop_assert_eq!(remembered_joins(engine), joins);
+    let stats = engine.stats();
+    let deleted = model
+        .rows()
+        .iter()
+        .filter(|r| r.deleted_at.is_some())
+        .count();
+    prop_assert_eq!(
+        (stats.contacts, stats.deleted, stats.clusters, stats.joins),
+        (
+            model.rows().len(),
+            deleted,
+            model.cluster_count(),
+            model.joins().len()
+        )
+    );
+    Ok(())
+}
+
+/// The answer for every id, None for deleted or unknown ones.
+fn every_identity(engine: &Engine) -> Vec<Option<Identity>> {
+    (1..=engine.max_id() + 1)
+        .map(|id| engine.identity(id).map(|i| i.to_owned()))
+        .collect()
+}
+
+fn rebuilt(engine: &Engine) -> Engine {
+    let mut copy = Engine::new();
+    apply_all(&mut copy, &engine.facts().collect::<Vec<_>>());
+    copy
+}
+
+/// Both engines show the same rows, answers and counts.
+fn assert_same_engine(copy: &Engine, original: &Engine) -> Result<(), TestCaseError> {
+    copy.check_invariants().map_err(TestCaseError::fail)?;
+    prop_assert_eq!(
+        copy.contacts().collect::<Vec<_>>(),
+        original.contacts().collect::<Vec<_>>()
+    );
+    prop_assert_eq!(every_identity(copy), every_identity(original));
+    prop_assert_eq!(remembered_joins(copy), remembered_joins(original));
+    prop_assert_eq!(copy.stats(), original.stats());
+    prop_assert_eq!(copy.max_id(), original.max_id());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn the_engine_answers_and_stores_what_the_model_of_the_spec_does(steps in steps(60)) {
+        let (mut engine, mut model) = (Engine::new(), Model::new());
+        for (i, step) in steps.iter().enumerate() {
+            let now = clock(&steps, i);
+            let from_engine = run_on_engine(&mut engine, &step.op, now);
+            let from_model = run_on_model(&mut model, &step.op, now);
+            prop_assert_eq!(from_engine, from_model, "step {}: {:?}", i, step);
+            assert_same_state(&engine, &model)?;
+        }
+    }
+
+    #[test]
+    fn an_engine_rebuilt_from_its_facts_has_the_same_rows_and_answers(steps in steps(60)) {
+        let mut engine = Engine::new();
+        for (i, step) in steps.iter().enumerate() {
+            run_on_engine(&mut engine, &step.op, clock(&steps, i));
+        }
+        assert_same_engine(&rebuilt(&engine), &engine)?;
+    }
+
+    #[test]
+    fn an_engine_rebuilt_from_its_facts_goes_on_like_the_original(
+        steps in steps(60),
+        rebuild_at in any::<prop::sample::Index>(),
+    ) {
+        let rebuild_at = rebuild_at.index(steps.len());
+        let mut engine = Engine::new();
+        for (i, step) in steps[..rebuild_at].iter().enumerate() {
+            run_on_engine(&mut engine, &step.op, clock(&steps, i));
+        }
+        let mut copy = rebuilt(&engine);
+        for (i, step) in steps.iter().enumerate().skip(rebuild_at) {
+            let now = clock(&steps, i);
+            let from_copy = run_on_engine(&mut copy, &step.op, now);
+            let from_original = run_on_engine(&mut engine, &step.op, now);
+            prop_assert_eq!(from_copy, from_original, "step {}: {:?}", i, step);
+            assert_same_engine(&copy, &engine)?;
+        }
+    }
+}
+
+/// The smallest case of the property above: the clock of an engine rebuilt from its facts must
+/// include the last deletion, or the next contact is stamped before it.
+#[test]
+fn a_rebuilt_engine_stamps_new_contacts_no_earlier_than_the_last_deletion() {
+    let mut engine = Engine::new();
+    let create = Op::Identify {
+        email: Some(0),
+        phone: None,
+    };
+    run_on_engine(&mut engine, &create, START);
+    run_on_engine(&mut engine, &Op::Delete { pick: 0 }, START + 10);
+    let mut copy = rebuilt(&engine);
+    let another = Op::Identify {
+        email: Some(1),
+        phone: None,
+    };
+    run_on_engine(&mut engine, &another, START);
+    run_on_engine(&mut copy, &another, START);
+    assert_eq!(engine.contact(2).unwrap().created_at, Timestamp(START + 10));
+    assert_eq!(copy.contact(2).unwrap().created_at, Timestamp(START + 10));
+}

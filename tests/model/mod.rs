@@ -1,0 +1,281 @@
+//! A brute-force reference model of SPEC.md's rules: a plain list of rows and of remembered joins,
+//! no indexes and no union-find; every question is answered by scanning every row.
+//!
+//! It is written from SPEC.md, not from the engine, so that a test can check one against the
+//! other. It keeps to the engine's choices where SPEC.md leaves room: time never goes backwards,
+//! a join is remembered only when it is new evidence, and a join is forgotten once no live row
+//! holds its email or its phone.
+
+// Shared by several test binaries, each of which uses only part of it.
+#![allow(dead_code)]
+
+pub type Id = u32;
+
+/// One contact row; timestamps in milliseconds. A primary has `linked_id` None.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    pub id: Id,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub linked_id: Option<Id>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub deleted_at: Option<i64>,
+}
+
+impl Row {
+    fn is_live(&self) -> bool {
+        self.deleted_at.is_none()
+    }
+
+    /// Who is older: the smaller `(createdAt, id)`.
+    fn age(&self) -> (i64, Id) {
+        (self.created_at, self.id)
+    }
+}
+
+/// The `/identify` answer, in SPEC.md's order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelAnswer {
+    pub primary_contact_id: Id,
+    pub emails: Vec<String>,
+    pub phone_numbers: Vec<String>,
+    pub secondary_contact_ids: Vec<Id>,
+}
+
+/// Why a deletion was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeleteError {
+    Unknown,
+    AlreadyDeleted,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    rows: Vec<Row>,
+    /// Remembered joins: a request named this email and this phone together and added no row.
+    joins: Vec<(String, String)>,
+}
+
+impl Model {
+    pub fn new() -> Model {
+        Model::default()
+    }
+
+    /// Every row ever created, in id order.
+    pub fn rows(&self) -> &[Row] {
+        &self.rows
+    }
+
+    /// The remembered joins, in the order they were made.
+    pub fn joins(&self) -> &[(String, String)] {
+        &self.joins
+    }
+
+    /// The number of clusters of live rows.
+    pub fn cluster_count(&self) -> usize {
+        self.live().filter(|&i| self.cluster(i)[0] == i).count()
+    }
+
+    /// `POST /identify` with already normalized identifiers, at least one present (rules 2-5).
+    pub fn identify(&mut self, email: Option<&str>, phone: Option<&str>, now: i64) -> ModelAnswer {
+        assert!(
+            email.is_some() || phone.is_some(),
+            "rule 1 is the caller's business"
+        );
+        let now = self.effective(now);
+        let matched: Vec<usize> = self
+            .live()
+            .filter(|&i| same(&self.rows[i].email, email) || same(&self.rows[i].phone, phone))
+            .collect();
+        // Rule 2: nothing known, a new primary.
+        let Some(&first) = matched.first() else {
+            let row = self.push(email, phone, None, now);
+            return self.answer(row);
+        };
+        // Rule 3: the request spans clusters, so it is a join; remembering it merges them.
+        let first_cluster = self.cluster(first);
+        let spans_clusters = matched.iter().any(|i| !first_cluster.contains(i));
+        if spans_clusters {
+            // Each identifier's holders share one cluster, so only an email and a phone can span.
+            self.remember(email.unwrap(), phone.unwrap());
+            self.relink(now);
+        }
+        // Rule 4: something new, a new secondary; else perhaps a join within the cluster.
+        let cluster = self.cluster(first);
+        let knows = |held: fn(&Row) -> &Option<String>, asked: Option<&str>| {
+            asked.is_none() || cluster.iter().any(|&i| same(held(&self.rows[i]), asked))
+        };
+        if !(knows(|r| &r.email, email) && knows(|r| &r.phone, phone)) {
+            self.push(email, phone, Some(self.rows[cluster[0]].id), now);
+        } else if !spans_clusters {
+            self.remember_if_new_evidence(email, phone);
+        }
+        self.answer(cluster[0])
+    }
+
+    /// A request naming an email and a phone of one cluster is evidence of its own unless one
+    /// live row already holds both.
+    fn remember_if_new_evidence(&mut self, email: Option<&str>, phone: Option<&str>) {
+        let (Some(e), Some(p)) = (email, phone) else {
+            return;
+        };
+        let one_row_holds_both = self
+            .live()
+            .any(|i| same(&self.rows[i].email, email) && same(&self.rows[i].phone, phone));
+        if !one_row_holds_both {
+            self.remember(e, p);
+        }
+    }
+
+    /// `DELETE /contacts/{id}`: the primaries of the groups its former cluster becomes, oldest first.
+    pub fn delete(&mut self, id: Id, now: i64) -> Result<Vec<Id>, DeleteError> {
+        let now = self.effective(now);
+        let gone = self
+            .rows
+            .iter()
+            .position(|r| r.id == id)
+            .ok_or(DeleteError::Unknown)?;
+        if !self.rows[gone].is_live() {
+            return Err(DeleteError::AlreadyDeleted);
+        }
+        let former = self.cluster(gone);
+        self.rows[gone].deleted_at = Some(now);
+        // A join whose email or phone no live row holds any more is forgotten.
+        let joins = std::mem::take(&mut self.joins);
+        self.joins = joins
+            .into_iter()
+            .filter(|(e, p)| self.is_held(|r| &r.email, e) && self.is_held(|r| &r.phone, p))
+            .collect();
+        self.relink(now);
+        let mut primaries: Vec<usize> = former
+            .into_iter()
+            .filter(|&i| i != gone)
+            .map(|i| self.cluster(i)[0])
+            .collect();
+        primaries.sort_by_key(|&i| self.rows[i].age());
+        primaries.dedup();
+        Ok(primaries.into_iter().map(|i| self.rows[i].id).collect())
+    }
+
+    /// The answer for the cluster of the row at `index`.
+    fn answer(&self, index: usize) -> ModelAnswer {
+        let members: Vec<&Row> = self
+            .cluster(index)
+            .into_iter()
+            .map(|i| &self.rows[i])
+            .collect();
+        let mut emails: Vec<String> = Vec::new();
+        let mut phones: Vec<String> = Vec::new();
+        for row in &members {
+            push_distinct(&mut emails, &row.email);
+            push_distinct(&mut phones, &row.phone);
+        }
+        ModelAnswer {
+            primary_contact_id: members[0].id,
+            emails,
+            phone_numbers: phones,
+            secondary_contact_ids: members[1..].iter().map(|r| r.id).collect(),
+        }
+    }
+
+    /// The live rows (as indexes) connected to row `start` by evidence, oldest first.
+    fn cluster(&self, start: usize) -> Vec<usize> {
+        let mut found = vec![start];
+        let mut next = 0;
+        while next < found.len() {
+            let here = found[next];
+            for other in self.live() {
+                if !found.contains(&other) && self.connected(here, other) {
+                    found.push(other);
+                }
+            }
+            next += 1;
+        }
+        found.sort_by_key(|&i| self.rows[i].age());
+        found
+    }
+
+    /// Direct evidence between two live rows: a shared identifier, or a remembered join.
+    fn connected(&self, a: usize, b: usize) -> bool {
+        let (a, b) = (&self.rows[a], &self.rows[b]);
+        let shared = |x: &Option<String>, y: &Option<String>| x.is_some() && x == y;
+        let joined = |x: &Row, y: &Row| {
+            self.joins.iter().any(|(e, p)| {
+                x.email.as_deref() == Some(e.as_str()) && y.phone.as_deref() == Some(p.as_str())
+            })
+        };
+        shared(&a.email, &b.email) || shared(&a.phone, &b.phone) || joined(a, b) || joined(b, a)
+    }
+
+    /// Points every live row at its cluster's primary; rows whose link changes are updated `now`.
+    fn relink(&mut self, now: i64) {
+        for i in self.live().collect::<Vec<_>>() {
+            let primary = self.rows[self.cluster(i)[0]].id;
+            let want = (primary != self.rows[i].id).then_some(primary);
+            if self.rows[i].linked_id != want {
+                self.rows[i].linked_id = want;
+                self.rows[i].updated_at = now;
+            }
+        }
+    }
+
+    /// Whether some live row holds `value` in the field `held` picks.
+    fn is_held(&self, held: fn(&Row) -> &Option<String>, value: &str) -> bool {
+        self.live()
+            .any(|i| held(&self.rows[i]).as_deref() == Some(value))
+    }
+
+    fn push(
+        &mut self,
+        email: Option<&str>,
+        phone: Option<&str>,
+        linked_id: Option<Id>,
+        now: i64,
+    ) -> usize {
+        let id = self.rows.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+        self.rows.push(Row {
+            id,
+            email: email.map(str::to_owned),
+            phone: phone.map(str::to_owned),
+            linked_id,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+        });
+        self.rows.len() - 1
+    }
+
+    fn remember(&mut self, email: &str, phone: &str) {
+        let join = (email.to_owned(), phone.to_owned());
+        if !self.joins.contains(&join) {
+            self.joins.push(join);
+        }
+    }
+
+    /// Time never goes backwards: nothing new is stamped earlier than any stamp already written.
+    fn effective(&self, now: i64) -> i64 {
+        let stamps = self
+            .rows
+            .iter()
+            .flat_map(|r| [Some(r.created_at), Some(r.updated_at), r.deleted_at]);
+        stamps.flatten().fold(now, i64::max)
+    }
+
+    fn live(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.rows.len()).filter(|&i| self.rows[i].is_live())
+    }
+}
+
+/// Whether a row's identifier equals a request's (an absent one equals nothing).
+fn same(held: &Option<String>, asked: Option<&str>) -> bool {
+    asked.is_some() && held.as_deref() == asked
+}
+
+fn push_distinct(list: &mut Vec<String>, value: &Option<String>) {
+    if let Some(v) = value {
+        if !list.contains(v) {
+            list.push(v.clone());
+        }
+    }
+}
