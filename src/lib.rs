@@ -5,4 +5,10 @@
 //! - [`store`]: the shared handle: one lock around the engine, the log behind it.
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod check;
+pub mod config;
 pub mod engine;
+pub mod http;
+pub mod storage;
+pub mod store;

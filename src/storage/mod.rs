@@ -1,0 +1,247 @@
+//! Storage: the write-ahead log (framing, group-commit writer), snapshots, and recovery.
+//!
+//! One process owns a data directory (an OS lock on `LOCK`, released even by `kill -9`). Every
+//! change is appended to the log before the answer that reveals it is sent; snapshots are built
+//! in the background from sealed files (never from the live engine, so they never hold its lock)
+//! and let older segments be removed.
+
+pub mod codec;
+pub mod frame;
+pub mod recovery;
+pub mod snapshot;
+pub mod wal;
+mod writer;
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::engine::{Change, Engine};
+pub use recovery::{Mode, Report, TailCut};
+use writer::{LogWriter, WriterOptions};
+
+/// When the log is synced to disk, and so what an acknowledged change survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum FsyncPolicy {
+    /// Answer only after the change is synced: survives `kill -9` and power loss.
+    #[default]
+    Always,
+    /// Answer after the write; sync about once a second: power loss may lose up to a second.
+    Interval,
+    /// Answer after the write; leave syncing to the OS: survives `kill -9`, not power loss.
+    Never,
+}
+
+/// Switches that make the log fail on purpose, for tests of the fail-closed path.
+#[derive(Debug, Default)]
+pub struct Faults {
+    pub fail_writes: AtomicBool,
+    pub fail_syncs: AtomicBool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error(
+        "storage is unavailable after a write or sync failure; restart to recover from the log"
+    )]
+    Unavailable,
+    #[error("{}: corrupt at offset {offset}: {reason}", file.display())]
+    Corrupt {
+        file: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("data directory {} is in use by another process", .0.display())]
+    Locked(PathBuf),
+    #[error("{}: {source}", path.display())]
+    File { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl StorageError {
+    pub(crate) fn file(path: impl Into<PathBuf>, source: io::Error) -> StorageError {
+        StorageError::File {
+            path: path.into(),
+            source,
+        }
+    }
+
+    fn into_io(self) -> io::Error {
+        match self {
+            StorageError::File { source: e, .. } | StorageError::Io(e) => e,
+            other => io::Error::other(other.to_string()),
+        }
+    }
+}
+
+pub(crate) fn corrupt(file: &Path, offset: u64, reason: String) -> StorageError {
+    StorageError::Corrupt {
+        file: file.to_owned(),
+        offset,
+        reason,
+    }
+}
+
+/// Makes a new or renamed file's directory entry durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StorageError::file(dir.to_owned(), e))
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageOptions {
+    pub dir: PathBuf,
+    pub fsync: FsyncPolicy,
+    /// A segment is sealed (and a snapshot taken in the background) once it holds this many bytes.
+    pub snapshot_every_bytes: u64,
+    pub faults: Option<Arc<Faults>>,
+}
+
+impl StorageOptions {
+    pub fn new(dir: impl Into<PathBuf>) -> StorageOptions {
+        StorageOptions {
+            dir: dir.into(),
+            fsync: FsyncPolicy::Always,
+            snapshot_every_bytes: 64 << 20,
+            faults: None,
+        }
+    }
+}
+
+/// Takes the data directory's lock; held until the returned file is dropped or the process dies.
+pub fn lock_dir(dir: &Path) -> Result<File, StorageError> {
+    std::fs::create_dir_all(dir).map_err(|e| StorageError::file(dir.to_owned(), e))?;
+    let path = dir.join("LOCK");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StorageError::file(path.clone(), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked(dir.to_owned())),
+        Err(std::fs::TryLockError::Error(e)) => Err(StorageError::file(path, e)),
+    }
+}
+
+/// An open data directory: the lock, the log writer and the background snapshotter.
+pub struct Storage {
+    dir: PathBuf,
+    writer: LogWriter,
+    snapshotter: Mutex<Option<JoinHandle<()>>>,
+    _lock: File,
+}
+
+impl Storage {
+    /// Locks `dir`, recovers the state in it, and starts the log writer after the last record.
+    pub fn open(options: StorageOptions) -> Result<(Storage, Engine, Report), StorageError> {
+        let lock = lock_dir(&options.dir)?;
+        let (engine, report) = recovery::recover(&options.dir, Mode::Open)?;
+        let (sealed_tx, sealed_rx) = std::sync::mpsc::channel();
+        let writer = LogWriter::start(
+            WriterOptions {
+                dir: options.dir.clone(),
+                policy: options.fsync,
+                segment_bytes: options.snapshot_every_bytes,
+                faults: options.faults.clone(),
+                sealed: Some(sealed_tx),
+            },
+            report.last_seq,
+        )?;
+        let dir = options.dir.clone();
+        let snapshotter = std::thread::Builder::new()
+            .name("snapshotter".into())
+            .spawn(move || snapshot_sealed(&dir, sealed_rx))?;
+        let storage = Storage {
+            dir: options.dir,
+            writer,
+            snapshotter: Mutex::new(Some(snapshotter)),
+            _lock: lock,
+        };
+        Ok((storage, engine, report))
+    }
+
+    /// Queues one request's changes; returns the sequence number to wait for.
+    pub fn append(&self, changes: &[Change]) -> Result<u64, StorageError> {
+        self.writer.append(changes)
+    }
+
+    /// The sequence number of the newest change queued, which any reader may have seen.
+    pub fn queued_seq(&self) -> u64 {
+        self.writer.queued_seq()
+    }
+
+    pub async fn wait_durable(&self, seq: u64) -> Result<(), StorageError> {
+        self.writer.wait_durable(seq).await
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.writer.is_failed()
+    }
+
+    /// Syncs the log, stops the writer and the snapshotter, and writes a snapshot of `engine`
+    /// (which must hold exactly what was appended) so the next start-up replays nothing.
+    pub fn close(&self, engine: &Engine) -> Result<(), StorageError> {
+        self.writer.close()?;
+        if let Some(thread) = self.snapshotter.lock().take() {
+            let _ = thread.join();
+        }
+        let seq = self.writer.queued_seq();
+        let started = Instant::now();
+        let (path, bytes) = snapshot::write(&self.dir, engine, seq)?;
+        remove_covered(&self.dir, seq, true)?;
+        tracing::info!(file = %path.display(), seq, bytes, ms = started.elapsed().as_millis() as u64, "snapshot written at shutdown");
+        Ok(())
+    }
+}
+
+/// The snapshotter thread: each time the writer seals segments up to some sequence number,
+/// rebuild that state from the files alone, write it as a snapshot, and drop what it covers.
+fn snapshot_sealed(dir: &Path, sealed: std::sync::mpsc::Receiver<u64>) {
+    while let Ok(mut seq) = sealed.recv() {
+        while let Ok(later) = sealed.try_recv() {
+            seq = later;
+        }
+        let started = Instant::now();
+        let result = recovery::recover(dir, Mode::UpTo(seq))
+            .and_then(|(engine, _)| snapshot::write(dir, &engine, seq))
+            .and_then(|(path, bytes)| remove_covered(dir, seq, false).map(|()| (path, bytes)));
+        match result {
+            Ok((path, bytes)) => tracing::info!(file = %path.display(), seq, bytes,
+                ms = started.elapsed().as_millis() as u64, "snapshot written"),
+            Err(error) => {
+                tracing::warn!(%error, seq, "snapshot failed; the log is kept and will be replayed")
+            }
+        }
+    }
+}
+
+/// Removes snapshots older than `seq` and segments whose records are all covered by it (the
+/// newest segment too when `including_newest`, at shutdown when nothing follows).
+fn remove_covered(dir: &Path, seq: u64, including_newest: bool) -> Result<(), StorageError> {
+    let files = recovery::list(dir)?;
+    for (s, path) in &files.snapshots {
+        if *s < seq {
+            std::fs::remove_file(path).map_err(|e| StorageError::file(path.clone(), e))?;
+        }
+    }
+    for (i, (_, path)) in files.segments.iter().enumerate() {
+        let covered = match files.segments.get(i + 1) {
+            Some((next, _)) => *next <= seq + 1,
+            None => including_newest,
+        };
+        if covered {
+            std::fs::remove_file(path).map_err(|e| StorageError::file(path.clone(), e))?;
+        }
+    }
+    sync_dir(dir)
+}

@@ -1,0 +1,315 @@
+//! The log writer: one thread owns the open segment. Handlers hand it encoded groups; it writes
+//! whatever has arrived as one batch, syncs once for the whole batch (group commit), publishes
+//! the durable sequence number, and rolls to a new segment when the current one is full.
+//!
+//! A failed write or sync fails closed: memory may now hold changes the log lacks, and retrying
+//! an fsync is not safe (its error may have dropped the dirty pages), so the writer stops for good
+//! and every waiter and later append gets `StorageError::Unavailable` until restart.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::watch;
+
+use super::frame::{write_file_header, FILE_HEADER};
+use super::wal::{encode_group, segment_name, WAL_MAGIC};
+use super::{sync_dir, Faults, FsyncPolicy, StorageError};
+use crate::engine::Change;
+
+/// How far the log is durable, as published to waiting handlers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Durable {
+    pub seq: u64,
+    pub failed: bool,
+}
+
+/// What a roll of the segment tells the snapshotter: every record up to `sealed` is in files
+/// that will not change again.
+pub type SealedTx = std::sync::mpsc::Sender<u64>;
+
+pub struct WriterOptions {
+    pub dir: PathBuf,
+    pub policy: FsyncPolicy,
+    pub segment_bytes: u64,
+    pub faults: Option<Arc<Faults>>,
+    pub sealed: Option<SealedTx>,
+}
+
+struct Queue {
+    buf: Vec<u8>,
+    next_seq: u64,
+    queued_seq: u64,
+    stop: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    durable: AtomicU64,
+    failed: AtomicBool,
+    published: watch::Sender<Durable>,
+}
+
+/// The handle handlers use; the thread behind it owns the file.
+pub struct LogWriter {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl LogWriter {
+    /// Starts the writer on segment `wal-<last_seq + 1>`, creating it (or emptying a leftover
+    /// segment of that name, which can hold no record).
+    pub fn start(options: WriterOptions, last_seq: u64) -> Result<LogWriter, StorageError> {
+        let segment = Segment::create(&options.dir, last_seq + 1)?;
+        let (published, _) = watch::channel(Durable {
+            seq: last_seq,
+            failed: false,
+        });
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                buf: Vec::with_capacity(1 << 16),
+                next_seq: last_seq + 1,
+                queued_seq: last_seq,
+                stop: false,
+            }),
+            wake: Condvar::new(),
+            durable: AtomicU64::new(last_seq),
+            failed: AtomicBool::new(false),
+            published,
+        });
+        let worker = Worker {
+            shared: shared.clone(),
+            segment,
+            options,
+            unsynced: false,
+            last_sync: Instant::now(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("wal-writer".into())
+            .spawn(move || worker.run())
+            .map_err(StorageError::Io)?;
+        Ok(LogWriter {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Queues one request's changes as a group; returns the sequence number of its last record.
+    /// Call under the engine's lock so that log order is apply order.
+    pub fn append(&self, changes: &[Change]) -> Result<u64, StorageError> {
+        let mut q = self.shared.queue.lock();
+        if self.is_failed() || q.stop {
+            return Err(StorageError::Unavailable);
+        }
+        let first = q.next_seq;
+        let last = encode_group(&mut q.buf, first, changes);
+        q.next_seq = last + 1;
+        q.queued_seq = last;
+        drop(q);
+        self.shared.wake.notify_one();
+        Ok(last)
+    }
+
+    /// The sequence number of the last record queued so far.
+    pub fn queued_seq(&self) -> u64 {
+        self.shared.queue.lock().queued_seq
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.shared.failed.load(Ordering::Acquire)
+    }
+
+    /// Waits until every record up to `seq` is durable (per the fsync policy).
+    pub async fn wait_durable(&self, seq: u64) -> Result<(), StorageError> {
+        if self.shared.durable.load(Ordering::Acquire) >= seq {
+            return Ok(());
+        }
+        let mut rx = self.shared.published.subscribe();
+        let state = rx
+            .wait_for(|d| d.seq >= seq || d.failed)
+            .await
+            .map_err(|_| StorageError::Unavailable)?;
+        if state.seq >= seq {
+            Ok(())
+        } else {
+            Err(StorageError::Unavailable)
+        }
+    }
+
+    /// Writes and syncs what is queued, then stops the thread. Later appends are refused.
+    pub fn close(&self) -> Result<(), StorageError> {
+        self.shared.queue.lock().stop = true;
+        self.shared.wake.notify_one();
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+        if self.is_failed() {
+            Err(StorageError::Unavailable)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+struct Segment {
+    file: File,
+    path: PathBuf,
+    bytes: u64,
+}
+
+impl Segment {
+    fn create(dir: &Path, first_seq: u64) -> Result<Segment, StorageError> {
+        let path = dir.join(segment_name(first_seq));
+        let io = |e| StorageError::file(path.clone(), e);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(io)?;
+        write_file_header(&mut file, WAL_MAGIC, first_seq).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        sync_dir(dir)?;
+        Ok(Segment {
+            file,
+            path,
+            bytes: FILE_HEADER as u64,
+        })
+    }
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    segment: Segment,
+    options: WriterOptions,
+    unsynced: bool,
+    last_sync: Instant,
+}
+
+const INTERVAL: Duration = Duration::from_secs(1);
+
+impl Worker {
+    fn run(mut self) {
+        let mut batch = Vec::with_capacity(1 << 16);
+        loop {
+            let (last_seq, stop) = self.next_batch(&mut batch);
+            let result = self
+                .write(&batch, last_seq)
+                .and_then(|()| self.sync_if_due(stop));
+            batch.clear();
+            if let Err(e) = result {
+                self.fail(e);
+                return;
+            }
+            if stop {
+                return;
+            }
+        }
+    }
+
+    /// Waits for work and takes everything queued; returns its last seq and whether to stop.
+    fn next_batch(&self, batch: &mut Vec<u8>) -> (u64, bool) {
+        let mut q = self.shared.queue.lock();
+        while q.buf.is_empty() && !q.stop {
+            if self.options.policy == FsyncPolicy::Interval && self.unsynced {
+                let left = INTERVAL.saturating_sub(self.last_sync.elapsed());
+                if self.shared.wake.wait_for(&mut q, left).timed_out() {
+                    break;
+                }
+            } else {
+                self.shared.wake.wait(&mut q);
+            }
+        }
+        std::mem::swap(&mut q.buf, batch);
+        (q.queued_seq, q.stop)
+    }
+
+    fn write(&mut self, batch: &[u8], last_seq: u64) -> io::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.fault(|f| &f.fail_writes)?;
+        self.segment.file.write_all(batch)?;
+        self.segment.bytes += batch.len() as u64;
+        self.unsynced = true;
+        if self.options.policy == FsyncPolicy::Always {
+            self.sync()?;
+        }
+        self.publish(last_seq);
+        if self.segment.bytes >= self.options.segment_bytes {
+            self.roll(last_seq)?;
+        }
+        Ok(())
+    }
+
+    fn sync_if_due(&mut self, stop: bool) -> io::Result<()> {
+        let due = match self.options.policy {
+            FsyncPolicy::Always => false,
+            FsyncPolicy::Interval => self.last_sync.elapsed() >= INTERVAL,
+            FsyncPolicy::Never => false,
+        };
+        if self.unsynced && (due || stop) {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.fault(|f| &f.fail_syncs)?;
+        self.segment.file.sync_data()?;
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Seals the current segment (synced whatever the policy) and starts the next one.
+    fn roll(&mut self, last_seq: u64) -> io::Result<()> {
+        self.sync()?;
+        let next =
+            Segment::create(&self.options.dir, last_seq + 1).map_err(StorageError::into_io)?;
+        tracing::debug!(sealed = %self.segment.path.display(), "log segment sealed");
+        self.segment = next;
+        if let Some(tx) = &self.options.sealed {
+            let _ = tx.send(last_seq);
+        }
+        Ok(())
+    }
+
+    fn publish(&self, seq: u64) {
+        self.shared.durable.store(seq, Ordering::Release);
+        self.shared
+            .published
+            .send_replace(Durable { seq, failed: false });
+    }
+
+    fn fail(&self, error: io::Error) {
+        tracing::error!(file = %self.segment.path.display(), %error,
+            "write-ahead log failed; refusing changes until restart");
+        self.shared.failed.store(true, Ordering::Release);
+        let seq = self.shared.durable.load(Ordering::Acquire);
+        self.shared
+            .published
+            .send_replace(Durable { seq, failed: true });
+    }
+
+    fn fault(&self, which: impl Fn(&Faults) -> &AtomicBool) -> io::Result<()> {
+        match &self.options.faults {
+            Some(f) if which(f).load(Ordering::Acquire) => {
+                Err(io::Error::other("injected storage fault"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
