@@ -1,0 +1,91 @@
+//! Command-line options; each is also an environment variable `IDENTITY_ENGINE_<NAME>`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::storage::{Faults, FsyncPolicy, StorageOptions};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "identity-engine",
+    version,
+    about = "Identity reconciliation over HTTP",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: Config,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start the server (what running with no subcommand does).
+    Serve(Config),
+    /// Verify every file of a data directory and print what it holds; change nothing.
+    Check {
+        #[arg(long, env = "IDENTITY_ENGINE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// Cut the log at the first damaged record, after saying what that loses.
+        #[arg(long)]
+        repair: bool,
+    },
+}
+
+/// The server's settings, with SPEC.md's defaults.
+#[derive(Args, Debug, Clone)]
+pub struct Config {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, env = "IDENTITY_ENGINE_ADDR", default_value = "127.0.0.1:3000")]
+    pub addr: SocketAddr,
+    /// Directory for the log and snapshots; one server per directory.
+    #[arg(long, env = "IDENTITY_ENGINE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// always: answer after fsync; interval: fsync about once a second; never: leave it to the OS.
+    #[arg(long, env = "IDENTITY_ENGINE_FSYNC", value_enum, default_value_t = FsyncPolicy::Always)]
+    pub fsync: FsyncPolicy,
+    /// Also send the key `primaryContatctId` (the task statement's spelling) in answers.
+    #[arg(long, env = "IDENTITY_ENGINE_COMPAT_KEY_TYPO")]
+    pub compat_key_typo: bool,
+    /// Largest request body in bytes; larger ones get 413.
+    #[arg(long, env = "IDENTITY_ENGINE_BODY_LIMIT", default_value_t = crate::http::DEFAULT_BODY_LIMIT)]
+    pub body_limit: usize,
+    /// Seal the log segment and take a snapshot in the background after this many log bytes.
+    #[arg(long, env = "IDENTITY_ENGINE_SNAPSHOT_EVERY_BYTES", default_value_t = 64 << 20)]
+    pub snapshot_every_bytes: u64,
+    /// Log line format.
+    #[arg(long, env = "IDENTITY_ENGINE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Test hook: storage faults to inject.
+    #[arg(skip)]
+    pub faults: Option<Arc<Faults>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Config {
+    /// Defaults for a server on `addr` with its data in `data_dir`.
+    pub fn new(addr: SocketAddr, data_dir: impl Into<PathBuf>) -> Config {
+        let mut config = Cli::parse_from(["identity-engine"]).serve;
+        config.addr = addr;
+        config.data_dir = data_dir.into();
+        config
+    }
+
+    pub fn storage(&self) -> StorageOptions {
+        StorageOptions {
+            dir: self.data_dir.clone(),
+            fsync: self.fsync,
+            snapshot_every_bytes: self.snapshot_every_bytes,
+            faults: self.faults.clone(),
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! `ApiError`: every error answer, as SPEC.md's JSON body with a stable code. 5xx answers say
+//! what happened in words for a person and never leak internals.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::engine::{EngineError, IdentifierError};
+use crate::storage::StorageError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the body is not a valid JSON object of the expected shape: {0}")]
+    InvalidJson(String),
+    #[error("at least one of email and phoneNumber must be given")]
+    MissingIdentifier,
+    #[error("{0}")]
+    InvalidIdentifier(#[from] IdentifierError),
+    #[error("the body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("could not read the request body")]
+    UnreadableBody,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("this path does not accept that method")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    BadQuery(String),
+    #[error(
+        "storage is unavailable; the change was not made. The server must be restarted to recover"
+    )]
+    StorageUnavailable,
+    #[error("an internal error occurred")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidJson(_)
+            | ApiError::MissingIdentifier
+            | ApiError::InvalidIdentifier(_)
+            | ApiError::UnreadableBody
+            | ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable, machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::MissingIdentifier => "missing_identifier",
+            ApiError::InvalidIdentifier(IdentifierError::Email) => "invalid_email",
+            ApiError::InvalidIdentifier(IdentifierError::Phone) => "invalid_phone_number",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnreadableBody => "unreadable_body",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::BadQuery(_) => "invalid_query",
+            ApiError::StorageUnavailable => "storage_unavailable",
+            ApiError::Internal => "internal_error",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code(), "message": self.to_string() } });
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Storage(StorageError::Unavailable) => ApiError::StorageUnavailable,
+            StoreError::Storage(error) => {
+                tracing::error!(%error, "storage error");
+                ApiError::StorageUnavailable
+            }
+            StoreError::Engine(
+                EngineError::UnknownContact(id) | EngineError::AlreadyDeleted(id),
+            ) => ApiError::NotFound(format!("no live contact has id {id}")),
+            StoreError::Engine(error) => {
+                tracing::error!(%error, "engine refused a planned change");
+                ApiError::Internal
+            }
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! `POST /identify`: the request as SPEC.md reads it, and the answer as SPEC.md writes it.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, AppState};
+use crate::engine::{ContactId, Email, IdentityRef, Phone, Query};
+
+pub async fn identify(
+    State(app): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|r| body_error(&r, app.body_limit))?;
+    let query = parse_query(&body)?;
+    let compat = app.compat_key_typo;
+    let answer = app
+        .store
+        .identify(&query, |identity| answer_json(identity, compat))
+        .await?;
+    Ok(json_response(StatusCode::OK, answer))
+}
+
+/// Reads a body as SPEC.md says: JSON whatever the Content-Type, normalized and validated.
+pub fn parse_query(body: &[u8]) -> Result<Query, ApiError> {
+    let request: IdentifyRequest =
+        serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    let email = request
+        .email
+        .as_deref()
+        .map(Email::parse)
+        .transpose()?
+        .flatten();
+    let phone = request
+        .phone
+        .as_deref()
+        .map(Phone::parse)
+        .transpose()?
+        .flatten();
+    Query::new(email, phone).ok_or(ApiError::MissingIdentifier)
+}
+
+pub fn body_error(rejection: &BytesRejection, limit: usize) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(limit)
+    } else {
+        ApiError::UnreadableBody
+    }
+}
+
+pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// `{"contact": {...}}`, serialized straight to bytes while the engine's strings are borrowed.
+pub fn answer_json(identity: &IdentityRef<'_>, compat_key_typo: bool) -> Vec<u8> {
+    let contact = ContactJson {
+        primary_contact_id: identity.primary_contact_id,
+        typo: compat_key_typo.then_some(identity.primary_contact_id),
+        emails: &identity.emails,
+        phone_numbers: &identity.phone_numbers,
+        secondary_contact_ids: &identity.secondary_contact_ids,
+    };
+    serde_json::to_vec(&AnswerJson { contact })
+        .expect("serializing plain data to memory cannot fail")
+}
+
+#[derive(Serialize)]
+struct AnswerJson<'a> {
+    contact: ContactJson<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContactJson<'a> {
+    primary_contact_id: ContactId,
+    /// The task statement's misspelling, for clients that expect it (`--compat-key-typo`).
+    #[serde(rename = "primaryContatctId", skip_serializing_if = "Option::is_none")]
+    typo: Option<ContactId>,
+    emails: &'a [&'a str],
+    phone_numbers: &'a [&'a str],
+    secondary_contact_ids: &'a [ContactId],
+}
+
+/// The request body. Only an object is accepted (a derived struct would also take an array);
+/// a field given twice is an error; unknown fields are ignored; strings borrow from the body.
+#[derive(Debug, Default)]
+struct IdentifyRequest<'a> {
+    email: Option<Cow<'a, str>>,
+    phone: Option<Cow<'a, str>>,
+}
+
+impl<'de> Deserialize<'de> for IdentifyRequest<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(RequestVisitor)
+    }
+}
+
+struct RequestVisitor;
+
+impl<'de> Visitor<'de> for RequestVisitor {
+    type Value = IdentifyRequest<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object with email and/or phoneNumber")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut request = IdentifyRequest::default();
+        let (mut seen_email, mut seen_phone) = (false, false);
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Email if seen_email => return Err(de::Error::duplicate_field("email")),
+                Key::Phone if seen_phone => return Err(de::Error::duplicate_field("phoneNumber")),
+                Key::Email => {
+                    seen_email = true;
+                    request.email = map.next_value::<Option<Text>>()?.map(|t| t.0);
+                }
+                Key::Phone => {
+                    seen_phone = true;
+                    request.phone = map.next_value::<Option<PhoneValue>>()?.map(|t| t.0);
+                }
+                Key::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(request)
+    }
+}
+
+enum Key {
+    Email,
+    Phone,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+                Ok(match key {
+                    "email" => Key::Email,
+                    "phoneNumber" => Key::Phone,
+                    _ => Key::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(KeyVisitor)
+    }
+}
+
+/// A JSON string, borrowed from the body when it has no escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(TextVisitor { integers: false })
+    }
+}
+
+/// `phoneNumber`: a string, or a non-negative integer meaning its decimal digits.
+struct PhoneValue<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for PhoneValue<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TextVisitor { integers: true })
+            .map(|t| PhoneValue(t.0))
+    }
+}
+
+struct TextVisitor {
+    integers: bool,
+}
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Text<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(if self.integers {
+            "a string or a non-negative integer"
+        } else {
+            "a string"
+        })
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Text(Cow::Borrowed(s)))
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Text(Cow::Owned(s.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
+        Ok(Text(Cow::Owned(s)))
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+        if self.integers {
+            Ok(Text(Cow::Owned(n.to_string())))
+        } else {
+            Err(de::Error::invalid_type(de::Unexpected::Unsigned(n), &self))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<Query, ApiError> {
+        parse_query(body.as_bytes())
+    }
+
+    #[test]
+    fn numeric_phones_mean_their_digits() {
+        let q = parse(r#"{"phoneNumber": 123456}"#).unwrap();
+        assert_eq!(q.phone().unwrap().as_str(), "123456");
+    }
+
+    #[test]
+    fn nulls_and_blanks_are_absent() {
+        assert!(matches!(
+            parse(r#"{"email": null, "phoneNumber": "  "}"#),
+            Err(ApiError::MissingIdentifier)
+        ));
+        assert!(matches!(parse("{}"), Err(ApiError::MissingIdentifier)));
+    }
+
+    #[test]
+    fn the_wrong_shape_is_invalid_json() {
+        for body in [
+            "[]",
+            r#"["a@b.c", "1"]"#,
+            "\"a@b.c\"",
+            "nope",
+            r#"{"email": 5}"#,
+            r#"{"phoneNumber": -1}"#,
+            r#"{"phoneNumber": 1.5}"#,
+            r#"{"phoneNumber": true}"#,
+            r#"{"email": "a@b.c", "email": "c@d.e"}"#,
+            r#"{"email": "a@b.c"} trailing"#,
+        ] {
+            assert!(
+                matches!(parse(body), Err(ApiError::InvalidJson(_))),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_escaped_keys_are_handled() {
+        let q = parse(r#"{"e\u006dail": "A@B.C", "extra": {"nested": [1, 2]}}"#).unwrap();
+        assert_eq!(q.email().unwrap().as_str(), "a@b.c");
+    }
+}

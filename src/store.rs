@@ -1,0 +1,160 @@
+//! The shared handle: one engine behind one lock, and the log behind it.
+//!
+//! One `parking_lot::Mutex` because the work under it is microseconds (hash lookups, a few
+//! pushes, encoding a few records) and a single lock gives every request one linear history:
+//! fifty identical new requests create exactly one contact. Nothing under the lock waits on I/O;
+//! the wait for the log to become durable happens after the lock is released.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::engine::{
+    Contact, ContactId, Engine, EngineError, IdentityRef, Query, Stats, Timestamp,
+};
+use crate::storage::{Report, Storage, StorageError, StorageOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+struct State {
+    engine: Engine,
+    /// The sequence number of the newest change applied: what any reader may have seen.
+    applied_seq: u64,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    storage: Storage,
+}
+
+/// Cheap to clone; every method locks internally and never across an `.await`.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl Store {
+    /// Opens (locks and recovers) the data directory.
+    pub fn open(options: StorageOptions) -> Result<(Store, Report), StorageError> {
+        let (storage, engine, report) = Storage::open(options)?;
+        let state = State {
+            engine,
+            applied_seq: report.last_seq,
+        };
+        Ok((
+            Store {
+                inner: Arc::new(Inner {
+                    state: Mutex::new(state),
+                    storage,
+                }),
+            },
+            report,
+        ))
+    }
+
+    /// Runs `/identify` for `query` and renders the answer with `render` while the state is in
+    /// hand; returns it once every change it made or saw is durable.
+    pub async fn identify<T>(
+        &self,
+        query: &Query,
+        render: impl FnOnce(&IdentityRef<'_>) -> T,
+    ) -> Result<T> {
+        let (answer, seq) = {
+            let mut state = self.lock_healthy()?;
+            let plan = state.engine.plan_identify(query, Timestamp::now());
+            let seq = self.commit(&mut state, &plan.changes)?;
+            let identity = state
+                .engine
+                .identity(plan.answer)
+                .expect("a planned answer names a live contact");
+            (render(&identity), seq)
+        };
+        self.inner.storage.wait_durable(seq).await?;
+        Ok(answer)
+    }
+
+    /// Soft-deletes `id`; returns the deleted row and each resulting group rendered by `render`.
+    pub async fn delete<T>(
+        &self,
+        id: ContactId,
+        render: impl Fn(&IdentityRef<'_>) -> T,
+    ) -> Result<(Contact, Vec<T>)> {
+        let (answer, seq) = {
+            let mut state = self.lock_healthy()?;
+            let plan = state.engine.plan_delete(id, Timestamp::now())?;
+            let seq = self.commit(&mut state, &plan.changes)?;
+            let engine = &state.engine;
+            let groups = plan
+                .groups
+                .iter()
+                .filter_map(|&p| engine.identity(p))
+                .map(|i| render(&i))
+                .collect();
+            let row = engine.contact(id).expect("the deleted row is kept");
+            ((row, groups), seq)
+        };
+        self.inner.storage.wait_durable(seq).await?;
+        Ok(answer)
+    }
+
+    /// Reads with `f`; returns once everything `f` could have seen is durable.
+    pub async fn read<T>(&self, f: impl FnOnce(&Engine) -> T) -> Result<T> {
+        let (out, seq) = {
+            let state = self.lock_healthy()?;
+            (f(&state.engine), state.applied_seq)
+        };
+        self.inner.storage.wait_durable(seq).await?;
+        Ok(out)
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.inner.state.lock().engine.stats()
+    }
+
+    /// Whether the log has failed and the store refuses everything until restart.
+    pub fn is_failed(&self) -> bool {
+        self.inner.storage.is_failed()
+    }
+
+    /// Syncs the log and writes a snapshot; the store refuses changes afterwards.
+    pub fn close(&self) -> Result<(), StorageError> {
+        let state = self.inner.state.lock();
+        self.inner.storage.close(&state.engine)
+    }
+
+    fn lock_healthy(&self) -> Result<parking_lot::MutexGuard<'_, State>, StorageError> {
+        let state = self.inner.state.lock();
+        if self.inner.storage.is_failed() {
+            return Err(StorageError::Unavailable);
+        }
+        Ok(state)
+    }
+
+    /// Logs then applies `changes` (the only way memory changes); returns the seq to wait for.
+    fn commit(
+        &self,
+        state: &mut State,
+        changes: &[crate::engine::Change],
+    ) -> Result<u64, StorageError> {
+        if changes.is_empty() {
+            return Ok(state.applied_seq);
+        }
+        let seq = self.inner.storage.append(changes)?;
+        for change in changes {
+            state
+                .engine
+                .apply(change)
+                .expect("a planned change applies");
+        }
+        state.applied_seq = seq;
+        Ok(seq)
+    }
+}
