@@ -21,6 +21,9 @@ pub enum Change {
     Joined { email: String, phone: String },
     /// A row was soft-deleted; its former cluster regroups by the evidence that remains.
     Deleted { id: ContactId, at: Timestamp },
+    /// Two rows belong together on evidence no identifier shows: an imported secondary's
+    /// `linkedId`. Holds while both rows are live.
+    Linked { a: ContactId, b: ContactId },
 }
 
 /// Every field of a new row, identifiers already normalized.

@@ -7,6 +7,7 @@
 pub mod change;
 mod forest;
 mod interner;
+mod queries;
 mod regroup;
 pub mod time;
 pub mod types;
@@ -102,9 +103,11 @@ pub struct Engine {
     email_holder: Vec<Slot>,
     phone_holder: Vec<Slot>,
     forest: Forest,
-    /// Remembered joins, both ways. Invariant: both sides are held by live rows.
+    /// Remembered joins (request evidence), both ways. Invariant: both sides are held by live rows.
     joins_by_email: HashMap<Sym, Vec<Sym>>,
     joins_by_phone: HashMap<Sym, Vec<Sym>>,
+    /// Remembered row-to-row links, both ways. Invariant: both rows are live.
+    links: HashMap<Slot, Vec<Slot>>,
     max_id: ContactId,
     /// The latest timestamp applied: new facts never carry an earlier one.
     clock: i64,
@@ -263,6 +266,7 @@ impl Engine {
             }
             Change::Joined { email, phone } => self.apply_joined(email, phone),
             Change::Deleted { id, at } => self.apply_deleted(*id, *at),
+            Change::Linked { a, b } => self.apply_linked(*a, *b),
         }
     }
 
@@ -335,6 +339,18 @@ impl Engine {
         Ok(())
     }
 
+    fn apply_linked(&mut self, a: ContactId, b: ContactId) -> Result<(), EngineError> {
+        let (sa, sb) = (self.live_slot(a)?, self.live_slot(b)?);
+        if sa == sb || self.links.get(&sa).is_some_and(|l| l.contains(&sb)) {
+            return Ok(());
+        }
+        self.union(sa, sb);
+        self.links.entry(sa).or_default().push(sb);
+        self.links.entry(sb).or_default().push(sa);
+        self.stats.joins += 1;
+        Ok(())
+    }
+
     fn apply_deleted(&mut self, id: ContactId, at: Timestamp) -> Result<(), EngineError> {
         let slot = self.live_slot(id)?;
         let former: Vec<Slot> = self.forest.members(slot).collect();
@@ -372,6 +388,14 @@ impl Engine {
                     phone,
                     &mut self.stats,
                 );
+            }
+        }
+        for other in self.links.remove(&slot).unwrap_or_default() {
+            self.stats.joins -= 1;
+            let back = self.links.get_mut(&other).expect("links are kept both ways");
+            back.retain(|&s| s != slot);
+            if back.is_empty() {
+                self.links.remove(&other);
             }
         }
         self.clock = self.clock.max(at.0);
@@ -496,7 +520,13 @@ impl Engine {
                 phone: self.phones.resolve(p).to_owned(),
             })
         });
-        rows.chain(joins)
+        let links = self.links.iter().flat_map(move |(&a, others)| {
+            others.iter().filter(move |&&b| a < b).map(move |&b| Change::Linked {
+                a: self.rows[a as usize].id,
+                b: self.rows[b as usize].id,
+            })
+        });
+        rows.chain(joins).chain(links)
     }
 
     /// Checks that rows, indexes and forest agree; for tests and `check`. Costs a full scan.

@@ -1,6 +1,6 @@
 //! Regrouping a cluster after a deletion: the remaining members are joined again only by the
-//! evidence that remains (shared identifiers, and remembered joins whose email and phone are both
-//! still held). The work is the size of the one cluster, never of the table.
+//! evidence that remains (shared identifiers, remembered joins whose email and phone are both
+//! still held, and row-to-row links between remaining rows). The work is the size of the one cluster, never of the table.
 
 use hashbrown::HashMap;
 
@@ -33,6 +33,16 @@ impl Engine {
             for phone in self.joins_by_email.get(email).into_iter().flatten() {
                 if let Some(&j) = phone_first.get(phone) {
                     sets.union(i, j);
+                }
+            }
+        }
+        if !self.links.is_empty() {
+            let local: HashMap<Slot, usize> = members.iter().enumerate().map(|(i, &s)| (s, i)).collect();
+            for (i, &slot) in members.iter().enumerate() {
+                for other in self.links.get(&slot).into_iter().flatten() {
+                    if let Some(&j) = local.get(other) {
+                        sets.union(i, j);
+                    }
                 }
             }
         }
