@@ -54,6 +54,11 @@ impl App {
             store: store.clone(),
             compat_key_typo: config.compat_key_typo,
             body_limit: config.body_limit,
+            admin_token: config
+                .admin_token
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .map(Into::into),
         };
         Ok(App {
             listener,
@@ -78,7 +83,10 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
         tracing::info!(addr = %self.local_addr(), "listening");
-        axum::serve(self.listener, self.router)
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service)
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(AppError::Serve)?;

@@ -34,6 +34,29 @@ pub enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Write every row (deleted ones too) in id order as CSV or NDJSON.
+    Export {
+        #[arg(long, env = "IDENTITY_ENGINE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = crate::export::Format::Csv)]
+        format: crate::export::Format,
+        /// File to write; standard output when absent.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Add the rows of a CSV or NDJSON file (the Contact table's columns) to a data directory.
+    Import {
+        #[arg(long, env = "IDENTITY_ENGINE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// The file to read.
+        file: PathBuf,
+        /// csv or ndjson; guessed from the extension and the first byte when absent.
+        #[arg(long, value_enum)]
+        format: Option<crate::export::Format>,
+        /// Import the valid rows and report the invalid ones, instead of importing nothing.
+        #[arg(long)]
+        skip_invalid: bool,
+    },
 }
 
 /// The server's settings, with SPEC.md's defaults.
@@ -57,6 +80,10 @@ pub struct Config {
     /// Seal the log segment and take a snapshot in the background after this many log bytes.
     #[arg(long, env = "IDENTITY_ENGINE_SNAPSHOT_EVERY_BYTES", default_value_t = 64 << 20)]
     pub snapshot_every_bytes: u64,
+    /// Token for admin endpoints (`Authorization: Bearer <token>`); without one they answer
+    /// loopback clients only.
+    #[arg(long, env = "IDENTITY_ENGINE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Log line format.
     #[arg(long, env = "IDENTITY_ENGINE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -9,6 +9,8 @@ pub mod app;
 pub mod check;
 pub mod config;
 pub mod engine;
+pub mod export;
 pub mod http;
+pub mod import;
 pub mod storage;
 pub mod store;

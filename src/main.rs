@@ -5,22 +5,17 @@ use std::process::ExitCode;
 use clap::Parser;
 use identity_engine::app::{shutdown_signal, App};
 use identity_engine::config::{Cli, Command, Config, LogFormat};
+use identity_engine::storage::StorageOptions;
+use identity_engine::{check, export, import};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => serve(cli.serve),
         Some(Command::Serve(config)) => serve(config),
-        Some(Command::Check { data_dir, repair }) => {
+        Some(command) => {
             init_logging(LogFormat::Text);
-            let outcome = if repair {
-                identity_engine::check::repair(&data_dir, &mut |loss| eprintln!("{loss}"))
-            } else {
-                identity_engine::check::check(&data_dir)
-            };
-            outcome
-                .map(|report| print!("{report}"))
-                .map_err(|e| e.to_string())
+            run_tool(command)
         }
     };
     match result {
@@ -30,6 +25,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_tool(command: Command) -> Result<(), String> {
+    let report = match command {
+        Command::Check {
+            data_dir,
+            repair: false,
+        } => check::check(&data_dir).map_err(|e| e.to_string()),
+        Command::Check {
+            data_dir,
+            repair: true,
+        } => check::repair(&data_dir, &mut |loss| eprintln!("{loss}")).map_err(|e| e.to_string()),
+        Command::Export {
+            data_dir,
+            format,
+            output,
+        } => export::export_dir(&data_dir, format, output.as_deref()).map_err(|e| e.to_string()),
+        Command::Import {
+            data_dir,
+            file,
+            format,
+            skip_invalid,
+        } => import::import(StorageOptions::new(data_dir), &file, format, skip_invalid)
+            .map(|r| r.to_string())
+            .map_err(|e| e.to_string()),
+        Command::Serve(_) => unreachable!("serve is not a tool"),
+    }?;
+    print!("{report}");
+    Ok(())
 }
 
 fn serve(config: Config) -> Result<(), String> {

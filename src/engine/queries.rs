@@ -15,7 +15,11 @@ impl Engine {
         ];
         let mut slots: Vec<Slot> = Vec::new();
         for holder in holders.into_iter().flatten() {
-            if slots.contains(&holder) || slots.iter().any(|&s| self.forest.find(s) == self.forest.find(holder)) {
+            if slots.contains(&holder)
+                || slots
+                    .iter()
+                    .any(|&s| self.forest.find(s) == self.forest.find(holder))
+            {
                 continue;
             }
             slots.extend(self.forest.members(holder).filter(|&s| {
@@ -29,11 +33,21 @@ impl Engine {
 
     /// Up to `limit` rows (deleted ones too) with ids above `after`, in id order, and the cursor
     /// for the next page if more rows follow.
-    pub fn contacts_page(&self, after: ContactId, limit: usize) -> (Vec<Contact>, Option<ContactId>) {
+    pub fn contacts_page(
+        &self,
+        after: ContactId,
+        limit: usize,
+    ) -> (Vec<Contact>, Option<ContactId>) {
         let mut ids = self.ids_after(after, limit);
         ids.truncate(limit);
-        let next = ids.last().copied().filter(|&last| last < self.max_id && ids.len() == limit);
-        let rows = ids.iter().map(|id| self.contact_at(self.slot_of[id])).collect();
+        let next = ids
+            .last()
+            .copied()
+            .filter(|&last| last < self.max_id && ids.len() == limit);
+        let rows = ids
+            .iter()
+            .map(|id| self.contact_at(self.slot_of[id]))
+            .collect();
         (rows, next)
     }
 
@@ -53,12 +67,51 @@ impl Engine {
                 ids.push(id);
             }
         }
-        let mut rest: Vec<ContactId> = self.rows.iter().map(|r| r.id).filter(|&i| i > after).collect();
+        let mut rest: Vec<ContactId> = self
+            .rows
+            .iter()
+            .map(|r| r.id)
+            .filter(|&i| i > after)
+            .collect();
         if rest.len() > limit {
             rest.select_nth_unstable(limit);
             rest.truncate(limit);
         }
         rest.sort_unstable();
         rest
+    }
+}
+
+impl Engine {
+    /// The relinks that make every live row of the clusters of `ids` point at its cluster's
+    /// primary (oldest member), stamped `at`: what an import must add after its rows.
+    pub fn relinks_for_clusters_of(
+        &self,
+        ids: &[ContactId],
+        at: super::Timestamp,
+    ) -> Vec<super::Change> {
+        let mut seen_roots = hashbrown::HashSet::new();
+        let mut changes = Vec::new();
+        for id in ids {
+            let Ok(slot) = self.live_slot(*id) else {
+                continue;
+            };
+            if !seen_roots.insert(self.forest.find(slot)) {
+                continue;
+            }
+            let primary = self.rows[self.forest.primary(slot) as usize].id;
+            for member in self.sorted_members(slot) {
+                let row = &self.rows[member as usize];
+                let want = (row.id != primary).then_some(primary);
+                if row.linked_id() != want {
+                    changes.push(super::Change::Relinked {
+                        id: row.id,
+                        primary: want,
+                        at,
+                    });
+                }
+            }
+        }
+        changes
     }
 }

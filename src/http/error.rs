@@ -1,7 +1,7 @@
 //! `ApiError`: every error answer, as SPEC.md's JSON body with a stable code. 5xx answers say
 //! what happened in words for a person and never leak internals.
 
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -28,6 +28,10 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     BadQuery(String),
+    #[error("this endpoint needs the header Authorization: Bearer <admin token>")]
+    Unauthorized,
+    #[error("admin endpoints answer loopback clients only unless the server is started with --admin-token")]
+    Forbidden,
     #[error(
         "storage is unavailable; the change was not made. The server must be restarted to recover"
     )]
@@ -46,6 +50,8 @@ impl ApiError {
             | ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -62,6 +68,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnreadableBody => "unreadable_body",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden => "forbidden",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::BadQuery(_) => "invalid_query",
             ApiError::StorageUnavailable => "storage_unavailable",
@@ -73,7 +81,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code(), "message": self.to_string() } });
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            let challenge = header::HeaderValue::from_static("Bearer");
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        response
     }
 }
 

@@ -61,20 +61,32 @@ pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
 
 /// `{"contact": {...}}`, serialized straight to bytes while the engine's strings are borrowed.
 pub fn answer_json(identity: &IdentityRef<'_>, compat_key_typo: bool) -> Vec<u8> {
-    let contact = ContactJson {
-        primary_contact_id: identity.primary_contact_id,
-        typo: compat_key_typo.then_some(identity.primary_contact_id),
-        emails: &identity.emails,
-        phone_numbers: &identity.phone_numbers,
-        secondary_contact_ids: &identity.secondary_contact_ids,
-    };
+    let contact = ContactJson::new(identity, compat_key_typo);
     serde_json::to_vec(&AnswerJson { contact })
         .expect("serializing plain data to memory cannot fail")
+}
+
+/// The inner `{...}` of an answer, as a JSON value (for answers that hold several).
+pub fn contact_json(identity: &IdentityRef<'_>, compat_key_typo: bool) -> serde_json::Value {
+    serde_json::to_value(ContactJson::new(identity, compat_key_typo))
+        .expect("plain data serializes")
 }
 
 #[derive(Serialize)]
 struct AnswerJson<'a> {
     contact: ContactJson<'a>,
+}
+
+impl<'a> ContactJson<'a> {
+    fn new(identity: &'a IdentityRef<'a>, compat_key_typo: bool) -> ContactJson<'a> {
+        ContactJson {
+            primary_contact_id: identity.primary_contact_id,
+            typo: compat_key_typo.then_some(identity.primary_contact_id),
+            emails: &identity.emails,
+            phone_numbers: &identity.phone_numbers,
+            secondary_contact_ids: &identity.secondary_contact_ids,
+        }
+    }
 }
 
 #[derive(Serialize)]

@@ -1,11 +1,15 @@
 //! The HTTP layer: a thin axum router over the [`Store`]. `router(state)` builds it, so tests can
 //! serve it on port 0 or call it in-process.
 
+mod admin;
+mod contacts;
 mod error;
 mod identify;
 
+use std::sync::Arc;
+
 use axum::extract::DefaultBodyLimit;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 
 pub use error::ApiError;
@@ -22,11 +26,26 @@ pub struct AppState {
     pub store: Store,
     pub compat_key_typo: bool,
     pub body_limit: usize,
+    /// With a token, admin endpoints need it; without, they answer loopback clients only.
+    pub admin_token: Option<Arc<str>>,
 }
 
 pub fn router(state: AppState) -> Router {
+    let admin = Router::new()
+        .route("/contacts", get(contacts::list))
+        .route("/contacts/export", get(contacts::export))
+        .route(
+            "/contacts/{id}",
+            get(contacts::contact).delete(contacts::delete),
+        )
+        .route("/contacts/{id}/identity", get(contacts::identity))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::require_admin,
+        ));
     Router::new()
         .route("/identify", post(identify::identify))
+        .merge(admin)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.body_limit))

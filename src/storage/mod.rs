@@ -66,7 +66,7 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    pub(crate) fn file(path: impl Into<PathBuf>, source: io::Error) -> StorageError {
+    pub fn file(path: impl Into<PathBuf>, source: io::Error) -> StorageError {
         StorageError::File {
             path: path.into(),
             source,

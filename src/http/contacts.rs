@@ -1,0 +1,172 @@
+//! The admin endpoints over rows: look one up, its identity, lookups by identifier, pages in id
+//! order, the export stream, and deletion.
+
+use std::collections::HashMap;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde_json::json;
+
+use super::identify::{answer_json, contact_json, json_response};
+use super::{ApiError, AppState};
+use crate::engine::{Contact, ContactId, Email, Phone};
+use crate::export::{Format, PAGE};
+
+/// The most rows one page may hold.
+pub const MAX_LIMIT: usize = 1000;
+
+fn contact_id(id: Result<Path<ContactId>, PathRejection>) -> Result<ContactId, ApiError> {
+    id.map(|Path(id)| id)
+        .map_err(|_| ApiError::NotFound("contact ids are positive integers".into()))
+}
+
+pub async fn contact(
+    State(app): State<AppState>,
+    id: Result<Path<ContactId>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = contact_id(id)?;
+    let row = app.store.read(|e| e.contact(id)).await?;
+    let row = row.ok_or_else(|| ApiError::NotFound(format!("no contact has id {id}")))?;
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&row).expect("a row serializes"),
+    ))
+}
+
+pub async fn identity(
+    State(app): State<AppState>,
+    id: Result<Path<ContactId>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = contact_id(id)?;
+    let compat = app.compat_key_typo;
+    let answer = app
+        .store
+        .read(|e| e.identity(id).map(|i| answer_json(&i, compat)))
+        .await?;
+    let answer =
+        answer.ok_or_else(|| ApiError::NotFound(format!("no live contact has id {id}")))?;
+    Ok(json_response(StatusCode::OK, answer))
+}
+
+pub async fn delete(
+    State(app): State<AppState>,
+    id: Result<Path<ContactId>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = contact_id(id)?;
+    let compat = app.compat_key_typo;
+    let (row, identities) = app.store.delete(id, |i| contact_json(i, compat)).await?;
+    let body = json!({ "deleted": row, "identities": identities });
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&body).expect("plain JSON serializes"),
+    ))
+}
+
+/// `GET /contacts?email=&phoneNumber=` (live rows holding either) or `?after=&limit=` (pages).
+pub async fn list(
+    State(app): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let allowed = ["email", "phoneNumber", "after", "limit"];
+    if let Some(unknown) = params.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::BadQuery(format!(
+            "unknown parameter {unknown:?}; use email/phoneNumber or after/limit"
+        )));
+    }
+    let lookup = params.contains_key("email") || params.contains_key("phoneNumber");
+    if lookup && (params.contains_key("after") || params.contains_key("limit")) {
+        return Err(ApiError::BadQuery(
+            "use email/phoneNumber or after/limit, not both".into(),
+        ));
+    }
+    let body = if lookup {
+        let email = params
+            .get("email")
+            .map(|e| Email::parse(e))
+            .transpose()?
+            .flatten();
+        let phone = params
+            .get("phoneNumber")
+            .map(|p| Phone::parse(p))
+            .transpose()?
+            .flatten();
+        if email.is_none() && phone.is_none() {
+            return Err(ApiError::MissingIdentifier);
+        }
+        let rows = app
+            .store
+            .read(|e| e.contacts_holding(email.as_ref(), phone.as_ref()))
+            .await?;
+        json!({ "contacts": rows })
+    } else {
+        let after = number(&params, "after", 0)?;
+        let limit = number(&params, "limit", 100)?;
+        if !(1..=MAX_LIMIT as u64).contains(&limit) {
+            return Err(ApiError::BadQuery(format!(
+                "limit must be from 1 to {MAX_LIMIT}"
+            )));
+        }
+        let after = ContactId::try_from(after).unwrap_or(ContactId::MAX);
+        let (rows, next): (Vec<Contact>, _) = app
+            .store
+            .read(|e| e.contacts_page(after, limit as usize))
+            .await?;
+        json!({ "contacts": rows, "next": next })
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&body).expect("plain JSON serializes"),
+    ))
+}
+
+fn number(params: &HashMap<String, String>, name: &str, default: u64) -> Result<u64, ApiError> {
+    params.get(name).map_or(Ok(default), |v| {
+        v.parse()
+            .map_err(|_| ApiError::BadQuery(format!("{name} must be a non-negative integer")))
+    })
+}
+
+#[derive(serde::Deserialize)]
+pub struct ExportParams {
+    #[serde(default)]
+    format: Format,
+}
+
+/// `GET /contacts/export?format=csv|ndjson`: every row in id order, streamed a page at a time
+/// so the engine's lock is held only to render one page.
+pub async fn export(
+    State(app): State<AppState>,
+    params: Result<Query<ExportParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(ExportParams { format }) =
+        params.map_err(|_| ApiError::BadQuery("format must be csv or ndjson".into()))?;
+    let first = app.store.read(|e| e.contacts_page(0, PAGE)).await?;
+    let header = Bytes::from(format.header());
+    let pages = futures_util::stream::unfold(Some(first), move |page| {
+        let store = app.store.clone();
+        async move {
+            let (rows, next) = page?;
+            let bytes = Bytes::from(format.render(&rows));
+            let following = match next {
+                Some(after) => match store.read(|e| e.contacts_page(after, PAGE)).await {
+                    Ok(page) => Some(page),
+                    Err(error) => {
+                        return Some((Err(std::io::Error::other(error.to_string())), None))
+                    }
+                },
+                None => None,
+            };
+            Some((Ok(bytes), following))
+        }
+    });
+    let body = futures_util::stream::once(async move { Ok(header) }).chain(pages);
+    Ok((
+        [(header::CONTENT_TYPE, format.content_type())],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
