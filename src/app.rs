@@ -3,12 +3,13 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::http::{router, AppState};
+use crate::http::{router, AppState, Limits};
 use crate::storage::StorageError;
 use crate::store::Store;
 
@@ -53,12 +54,12 @@ impl App {
         let state = AppState {
             store: store.clone(),
             compat_key_typo: config.compat_key_typo,
-            body_limit: config.body_limit,
-            admin_token: config
-                .admin_token
-                .as_deref()
-                .filter(|t| !t.is_empty())
-                .map(Into::into),
+            limits: Limits {
+                body_bytes: config.body_limit,
+                timeout: Duration::from_millis(config.request_timeout_ms),
+                concurrent_requests: config.max_concurrent_requests,
+            },
+            admin_token: config.admin_token.as_deref().filter(|t| !t.is_empty()).map(Into::into),
         };
         Ok(App {
             listener,

@@ -77,6 +77,12 @@ pub struct Config {
     /// Largest request body in bytes; larger ones get 413.
     #[arg(long, env = "IDENTITY_ENGINE_BODY_LIMIT", default_value_t = crate::http::DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
+    /// Answer 503 `timeout` to a request still running after this many milliseconds.
+    #[arg(long, env = "IDENTITY_ENGINE_REQUEST_TIMEOUT_MS", default_value_t = crate::http::DEFAULT_TIMEOUT.as_millis() as u64)]
+    pub request_timeout_ms: u64,
+    /// Requests served at once; more get 503 `overloaded` immediately.
+    #[arg(long, env = "IDENTITY_ENGINE_MAX_CONCURRENT_REQUESTS", default_value_t = crate::http::DEFAULT_CONCURRENT_REQUESTS)]
+    pub max_concurrent_requests: usize,
     /// Seal the log segment and take a snapshot in the background after this many log bytes.
     #[arg(long, env = "IDENTITY_ENGINE_SNAPSHOT_EVERY_BYTES", default_value_t = 64 << 20)]
     pub snapshot_every_bytes: u64,
@@ -113,6 +119,7 @@ impl Config {
             fsync: self.fsync,
             snapshot_every_bytes: self.snapshot_every_bytes,
             faults: self.faults.clone(),
+            observer: None,
         }
     }
 }

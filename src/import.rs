@@ -208,13 +208,17 @@ struct Row {
 
 /// One row's fields as text, before checking; `None` for an empty or null field.
 type RawRow = [Option<String>; 8];
+/// Each line's fields, or why they could not be read.
+type RawRows = Vec<(u64, Result<RawRow, String>)>;
+/// Checked rows by line, and the refused ones.
+type CheckedRows = (Vec<(u64, Row)>, Vec<RowError>);
 
 /// Reads and checks every row; returns the good rows sorted by id and the errors by line.
 fn read_rows(
     path: &Path,
     format: Option<Format>,
     engine: &Engine,
-) -> Result<(Vec<(u64, Row)>, Vec<RowError>), ImportError> {
+) -> Result<CheckedRows, ImportError> {
     let read_err = |source| ImportError::Read {
         path: path.to_owned(),
         source,
@@ -233,7 +237,7 @@ fn read_rows(
     let mut errors = Vec::new();
     let mut first_line: HashMap<ContactId, u64> = HashMap::new();
     for (line, fields) in raw {
-        let checked = fields.and_then(|f| check_row(f)).and_then(|row| {
+        let checked = fields.and_then(check_row).and_then(|row| {
             let id = row.contact.id;
             if let Some(first) = first_line.insert(id, line) {
                 return Err(format!("id {id} appears again (first on line {first})"));
@@ -263,7 +267,7 @@ fn sniff(path: &Path, start: &[u8]) -> Format {
     }
 }
 
-fn read_csv(reader: impl std::io::Read) -> Result<Vec<(u64, Result<RawRow, String>)>, ImportError> {
+fn read_csv(reader: impl std::io::Read) -> Result<RawRows, ImportError> {
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_reader(reader);
@@ -308,7 +312,7 @@ fn read_csv(reader: impl std::io::Read) -> Result<Vec<(u64, Result<RawRow, Strin
     Ok(out)
 }
 
-fn read_ndjson(reader: impl BufRead) -> std::io::Result<Vec<(u64, Result<RawRow, String>)>> {
+fn read_ndjson(reader: impl BufRead) -> std::io::Result<RawRows> {
     let mut out = Vec::new();
     for (i, line) in reader.lines().enumerate() {
         let line = line?;
@@ -430,7 +434,7 @@ impl Progress {
 
     fn tick(&self, done: u64) {
         match &self.bar {
-            Some(bar) if done % 1024 == 0 || done == self.total => bar.set_position(done),
+            Some(bar) if done.is_multiple_of(1024) || done == self.total => bar.set_position(done),
             Some(_) => {}
             None if done >= self.next_line.get() && self.total >= 10_000 => {
                 eprintln!("{}: {done}/{} rows", self.label, self.total);

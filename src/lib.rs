@@ -14,3 +14,4 @@ pub mod http;
 pub mod import;
 pub mod storage;
 pub mod store;
+pub mod metrics;

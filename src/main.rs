@@ -14,7 +14,7 @@ fn main() -> ExitCode {
         None => serve(cli.serve),
         Some(Command::Serve(config)) => serve(config),
         Some(command) => {
-            init_logging(LogFormat::Text);
+            let _logs = init_logging(LogFormat::Text);
             run_tool(command)
         }
     };
@@ -57,7 +57,7 @@ fn run_tool(command: Command) -> Result<(), String> {
 }
 
 fn serve(config: Config) -> Result<(), String> {
-    init_logging(config.log_format);
+    let _logs = init_logging(config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -68,14 +68,19 @@ fn serve(config: Config) -> Result<(), String> {
     })
 }
 
-fn init_logging(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+/// Logs go to stderr through a background writer, so a request never waits on the terminal or
+/// a slow pipe; under extreme load lines may be dropped rather than slow the service down. The
+/// returned guard flushes what is buffered when it is dropped at exit.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    guard
 }

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::engine::{
-    Contact, ContactId, Engine, EngineError, IdentityRef, Query, Stats, Timestamp,
+    Change, Contact, ContactId, Engine, EngineError, IdentityRef, Query, Stats, Timestamp,
 };
+use crate::metrics::Metrics;
 use crate::storage::{Report, Storage, StorageError, StorageOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,7 @@ struct State {
 struct Inner {
     state: Mutex<State>,
     storage: Storage,
+    metrics: Arc<Metrics>,
 }
 
 /// Cheap to clone; every method locks internally and never across an `.await`.
@@ -42,22 +44,19 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (locks and recovers) the data directory.
-    pub fn open(options: StorageOptions) -> Result<(Store, Report), StorageError> {
+    /// Opens (locks and recovers) the data directory, with metrics of its own.
+    pub fn open(mut options: StorageOptions) -> Result<(Store, Report), StorageError> {
+        let metrics = Arc::new(Metrics::new());
+        options.observer = Some(metrics.clone());
         let (storage, engine, report) = Storage::open(options)?;
-        let state = State {
-            engine,
-            applied_seq: report.last_seq,
-        };
-        Ok((
-            Store {
-                inner: Arc::new(Inner {
-                    state: Mutex::new(state),
-                    storage,
-                }),
-            },
-            report,
-        ))
+        metrics.observe_recovery(report.elapsed);
+        let state = State { engine, applied_seq: report.last_seq };
+        let inner = Inner { state: Mutex::new(state), storage, metrics };
+        Ok((Store { inner: Arc::new(inner) }, report))
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// Runs `/identify` for `query` and renders the answer with `render` while the state is in
@@ -130,6 +129,23 @@ impl Store {
         self.inner.storage.close(&state.engine)
     }
 
+    /// Counts what a request did, for metrics.
+    fn count(&self, changes: &[Change]) {
+        let m = &self.inner.metrics;
+        match changes {
+            [Change::Created(_)] => {
+                m.contacts_created.inc();
+            }
+            [Change::Joined { .. }, Change::Relinked { .. }, ..] => {
+                m.merges.inc();
+            }
+            [Change::Deleted { .. }, ..] => {
+                m.deletions.inc();
+            }
+            _ => {}
+        }
+    }
+
     fn lock_healthy(&self) -> Result<parking_lot::MutexGuard<'_, State>, StorageError> {
         let state = self.inner.state.lock();
         if self.inner.storage.is_failed() {
@@ -142,7 +158,7 @@ impl Store {
     fn commit(
         &self,
         state: &mut State,
-        changes: &[crate::engine::Change],
+        changes: &[Change],
     ) -> Result<u64, StorageError> {
         if changes.is_empty() {
             return Ok(state.applied_seq);
@@ -154,6 +170,7 @@ impl Store {
                 .apply(change)
                 .expect("a planned change applies");
         }
+        self.count(changes);
         state.applied_seq = seq;
         Ok(seq)
     }

@@ -36,6 +36,10 @@ pub enum ApiError {
         "storage is unavailable; the change was not made. The server must be restarted to recover"
     )]
     StorageUnavailable,
+    #[error("the request took longer than the server's time limit; its outcome is unknown, and repeating it is safe")]
+    Timeout,
+    #[error("the server is at its limit of concurrent requests; try again shortly")]
+    Overloaded,
     #[error("an internal error occurred")]
     Internal,
 }
@@ -54,6 +58,7 @@ impl ApiError {
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -73,6 +78,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::BadQuery(_) => "invalid_query",
             ApiError::StorageUnavailable => "storage_unavailable",
+            ApiError::Timeout => "timeout",
+            ApiError::Overloaded => "overloaded",
             ApiError::Internal => "internal_error",
         }
     }

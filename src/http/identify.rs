@@ -18,7 +18,7 @@ pub async fn identify(
     State(app): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|r| body_error(&r, app.body_limit))?;
+    let body = body.map_err(|r| body_error(&r, app.limits.body_bytes))?;
     let query = parse_query(&body)?;
     let compat = app.compat_key_typo;
     let answer = app

@@ -38,6 +38,16 @@ pub enum FsyncPolicy {
     Never,
 }
 
+/// Hears what the log does, for metrics. Called from the writer and snapshotter threads.
+pub trait LogObserver: Send + Sync {
+    /// A group-commit batch of `records` records and `bytes` bytes was written.
+    fn batch_written(&self, records: u64, bytes: u64);
+    /// The log was synced; it took `took`.
+    fn synced(&self, took: std::time::Duration);
+    /// A snapshot of `bytes` bytes was written; it took `took`.
+    fn snapshot_written(&self, took: std::time::Duration, bytes: u64);
+}
+
 /// Switches that make the log fail on purpose, for tests of the fail-closed path.
 #[derive(Debug, Default)]
 pub struct Faults {
@@ -96,13 +106,20 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
         .map_err(|e| StorageError::file(dir.to_owned(), e))
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StorageOptions {
     pub dir: PathBuf,
     pub fsync: FsyncPolicy,
     /// A segment is sealed (and a snapshot taken in the background) once it holds this many bytes.
     pub snapshot_every_bytes: u64,
     pub faults: Option<Arc<Faults>>,
+    pub observer: Option<Arc<dyn LogObserver>>,
+}
+
+impl std::fmt::Debug for StorageOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageOptions").field("dir", &self.dir).field("fsync", &self.fsync).finish_non_exhaustive()
+    }
 }
 
 impl StorageOptions {
@@ -112,6 +129,7 @@ impl StorageOptions {
             fsync: FsyncPolicy::Always,
             snapshot_every_bytes: 64 << 20,
             faults: None,
+            observer: None,
         }
     }
 }
@@ -136,6 +154,7 @@ pub fn lock_dir(dir: &Path) -> Result<File, StorageError> {
 /// An open data directory: the lock, the log writer and the background snapshotter.
 pub struct Storage {
     dir: PathBuf,
+    observer: Option<Arc<dyn LogObserver>>,
     writer: LogWriter,
     snapshotter: Mutex<Option<JoinHandle<()>>>,
     _lock: File,
@@ -154,14 +173,17 @@ impl Storage {
                 segment_bytes: options.snapshot_every_bytes,
                 faults: options.faults.clone(),
                 sealed: Some(sealed_tx),
+                observer: options.observer.clone(),
             },
             report.last_seq,
         )?;
         let dir = options.dir.clone();
+        let observer = options.observer.clone();
         let snapshotter = std::thread::Builder::new()
             .name("snapshotter".into())
-            .spawn(move || snapshot_sealed(&dir, sealed_rx))?;
+            .spawn(move || snapshot_sealed(&dir, sealed_rx, observer.as_deref()))?;
         let storage = Storage {
+            observer: options.observer,
             dir: options.dir,
             writer,
             snapshotter: Mutex::new(Some(snapshotter)),
@@ -199,6 +221,9 @@ impl Storage {
         let started = Instant::now();
         let (path, bytes) = snapshot::write(&self.dir, engine, seq)?;
         remove_covered(&self.dir, seq, true)?;
+        if let Some(o) = &self.observer {
+            o.snapshot_written(started.elapsed(), bytes);
+        }
         tracing::info!(file = %path.display(), seq, bytes, ms = started.elapsed().as_millis() as u64, "snapshot written at shutdown");
         Ok(())
     }
@@ -206,7 +231,7 @@ impl Storage {
 
 /// The snapshotter thread: each time the writer seals segments up to some sequence number,
 /// rebuild that state from the files alone, write it as a snapshot, and drop what it covers.
-fn snapshot_sealed(dir: &Path, sealed: std::sync::mpsc::Receiver<u64>) {
+fn snapshot_sealed(dir: &Path, sealed: std::sync::mpsc::Receiver<u64>, observer: Option<&dyn LogObserver>) {
     while let Ok(mut seq) = sealed.recv() {
         while let Ok(later) = sealed.try_recv() {
             seq = later;
@@ -216,8 +241,13 @@ fn snapshot_sealed(dir: &Path, sealed: std::sync::mpsc::Receiver<u64>) {
             .and_then(|(engine, _)| snapshot::write(dir, &engine, seq))
             .and_then(|(path, bytes)| remove_covered(dir, seq, false).map(|()| (path, bytes)));
         match result {
-            Ok((path, bytes)) => tracing::info!(file = %path.display(), seq, bytes,
-                ms = started.elapsed().as_millis() as u64, "snapshot written"),
+            Ok((path, bytes)) => {
+                if let Some(o) = observer {
+                    o.snapshot_written(started.elapsed(), bytes);
+                }
+                tracing::info!(file = %path.display(), seq, bytes,
+                    ms = started.elapsed().as_millis() as u64, "snapshot written")
+            }
             Err(error) => {
                 tracing::warn!(%error, seq, "snapshot failed; the log is kept and will be replayed")
             }

@@ -39,6 +39,7 @@ pub struct WriterOptions {
     pub segment_bytes: u64,
     pub faults: Option<Arc<Faults>>,
     pub sealed: Option<SealedTx>,
+    pub observer: Option<Arc<dyn super::LogObserver>>,
 }
 
 struct Queue {
@@ -89,6 +90,7 @@ impl LogWriter {
             options,
             unsynced: false,
             last_sync: Instant::now(),
+            written_seq: last_seq,
         };
         let thread = std::thread::Builder::new()
             .name("wal-writer".into())
@@ -196,6 +198,8 @@ struct Worker {
     options: WriterOptions,
     unsynced: bool,
     last_sync: Instant,
+    /// The last sequence number written (for batch sizes).
+    written_seq: u64,
 }
 
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -244,6 +248,10 @@ impl Worker {
         self.segment.file.write_all(batch)?;
         self.segment.bytes += batch.len() as u64;
         self.unsynced = true;
+        if let Some(o) = &self.options.observer {
+            o.batch_written(last_seq - self.written_seq, batch.len() as u64);
+        }
+        self.written_seq = last_seq;
         if self.options.policy == FsyncPolicy::Always {
             self.sync()?;
         }
@@ -268,7 +276,11 @@ impl Worker {
 
     fn sync(&mut self) -> io::Result<()> {
         self.fault(|f| &f.fail_syncs)?;
+        let started = Instant::now();
         self.segment.file.sync_data()?;
+        if let Some(o) = &self.options.observer {
+            o.synced(started.elapsed());
+        }
         self.unsynced = false;
         self.last_sync = Instant::now();
         Ok(())
