@@ -179,33 +179,38 @@ struct Text<'a>(Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for Text<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(TextVisitor { integers: false })
+        d.deserialize_str(TextVisitor)
     }
 }
 
-/// `phoneNumber`: a string, or a non-negative integer meaning its decimal digits.
+/// `phoneNumber`: a string, or a non-negative integer meaning its decimal digits. The number is
+/// read as written (a raw value), so integers beyond 64 bits keep every digit.
 struct PhoneValue<'a>(Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for PhoneValue<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(TextVisitor { integers: true })
-            .map(|t| PhoneValue(t.0))
+        let raw = <&'de serde_json::value::RawValue>::deserialize(d)?.get();
+        if raw.starts_with('"') {
+            let text: Text<'de> = serde_json::from_str(raw).map_err(de::Error::custom)?;
+            return Ok(PhoneValue(text.0));
+        }
+        if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
+            return Ok(PhoneValue(Cow::Borrowed(raw)));
+        }
+        let shown: String = raw.chars().take(40).collect();
+        Err(de::Error::custom(format_args!(
+            "invalid type: {shown}, expected a string or a non-negative integer"
+        )))
     }
 }
 
-struct TextVisitor {
-    integers: bool,
-}
+struct TextVisitor;
 
 impl<'de> Visitor<'de> for TextVisitor {
     type Value = Text<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(if self.integers {
-            "a string or a non-negative integer"
-        } else {
-            "a string"
-        })
+        f.write_str("a string")
     }
 
     fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
@@ -218,14 +223,6 @@ impl<'de> Visitor<'de> for TextVisitor {
 
     fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
         Ok(Text(Cow::Owned(s)))
-    }
-
-    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
-        if self.integers {
-            Ok(Text(Cow::Owned(n.to_string())))
-        } else {
-            Err(de::Error::invalid_type(de::Unexpected::Unsigned(n), &self))
-        }
     }
 }
 
@@ -241,6 +238,12 @@ mod tests {
     fn numeric_phones_mean_their_digits() {
         let q = parse(r#"{"phoneNumber": 123456}"#).unwrap();
         assert_eq!(q.phone().unwrap().as_str(), "123456");
+    }
+
+    #[test]
+    fn numeric_phones_beyond_64_bits_keep_every_digit() {
+        let q = parse(r#"{"phoneNumber": 12345678901234567890123}"#).unwrap();
+        assert_eq!(q.phone().unwrap().as_str(), "12345678901234567890123");
     }
 
     #[test]
