@@ -24,6 +24,13 @@ fn contact_id(id: Result<Path<ContactId>, PathRejection>) -> Result<ContactId, A
         .map_err(|_| ApiError::NotFound("contact ids are positive integers".into()))
 }
 
+/// One row of the Contact table, deleted or not.
+#[utoipa::path(get, path = "/contacts/{id}", tag = "contacts",
+    params(("id" = u32, Path, description = "Contact id")),
+    responses((status = 200, description = "The row", body = super::openapi::ContactRow),
+        (status = 404, description = "No such contact", body = super::openapi::ErrorBody),
+        (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
+        (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
 pub async fn contact(
     State(app): State<AppState>,
     id: Result<Path<ContactId>, PathRejection>,
@@ -37,6 +44,13 @@ pub async fn contact(
     ))
 }
 
+/// The `/identify` answer for this contact's cluster, changing nothing.
+#[utoipa::path(get, path = "/contacts/{id}/identity", tag = "contacts",
+    params(("id" = u32, Path, description = "Contact id")),
+    responses((status = 200, description = "The cluster", body = super::openapi::Answer),
+        (status = 404, description = "No such contact, or it is deleted", body = super::openapi::ErrorBody),
+        (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
+        (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
 pub async fn identity(
     State(app): State<AppState>,
     id: Result<Path<ContactId>, PathRejection>,
@@ -52,6 +66,14 @@ pub async fn identity(
     Ok(json_response(StatusCode::OK, answer))
 }
 
+/// Soft-delete a contact; its former cluster regroups by the evidence that remains.
+#[utoipa::path(delete, path = "/contacts/{id}", tag = "contacts",
+    params(("id" = u32, Path, description = "Contact id")),
+    responses((status = 200, description = "The deleted row and the identity of each resulting group", body = super::openapi::DeleteAnswer),
+        (status = 404, description = "No such live contact (also for a second delete)", body = super::openapi::ErrorBody),
+        (status = 503, description = "The deletion could not be made durable", body = super::openapi::ErrorBody),
+        (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
+        (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
 pub async fn delete(
     State(app): State<AppState>,
     id: Result<Path<ContactId>, PathRejection>,
@@ -67,6 +89,15 @@ pub async fn delete(
 }
 
 /// `GET /contacts?email=&phoneNumber=` (live rows holding either) or `?after=&limit=` (pages).
+#[utoipa::path(get, path = "/contacts", tag = "contacts",
+    params(("email" = Option<String>, Query, description = "Live rows holding this email (normalized)"),
+        ("phoneNumber" = Option<String>, Query, description = "Live rows holding this phone (normalized)"),
+        ("after" = Option<u32>, Query, description = "Page mode: rows with ids above this (default 0)"),
+        ("limit" = Option<u32>, Query, description = "Page mode: at most this many rows, 1 to 1000 (default 100)")),
+    responses((status = 200, description = "With email/phoneNumber: {contacts}; otherwise a page {contacts, next}", body = super::openapi::ContactPage),
+        (status = 400, description = "Unknown parameter, both modes, a bad limit or identifier", body = super::openapi::ErrorBody),
+        (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
+        (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
 pub async fn list(
     State(app): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
@@ -138,6 +169,12 @@ pub struct ExportParams {
 
 /// `GET /contacts/export?format=csv|ndjson`: every row in id order, streamed a page at a time
 /// so the engine's lock is held only to render one page.
+#[utoipa::path(get, path = "/contacts/export", tag = "contacts",
+    params(("format" = Option<String>, Query, description = "csv (default) or ndjson")),
+    responses((status = 200, description = "Every row, deleted ones too, with the Contact table's column names", content_type = "text/csv"),
+        (status = 400, description = "Unknown format", body = super::openapi::ErrorBody),
+        (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
+        (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
 pub async fn export(
     State(app): State<AppState>,
     params: Result<Query<ExportParams>, axum::extract::rejection::QueryRejection>,

@@ -14,6 +14,14 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, AppState};
 use crate::engine::{ContactId, Email, IdentityRef, Phone, Query};
 
+/// Reconcile: find or create the identity of an email and/or phone number (SPEC.md rules 1-5).
+#[utoipa::path(post, path = "/identify", tag = "identity",
+    request_body(content = super::openapi::IdentifyRequest, description = "Read as JSON whatever the Content-Type"),
+    responses(
+        (status = 200, description = "The whole cluster", body = super::openapi::Answer),
+        (status = 400, description = "Not a JSON object, a wrong or repeated field, no identifier, or an implausible email or phone", body = super::openapi::ErrorBody),
+        (status = 413, description = "Body over the size limit (default 16 KiB)", body = super::openapi::ErrorBody),
+        (status = 503, description = "The change could not be made durable (storage_unavailable), the time limit passed (timeout), or too many requests at once (overloaded)", body = super::openapi::ErrorBody)))]
 pub async fn identify(
     State(app): State<AppState>,
     body: Result<Bytes, BytesRejection>,

@@ -5,6 +5,7 @@ mod admin;
 mod contacts;
 mod error;
 mod identify;
+mod openapi;
 mod ops;
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use tower::ServiceBuilder;
 
@@ -52,42 +53,67 @@ pub struct AppState {
 impl AppState {
     /// Default options: no typo key, SPEC.md's limits, no admin token (loopback only).
     pub fn new(store: Store) -> AppState {
-        AppState { store, compat_key_typo: false, limits: Limits::default(), admin_token: None }
+        AppState {
+            store,
+            compat_key_typo: false,
+            limits: Limits::default(),
+            admin_token: None,
+        }
     }
 }
 
 pub fn router(state: AppState) -> Router {
-    let admin = Router::new()
-        .route("/contacts", get(contacts::list))
-        .route("/contacts/export", get(contacts::export))
-        .route(
-            "/contacts/{id}",
-            get(contacts::contact).delete(contacts::delete),
-        )
-        .route("/contacts/{id}/identity", get(contacts::identity))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            admin::require_admin,
-        ));
+    router_and_openapi(state).0
+}
+
+/// The router and the OpenAPI document of exactly the routes it serves: both come from the
+/// same annotated handlers, so the document cannot miss a route.
+pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi;
+    use utoipa_axum::{router::OpenApiRouter, routes};
+    let admin_guard = axum::middleware::from_fn_with_state(state.clone(), admin::require_admin);
+    let admin = OpenApiRouter::new()
+        .routes(routes!(contacts::list))
+        .routes(routes!(contacts::export))
+        .routes(routes!(contacts::contact, contacts::delete))
+        .routes(routes!(contacts::identity))
+        .routes(routes!(openapi::docs))
+        .route_layer(admin_guard.clone());
+    let (routes, mut api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(identify::identify))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .merge(admin)
+        .split_for_parts();
+    api.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    let document = Arc::new(
+        api.to_pretty_json()
+            .expect("the OpenAPI document serializes"),
+    );
+    // `/openapi.json` serves the document built above, so its handler gets it as state.
+    let openapi_json = Router::new()
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route_layer(admin_guard)
+        .with_state(document);
     // Router::layer wraps each route, so the concurrency limit must be the global kind (one
     // semaphore shared by every clone) and shedding happens before anything queues.
     let limits = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(ops::limit_error))
         .load_shed()
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(state.limits.concurrent_requests))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            state.limits.concurrent_requests,
+        ))
         .timeout(state.limits.timeout);
-    Router::new()
-        .route("/identify", post(identify::identify))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .merge(admin)
+    let router = routes
+        .with_state(state.clone())
+        .merge(openapi_json)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.limits.body_bytes))
         .layer(limits)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), ops::observe))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(state, ops::observe));
+    (router, api)
 }
 
 async fn not_found() -> ApiError {

@@ -14,12 +14,18 @@ use serde_json::json;
 
 use super::{ApiError, AppState};
 
+/// The process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = super::openapi::Status)))]
 pub async fn healthz() -> Response {
     (StatusCode::OK, axum::Json(json!({ "status": "ok" }))).into_response()
 }
 
 /// Ready once recovery has finished (the server binds only after it) and while the log is
 /// writable; 503 with the reason once storage has failed closed.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Recovered and the log is writable", body = super::openapi::Status),
+        (status = 503, description = "Storage failed closed; restart to recover", body = super::openapi::ErrorBody)))]
 pub async fn readyz(State(app): State<AppState>) -> Result<Response, ApiError> {
     if app.store.is_failed() {
         return Err(ApiError::StorageUnavailable);
@@ -27,6 +33,9 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Response, ApiError> {
     Ok((StatusCode::OK, axum::Json(json!({ "status": "ready" }))).into_response())
 }
 
+/// Prometheus metrics in the OpenMetrics text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Requests, latency, contacts, clusters, merges, log and snapshot figures", content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(app): State<AppState>) -> Response {
     let text = app.store.metrics().render(app.store.stats());
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -44,7 +53,9 @@ pub async fn observe(State(app): State<AppState>, request: Request<Body>, next: 
     let response = next.run(request).await;
     let took = started.elapsed();
     let status = response.status().as_u16();
-    app.store.metrics().observe_request(method.as_str(), &route, status, took);
+    app.store
+        .metrics()
+        .observe_request(method.as_str(), &route, status, took);
     tracing::info!(method = %method, route, status, micros = took.as_micros() as u64, "request");
     response
 }
