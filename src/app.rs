@@ -59,7 +59,11 @@ impl App {
                 timeout: Duration::from_millis(config.request_timeout_ms),
                 concurrent_requests: config.max_concurrent_requests,
             },
-            admin_token: config.admin_token.as_deref().filter(|t| !t.is_empty()).map(Into::into),
+            admin_token: config
+                .admin_token
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .map(Into::into),
         };
         Ok(App {
             listener,

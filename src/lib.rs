@@ -12,6 +12,6 @@ pub mod engine;
 pub mod export;
 pub mod http;
 pub mod import;
+pub mod metrics;
 pub mod storage;
 pub mod store;
-pub mod metrics;

@@ -80,29 +80,97 @@ impl Metrics {
             recovery_seconds: FloatGauge::default(),
         };
         let r = &mut m.registry;
-        r.register("http_requests", "HTTP requests by method, route and status", m.requests.clone());
-        r.register("http_request_duration_seconds", "HTTP request latency by route", m.request_seconds.clone());
-        r.register("contacts_live", "Contacts that are not deleted", m.contacts.clone());
-        r.register("contacts_deleted", "Contacts that are soft-deleted", m.deleted.clone());
-        r.register("clusters", "Clusters (identities) of live contacts", m.clusters.clone());
-        r.register("contacts_created", "Contacts created since start", m.contacts_created.clone());
-        r.register("merges", "Merges of two clusters since start", m.merges.clone());
-        r.register("deletions", "Contacts deleted since start", m.deletions.clone());
-        r.register("log_bytes", "Bytes written to the write-ahead log since start", m.log_bytes.clone());
-        r.register("log_fsyncs", "fsyncs of the write-ahead log since start", m.fsyncs.clone());
-        r.register("log_fsync_duration_seconds", "Duration of each log fsync", m.fsync_seconds.clone());
-        r.register("log_batch_records", "Records per group-commit batch", m.batch_records.clone());
-        r.register("snapshot_last_timestamp_seconds", "Unix time the last snapshot finished", m.last_snapshot_timestamp.clone());
-        r.register("snapshot_last_duration_seconds", "How long the last snapshot took", m.last_snapshot_seconds.clone());
-        r.register("recovery_duration_seconds", "How long start-up recovery took", m.recovery_seconds.clone());
+        r.register(
+            "http_requests",
+            "HTTP requests by method, route and status",
+            m.requests.clone(),
+        );
+        r.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            m.request_seconds.clone(),
+        );
+        r.register(
+            "contacts_live",
+            "Contacts that are not deleted",
+            m.contacts.clone(),
+        );
+        r.register(
+            "contacts_deleted",
+            "Contacts that are soft-deleted",
+            m.deleted.clone(),
+        );
+        r.register(
+            "clusters",
+            "Clusters (identities) of live contacts",
+            m.clusters.clone(),
+        );
+        r.register(
+            "contacts_created",
+            "Contacts created since start",
+            m.contacts_created.clone(),
+        );
+        r.register(
+            "merges",
+            "Merges of two clusters since start",
+            m.merges.clone(),
+        );
+        r.register(
+            "deletions",
+            "Contacts deleted since start",
+            m.deletions.clone(),
+        );
+        r.register(
+            "log_bytes",
+            "Bytes written to the write-ahead log since start",
+            m.log_bytes.clone(),
+        );
+        r.register(
+            "log_fsyncs",
+            "fsyncs of the write-ahead log since start",
+            m.fsyncs.clone(),
+        );
+        r.register(
+            "log_fsync_duration_seconds",
+            "Duration of each log fsync",
+            m.fsync_seconds.clone(),
+        );
+        r.register(
+            "log_batch_records",
+            "Records per group-commit batch",
+            m.batch_records.clone(),
+        );
+        r.register(
+            "snapshot_last_timestamp_seconds",
+            "Unix time the last snapshot finished",
+            m.last_snapshot_timestamp.clone(),
+        );
+        r.register(
+            "snapshot_last_duration_seconds",
+            "How long the last snapshot took",
+            m.last_snapshot_seconds.clone(),
+        );
+        r.register(
+            "recovery_duration_seconds",
+            "How long start-up recovery took",
+            m.recovery_seconds.clone(),
+        );
         m
     }
 
     pub fn observe_request(&self, method: &str, route: &str, status: u16, took: Duration) {
-        let labels = RequestLabels { method: method.to_owned(), route: route.to_owned(), status };
+        let labels = RequestLabels {
+            method: method.to_owned(),
+            route: route.to_owned(),
+            status,
+        };
         self.requests.get_or_create(&labels).inc();
-        let route = RouteLabels { route: route.to_owned() };
-        self.request_seconds.get_or_create(&route).observe(took.as_secs_f64());
+        let route = RouteLabels {
+            route: route.to_owned(),
+        };
+        self.request_seconds
+            .get_or_create(&route)
+            .observe(took.as_secs_f64());
     }
 
     pub fn observe_recovery(&self, took: Duration) {
@@ -115,7 +183,8 @@ impl Metrics {
         self.deleted.set(stats.deleted as i64);
         self.clusters.set(stats.clusters as i64);
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }
@@ -132,7 +201,9 @@ impl LogObserver for Metrics {
     }
 
     fn snapshot_written(&self, took: Duration, _bytes: u64) {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         self.last_snapshot_timestamp.set(now.as_secs_f64());
         self.last_snapshot_seconds.set(took.as_secs_f64());
     }

@@ -50,9 +50,21 @@ impl Store {
         options.observer = Some(metrics.clone());
         let (storage, engine, report) = Storage::open(options)?;
         metrics.observe_recovery(report.elapsed);
-        let state = State { engine, applied_seq: report.last_seq };
-        let inner = Inner { state: Mutex::new(state), storage, metrics };
-        Ok((Store { inner: Arc::new(inner) }, report))
+        let state = State {
+            engine,
+            applied_seq: report.last_seq,
+        };
+        let inner = Inner {
+            state: Mutex::new(state),
+            storage,
+            metrics,
+        };
+        Ok((
+            Store {
+                inner: Arc::new(inner),
+            },
+            report,
+        ))
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -155,11 +167,7 @@ impl Store {
     }
 
     /// Logs then applies `changes` (the only way memory changes); returns the seq to wait for.
-    fn commit(
-        &self,
-        state: &mut State,
-        changes: &[Change],
-    ) -> Result<u64, StorageError> {
+    fn commit(&self, state: &mut State, changes: &[Change]) -> Result<u64, StorageError> {
         if changes.is_empty() {
             return Ok(state.applied_seq);
         }
