@@ -118,7 +118,10 @@ pub struct StorageOptions {
 
 impl std::fmt::Debug for StorageOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StorageOptions").field("dir", &self.dir).field("fsync", &self.fsync).finish_non_exhaustive()
+        f.debug_struct("StorageOptions")
+            .field("dir", &self.dir)
+            .field("fsync", &self.fsync)
+            .finish_non_exhaustive()
     }
 }
 
@@ -229,9 +232,24 @@ impl Storage {
     }
 }
 
+impl Drop for Storage {
+    /// A store dropped without `close` still stops every thread that touches the directory
+    /// before the lock (a field, so dropped after this) lets another owner in.
+    fn drop(&mut self) {
+        let _ = self.writer.close();
+        if let Some(thread) = self.snapshotter.lock().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// The snapshotter thread: each time the writer seals segments up to some sequence number,
 /// rebuild that state from the files alone, write it as a snapshot, and drop what it covers.
-fn snapshot_sealed(dir: &Path, sealed: std::sync::mpsc::Receiver<u64>, observer: Option<&dyn LogObserver>) {
+fn snapshot_sealed(
+    dir: &Path,
+    sealed: std::sync::mpsc::Receiver<u64>,
+    observer: Option<&dyn LogObserver>,
+) {
     while let Ok(mut seq) = sealed.recv() {
         while let Ok(later) = sealed.try_recv() {
             seq = later;

@@ -169,6 +169,8 @@ struct Segment {
     file: File,
     path: PathBuf,
     bytes: u64,
+    /// The length up to the last batch published (acknowledged): what a failure cuts back to.
+    published: u64,
 }
 
 impl Segment {
@@ -188,6 +190,7 @@ impl Segment {
             file,
             path,
             bytes: FILE_HEADER as u64,
+            published: FILE_HEADER as u64,
         })
     }
 }
@@ -256,6 +259,7 @@ impl Worker {
             self.sync()?;
         }
         self.publish(last_seq);
+        self.segment.published = self.segment.bytes;
         if self.segment.bytes >= self.options.segment_bytes {
             self.roll(last_seq)?;
         }
@@ -309,6 +313,14 @@ impl Worker {
     fn fail(&self, error: io::Error) {
         tracing::error!(file = %self.segment.path.display(), %error,
             "write-ahead log failed; refusing changes until restart");
+        // Every request of the failed batch is answered 503 ("nothing changed"), so its bytes,
+        // though written, must not come back at the restart's replay: cut the segment back to
+        // what was published. Best effort, as the disk is failing; never past a published byte.
+        let cut = self.segment.file.set_len(self.segment.published);
+        if let Err(error) = cut.and_then(|()| self.segment.file.sync_all()) {
+            tracing::error!(file = %self.segment.path.display(), %error,
+                "could not cut the unacknowledged batch off the log");
+        }
         self.shared.failed.store(true, Ordering::Release);
         let seq = self.shared.durable.load(Ordering::Acquire);
         self.shared
