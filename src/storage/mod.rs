@@ -147,10 +147,21 @@ pub fn lock_dir(dir: &Path) -> Result<File, StorageError> {
         .write(true)
         .open(&path)
         .map_err(|e| StorageError::file(path.clone(), e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked(dir.to_owned())),
-        Err(std::fs::TryLockError::Error(e)) => Err(StorageError::file(path, e)),
+    // A lock can be held for a moment by a process that is not the owner: a child forked by
+    // this process (or by the last owner) shares the descriptor until it execs. So a busy lock
+    // is retried briefly before the directory is declared in use.
+    let deadline = Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StorageError::Locked(dir.to_owned()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(StorageError::file(path, e)),
+        }
     }
 }
 
