@@ -165,6 +165,9 @@ pub fn lock_dir(dir: &Path) -> Result<File, StorageError> {
     }
 }
 
+/// Records replayed at start-up past which a snapshot is taken at once.
+const REPLAY_SNAPSHOT_THRESHOLD: u64 = 100_000;
+
 /// An open data directory: the lock, the log writer and the background snapshotter.
 pub struct Storage {
     dir: PathBuf,
@@ -180,6 +183,12 @@ impl Storage {
         let lock = lock_dir(&options.dir)?;
         let (engine, report) = recovery::recover(&options.dir, Mode::Open)?;
         let (sealed_tx, sealed_rx) = std::sync::mpsc::channel();
+        // A long replay means the last run never snapshotted what it logged (it was killed, or
+        // its log was short of a segment): snapshot it now, in the background, so the next
+        // start-up is fast.
+        if report.records_replayed >= REPLAY_SNAPSHOT_THRESHOLD {
+            let _ = sealed_tx.send(report.last_seq);
+        }
         let writer = LogWriter::start(
             WriterOptions {
                 dir: options.dir.clone(),
