@@ -17,9 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{spawn_app_in, TestApp};
 use identity_engine::check;
-use identity_engine::engine::{
-    Contact, ContactId, Email, EngineError, Identity, Phone, Precedence, Query, Timestamp,
-};
+use identity_engine::engine::{Contact, ContactId, Email, EngineError, Identity, Phone, Query};
 use identity_engine::storage::frame::FILE_HEADER;
 use identity_engine::storage::wal::segment_name;
 use identity_engine::storage::{Faults, FsyncPolicy, Storage, StorageOptions};
@@ -219,24 +217,8 @@ fn run_on_model(model: &mut Model, step: &Step, rows: &[Contact], pick_max: Cont
     }
 }
 
-fn contact(row: &Row) -> Contact {
-    Contact {
-        id: row.id,
-        phone_number: row.phone.clone(),
-        email: row.email.clone(),
-        linked_id: row.linked_id,
-        link_precedence: match row.linked_id {
-            None => Precedence::Primary,
-            Some(_) => Precedence::Secondary,
-        },
-        created_at: Timestamp(row.created_at),
-        updated_at: Timestamp(row.updated_at),
-        deleted_at: row.deleted_at.map(Timestamp),
-    }
-}
-
 fn model_rows(model: &Model) -> Vec<Contact> {
-    model.rows().iter().map(contact).collect()
+    model.rows().iter().map(Row::to_contact).collect()
 }
 
 proptest! {

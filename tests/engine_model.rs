@@ -7,8 +7,7 @@ mod model;
 use std::collections::BTreeSet;
 
 use identity_engine::engine::{
-    Change, Contact, ContactId, Email, Engine, EngineError, Identity, Phone, Precedence, Query,
-    Timestamp,
+    Change, Contact, ContactId, Email, Engine, EngineError, Identity, Phone, Query, Timestamp,
 };
 use model::{DeleteError, Model, ModelAnswer, Row};
 use proptest::prelude::*;
@@ -146,22 +145,6 @@ fn identity(answer: ModelAnswer) -> Identity {
     }
 }
 
-fn contact(row: &Row) -> Contact {
-    Contact {
-        id: row.id,
-        phone_number: row.phone.clone(),
-        email: row.email.clone(),
-        linked_id: row.linked_id,
-        link_precedence: match row.linked_id {
-            None => Precedence::Primary,
-            Some(_) => Precedence::Secondary,
-        },
-        created_at: Timestamp(row.created_at),
-        updated_at: Timestamp(row.updated_at),
-        deleted_at: row.deleted_at.map(Timestamp),
-    }
-}
-
 fn remembered_joins(engine: &Engine) -> BTreeSet<(String, String)> {
     let joins = engine.facts().filter_map(|fact| match fact {
         Change::Joined { email, phone } => Some((email, phone)),
@@ -173,7 +156,7 @@ fn remembered_joins(engine: &Engine) -> BTreeSet<(String, String)> {
 /// Everything the engine shows that the model also knows must be equal.
 fn assert_same_state(engine: &Engine, model: &Model) -> Result<(), TestCaseError> {
     engine.check_invariants().map_err(TestCaseError::fail)?;
-    let expected: Vec<Contact> = model.rows().iter().map(contact).collect();
+    let expected: Vec<Contact> = model.rows().iter().map(Row::to_contact).collect();
     prop_assert_eq!(engine.contacts().collect::<Vec<_>>(), expected);
     let joins: BTreeSet<_> = model.joins().iter().cloned().collect();
     prop_assert_eq!(remembered_joins(engine), joins);

@@ -24,6 +24,24 @@ pub struct Row {
 }
 
 impl Row {
+    /// The row as the engine spells it, for comparing the two.
+    pub fn to_contact(&self) -> identity_engine::engine::Contact {
+        use identity_engine::engine::{Contact, Precedence, Timestamp};
+        Contact {
+            id: self.id,
+            phone_number: self.phone.clone(),
+            email: self.email.clone(),
+            linked_id: self.linked_id,
+            link_precedence: match self.linked_id {
+                None => Precedence::Primary,
+                Some(_) => Precedence::Secondary,
+            },
+            created_at: Timestamp(self.created_at),
+            updated_at: Timestamp(self.updated_at),
+            deleted_at: self.deleted_at.map(Timestamp),
+        }
+    }
+
     fn is_live(&self) -> bool {
         self.deleted_at.is_none()
     }
