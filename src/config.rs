@@ -72,7 +72,8 @@ pub struct Config {
     #[arg(long, env = "IDENTITY_ENGINE_FSYNC", value_enum, default_value_t = FsyncPolicy::Always)]
     pub fsync: FsyncPolicy,
     /// Also send the key `primaryContatctId` (the task statement's spelling) in answers.
-    #[arg(long, env = "IDENTITY_ENGINE_COMPAT_KEY_TYPO")]
+    #[arg(long, env = "IDENTITY_ENGINE_COMPAT_KEY_TYPO", action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new())]
     pub compat_key_typo: bool,
     /// Largest request body in bytes; larger ones get 413.
     #[arg(long, env = "IDENTITY_ENGINE_BODY_LIMIT", default_value_t = crate::http::DEFAULT_BODY_LIMIT)]
@@ -121,5 +122,58 @@ impl Config {
             faults: self.faults.clone(),
             observer: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let config = Cli::try_parse_from(["identity-engine"]).unwrap().serve;
+        assert_eq!(config.addr.to_string(), "127.0.0.1:3000");
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.fsync, FsyncPolicy::Always);
+        assert!(!config.compat_key_typo);
+        assert_eq!(config.body_limit, 16 * 1024);
+    }
+
+    #[test]
+    fn options_parse_and_unknown_ones_are_refused() {
+        let cli = Cli::try_parse_from([
+            "identity-engine",
+            "--fsync",
+            "interval",
+            "--compat-key-typo",
+            "--addr",
+            "0.0.0.0:0",
+        ])
+        .unwrap();
+        assert_eq!(
+            (cli.serve.fsync, cli.serve.compat_key_typo),
+            (FsyncPolicy::Interval, true)
+        );
+        assert!(Cli::try_parse_from(["identity-engine", "--bogus"]).is_err());
+        assert!(Cli::try_parse_from(["identity-engine", "--fsync", "sometimes"]).is_err());
+    }
+
+    #[test]
+    fn subcommands_take_their_own_options() {
+        let cli = Cli::try_parse_from(["identity-engine", "check", "--data-dir", "d", "--repair"])
+            .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Check { repair: true, .. })
+        ));
+        let cli =
+            Cli::try_parse_from(["identity-engine", "import", "f.csv", "--skip-invalid"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Import {
+                skip_invalid: true,
+                ..
+            })
+        ));
     }
 }
