@@ -9,6 +9,7 @@ mod forest;
 mod interner;
 mod queries;
 mod regroup;
+mod symtable;
 pub mod time;
 pub mod types;
 
@@ -22,11 +23,10 @@ pub use types::{
 };
 
 /// Marks "no identifier" in a row and "no live holder" in an index.
-const NONE: u32 = u32::MAX;
-/// `Row::deleted` of a live row.
-const LIVE: i64 = i64::MIN;
+use interner::NONE;
 
-/// One contact, compact: identifiers as interned symbols, `linked` 0 for a primary.
+/// One contact in 32 bytes: identifiers as interned symbols, `linked` 0 for a primary. Whether
+/// it is deleted is kept in the forest, and when in `Engine::deleted_at` (deletions are rare).
 #[derive(Clone, Debug)]
 struct Row {
     id: ContactId,
@@ -35,14 +35,9 @@ struct Row {
     linked: ContactId,
     created: i64,
     updated: i64,
-    deleted: i64,
 }
 
 impl Row {
-    fn is_live(&self) -> bool {
-        self.deleted == LIVE
-    }
-
     /// The order that decides who is oldest: `(createdAt, id)`.
     fn age(&self) -> (i64, ContactId) {
         (self.created, self.id)
@@ -50,6 +45,10 @@ impl Row {
 
     fn linked_id(&self) -> Option<ContactId> {
         (self.linked != 0).then_some(self.linked)
+    }
+
+    fn holds(&self, email: Sym, phone: Sym) -> bool {
+        self.email == email && self.phone == phone
     }
 }
 
@@ -96,12 +95,15 @@ pub struct Stats {
 #[derive(Default, Debug, Clone)]
 pub struct Engine {
     rows: Vec<Row>,
-    slot_of: HashMap<ContactId, Slot>,
+    /// The slots of ids whose row is not at slot `id - 1`. The service counts ids up from 1 and
+    /// adds rows in that order, so this stays empty unless an import brings other ids.
+    displaced: HashMap<ContactId, Slot>,
+    /// When each deleted row was deleted, by slot.
+    deleted_at: HashMap<Slot, i64>,
+    /// Each identifier's value is one live row holding it, or NONE. All holders share a cluster.
     emails: Interner,
     phones: Interner,
-    /// By email symbol: one live row holding it, or NONE. All holders share one cluster.
-    email_holder: Vec<Slot>,
-    phone_holder: Vec<Slot>,
+    /// The clusters; a deleted row's slot is removed from it.
     forest: Forest,
     /// Remembered joins (request evidence), both ways. Invariant: both sides are held by live rows.
     joins_by_email: HashMap<Sym, Vec<Sym>>,
@@ -119,6 +121,15 @@ impl Engine {
         Engine::default()
     }
 
+    /// Makes room for `contacts` more rows with their own identifiers, so that loading a
+    /// snapshot of known size never regrows a table (a regrowth rereads every identifier).
+    pub fn reserve(&mut self, contacts: usize) {
+        self.rows.reserve(contacts);
+        self.forest.reserve(contacts);
+        self.emails.reserve(contacts);
+        self.phones.reserve(contacts);
+    }
+
     pub fn stats(&self) -> Stats {
         self.stats
     }
@@ -131,10 +142,19 @@ impl Engine {
     /// What `/identify` with `query` implies at wall-clock time `now` (SPEC rules 2 to 4).
     pub fn plan_identify(&self, query: &Query, now: Timestamp) -> Plan {
         let now = Timestamp(now.0.max(self.clock));
-        let email_sym = query.email().and_then(|e| self.emails.lookup(e.as_str()));
-        let phone_sym = query.phone().and_then(|p| self.phones.lookup(p.as_str()));
-        let by_email = email_sym.and_then(|s| held(&self.email_holder, s));
-        let by_phone = phone_sym.and_then(|s| held(&self.phone_holder, s));
+        let (email_sym, phone_sym) = self.emails.lookup_pair(
+            query.email().map(Email::as_str),
+            &self.phones,
+            query.phone().map(Phone::as_str),
+        );
+        let by_email = email_sym.and_then(|s| held(&self.emails, s));
+        let by_phone = phone_sym.and_then(|s| held(&self.phones, s));
+        // Read the email holder's row before the forest, so that the two reads overlap: on the
+        // read path (one row holds both) it is the primary's row, all the answer needs.
+        let holder_has_both = match (email_sym, phone_sym, by_email) {
+            (Some(e), Some(p), Some(holder)) => self.rows[holder as usize].holds(e, p),
+            _ => false,
+        };
         let roots = (
             by_email.map(|s| self.forest.find(s)),
             by_phone.map(|s| self.forest.find(s)),
@@ -152,7 +172,7 @@ impl Engine {
         }
         let mut changes = Vec::new();
         if let (Some(e), Some(p)) = (email_sym, phone_sym) {
-            if self.is_new_join(e, p, root) {
+            if !holder_has_both && self.is_new_join(e, p, root) {
                 changes.push(joined(query));
             }
         }
@@ -205,21 +225,19 @@ impl Engine {
         }
     }
 
-    /// A request naming a known email and phone of one cluster is new evidence unless one live
-    /// row already holds both, or the join is already remembered.
+    /// A request naming a known email and phone of one cluster (whose email holder does not
+    /// hold both) is new evidence unless another live row holds both, or the join is already
+    /// remembered.
     fn is_new_join(&self, email: Sym, phone: Sym, root: Slot) -> bool {
-        let holds_both = |slot: Slot| {
-            let row = &self.rows[slot as usize];
-            row.email == email && row.phone == phone
-        };
-        if holds_both(self.email_holder[email as usize]) {
-            return false;
-        }
         let known = self
             .joins_by_email
             .get(&email)
             .is_some_and(|ps| ps.contains(&phone));
-        !known && !self.forest.members(root).any(holds_both)
+        !known
+            && !self
+                .forest
+                .members(root)
+                .any(|s| self.rows[s as usize].holds(email, phone))
     }
 
     /// What deleting `id` at `now` implies: the deletion, then a relink of every row of the
@@ -274,12 +292,18 @@ impl Engine {
         if c.id == 0 {
             return Err(EngineError::InvalidId(c.id));
         }
-        if self.slot_of.contains_key(&c.id) {
+        if self.slot(c.id).is_ok() {
             return Err(EngineError::DuplicateId(c.id));
         }
         let slot = self.forest.push();
-        let email = intern(&mut self.emails, &mut self.email_holder, c.email.as_deref());
-        let phone = intern(&mut self.phones, &mut self.phone_holder, c.phone.as_deref());
+        // A new identifier of a live row is held by it from the start.
+        let holder = if c.deleted_at.is_some() { NONE } else { slot };
+        let (email, phone) = self.emails.intern_pair(
+            c.email.as_deref(),
+            &mut self.phones,
+            c.phone.as_deref(),
+            holder,
+        );
         self.rows.push(Row {
             id: c.id,
             email,
@@ -287,9 +311,10 @@ impl Engine {
             linked: c.linked_id.unwrap_or(0),
             created: c.created_at.0,
             updated: c.updated_at.0,
-            deleted: c.deleted_at.map_or(LIVE, |t| t.0),
         });
-        self.slot_of.insert(c.id, slot);
+        if u64::from(slot) + 1 != u64::from(c.id) {
+            self.displaced.insert(c.id, slot);
+        }
         self.max_id = self.max_id.max(c.id);
         self.clock = self
             .clock
@@ -297,34 +322,42 @@ impl Engine {
             .max(c.updated_at.0)
             .max(c.deleted_at.map_or(0, |t| t.0));
         self.stats.contacts += 1;
-        if c.deleted_at.is_some() {
+        if let Some(at) = c.deleted_at {
+            self.forest.remove(slot);
+            self.deleted_at.insert(slot, at.0);
             self.stats.deleted += 1;
             return Ok(());
         }
         self.stats.clusters += 1;
-        for (holders, sym) in [(0, email), (1, phone)] {
-            if sym == NONE {
-                continue;
-            }
-            let index = if holders == 0 {
-                &mut self.email_holder
-            } else {
-                &mut self.phone_holder
-            };
-            match held(index, sym) {
-                Some(holder) => self.union(slot, holder),
-                None => index[sym as usize] = slot,
-            }
-        }
+        self.hold(true, email, slot);
+        self.hold(false, phone, slot);
         Ok(())
+    }
+
+    /// Live row `slot` holds `sym` (an email if `email`, else a phone): it joins the cluster of
+    /// the identifier's holder, or becomes its holder.
+    fn hold(&mut self, email: bool, sym: Sym, slot: Slot) {
+        if sym == NONE {
+            return;
+        }
+        let index = if email {
+            &mut self.emails
+        } else {
+            &mut self.phones
+        };
+        match held(index, sym) {
+            Some(holder) if holder == slot => {}
+            Some(holder) => self.union(slot, holder),
+            None => index.set_value(sym, slot),
+        }
     }
 
     fn apply_joined(&mut self, email: &str, phone: &str) -> Result<(), EngineError> {
         let e = self.emails.lookup(email);
         let p = self.phones.lookup(phone);
         let holders = (
-            e.and_then(|s| held(&self.email_holder, s)),
-            p.and_then(|s| held(&self.phone_holder, s)),
+            e.and_then(|s| held(&self.emails, s)),
+            p.and_then(|s| held(&self.phones, s)),
         );
         let (Some(a), Some(b), Some(e), Some(p)) = (holders.0, holders.1, e, p) else {
             return Err(EngineError::DanglingJoin(format!("{email} / {phone}")));
@@ -363,12 +396,13 @@ impl Engine {
                     .union(pair[0], pair[1], |x, y| older(rows, x, y));
             }
         }
-        let row = &mut self.rows[slot as usize];
-        row.deleted = at.0;
+        self.forest.remove(slot);
+        self.deleted_at.insert(slot, at.0);
+        let row = &self.rows[slot as usize];
         let (email, phone) = (row.email, row.phone);
-        if email != NONE && self.email_holder[email as usize] == slot {
+        if email != NONE && self.emails.value(email) == slot {
             let next = regrouped.email_holder.get(&email).copied();
-            self.email_holder[email as usize] = next.unwrap_or(NONE);
+            self.emails.set_value(email, next.unwrap_or(NONE));
             if next.is_none() {
                 forget_joins(
                     &mut self.joins_by_email,
@@ -378,9 +412,9 @@ impl Engine {
                 );
             }
         }
-        if phone != NONE && self.phone_holder[phone as usize] == slot {
+        if phone != NONE && self.phones.value(phone) == slot {
             let next = regrouped.phone_holder.get(&phone).copied();
-            self.phone_holder[phone as usize] = next.unwrap_or(NONE);
+            self.phones.set_value(phone, next.unwrap_or(NONE));
             if next.is_none() {
                 forget_joins(
                     &mut self.joins_by_phone,
@@ -392,7 +426,10 @@ impl Engine {
         }
         for other in self.links.remove(&slot).unwrap_or_default() {
             self.stats.joins -= 1;
-            let back = self.links.get_mut(&other).expect("links are kept both ways");
+            let back = self
+                .links
+                .get_mut(&other)
+                .expect("links are kept both ways");
             back.retain(|&s| s != slot);
             if back.is_empty() {
                 self.links.remove(&other);
@@ -415,16 +452,25 @@ impl Engine {
         older(&self.rows, a, b)
     }
 
+    /// The slot of `id`'s row: `id - 1` unless the id was displaced.
     fn slot(&self, id: ContactId) -> Result<Slot, EngineError> {
-        self.slot_of
+        let natural = id.wrapping_sub(1);
+        if self.rows.get(natural as usize).is_some_and(|r| r.id == id) {
+            return Ok(natural);
+        }
+        self.displaced
             .get(&id)
             .copied()
             .ok_or(EngineError::UnknownContact(id))
     }
 
+    fn is_live(&self, slot: Slot) -> bool {
+        !self.forest.is_removed(slot)
+    }
+
     fn live_slot(&self, id: ContactId) -> Result<Slot, EngineError> {
         let slot = self.slot(id)?;
-        if self.rows[slot as usize].is_live() {
+        if self.is_live(slot) {
             Ok(slot)
         } else {
             Err(EngineError::AlreadyDeleted(id))
@@ -432,21 +478,37 @@ impl Engine {
     }
 
     /// The members of `slot`'s cluster, oldest first (so the primary first).
+    ///
+    /// Sorted by keys read once, with a stable sort because the list is nearly sorted already:
+    /// a cluster that grows by new contacts lists its root, then the rest newest first, which
+    /// the stable sort finds as two runs and merges in linear time.
     fn sorted_members(&self, slot: Slot) -> Vec<Slot> {
-        let mut members: Vec<Slot> = self.forest.members(slot).collect();
-        members.sort_unstable_by_key(|&s| self.rows[s as usize].age());
-        members
+        let mut keyed: Vec<((i64, ContactId), Slot)> = self
+            .forest
+            .members(slot)
+            .map(|s| (self.rows[s as usize].age(), s))
+            .collect();
+        keyed.sort_by_key(|&(age, _)| age);
+        keyed.into_iter().map(|(_, s)| s).collect()
     }
 
     /// The `/identify` answer for the cluster of `id`; None if `id` is unknown or deleted.
     pub fn identity(&self, id: ContactId) -> Option<IdentityRef<'_>> {
         let slot = self.live_slot(id).ok()?;
-        let members = self.sorted_members(slot);
+        // Most clusters are one contact: no list of members to allocate and sort.
+        let (alone, sorted);
+        let members: &[Slot] = if self.forest.is_alone(slot) {
+            alone = [slot];
+            &alone
+        } else {
+            sorted = self.sorted_members(slot);
+            &sorted
+        };
         let primary = self.rows[members[0] as usize].id;
-        let mut emails = Distinct::with_capacity(members.len());
-        let mut phones = Distinct::with_capacity(members.len());
+        let mut emails = Distinct::new(&self.emails, members.len());
+        let mut phones = Distinct::new(&self.phones, members.len());
         let mut secondaries = Vec::with_capacity(members.len() - 1);
-        for &slot in &members {
+        for &slot in members {
             let row = &self.rows[slot as usize];
             emails.add(row.email);
             phones.add(row.phone);
@@ -456,16 +518,8 @@ impl Engine {
         }
         Some(IdentityRef {
             primary_contact_id: primary,
-            emails: emails
-                .0
-                .into_iter()
-                .map(|s| self.emails.resolve(s))
-                .collect(),
-            phone_numbers: phones
-                .0
-                .into_iter()
-                .map(|s| self.phones.resolve(s))
-                .collect(),
+            emails: emails.texts,
+            phone_numbers: phones.texts,
             secondary_contact_ids: secondaries,
         })
     }
@@ -492,7 +546,7 @@ impl Engine {
             },
             created_at: Timestamp(row.created),
             updated_at: Timestamp(row.updated),
-            deleted_at: (!row.is_live()).then_some(Timestamp(row.deleted)),
+            deleted_at: self.deleted_at.get(&slot).map(|&t| Timestamp(t)),
         }
     }
 
@@ -521,10 +575,13 @@ impl Engine {
             })
         });
         let links = self.links.iter().flat_map(move |(&a, others)| {
-            others.iter().filter(move |&&b| a < b).map(move |&b| Change::Linked {
-                a: self.rows[a as usize].id,
-                b: self.rows[b as usize].id,
-            })
+            others
+                .iter()
+                .filter(move |&&b| a < b)
+                .map(move |&b| Change::Linked {
+                    a: self.rows[a as usize].id,
+                    b: self.rows[b as usize].id,
+                })
         });
         rows.chain(joins).chain(links)
     }
@@ -532,7 +589,7 @@ impl Engine {
     /// Checks that rows, indexes and forest agree; for tests and `check`. Costs a full scan.
     pub fn check_invariants(&self) -> Result<(), String> {
         for (slot, row) in self.rows.iter().enumerate() {
-            if !row.is_live() {
+            if !self.is_live(slot as Slot) {
                 continue;
             }
             let primary = &self.rows[self.forest.primary(slot as Slot) as usize];
@@ -551,10 +608,7 @@ impl Engine {
                     row.id, primary.id
                 ));
             }
-            for (holders, sym) in [
-                (&self.email_holder, row.email),
-                (&self.phone_holder, row.phone),
-            ] {
+            for (holders, sym) in [(&self.emails, row.email), (&self.phones, row.phone)] {
                 let holder = (sym != NONE).then(|| held(holders, sym));
                 if let Some(h) = holder {
                     let same =
@@ -592,27 +646,55 @@ impl IdentityRef<'_> {
     }
 }
 
-/// Symbols in first-seen order, each once; linear for small clusters, hashed for large ones.
-struct Distinct(Vec<Sym>, Option<hashbrown::HashSet<Sym>>);
+/// Identifier strings of a cluster in first-seen order, each once.
+struct Distinct<'a> {
+    index: &'a Interner,
+    texts: Vec<&'a str>,
+    seen: Seen,
+    /// How many symbols may come: the size of the set if one is needed.
+    members: usize,
+}
 
-impl Distinct {
-    const LINEAR_UP_TO: usize = 32;
+/// The symbols already taken: on the stack while they are few, in a set once they are not.
+enum Seen {
+    Few([Sym; LINEAR_UP_TO], usize),
+    Many(hashbrown::HashSet<Sym>),
+}
 
-    fn with_capacity(n: usize) -> Distinct {
-        let set = (n > Self::LINEAR_UP_TO).then(|| hashbrown::HashSet::with_capacity(n));
-        Distinct(Vec::new(), set)
+const LINEAR_UP_TO: usize = 32;
+
+impl<'a> Distinct<'a> {
+    fn new(index: &'a Interner, members: usize) -> Distinct<'a> {
+        Distinct {
+            index,
+            texts: Vec::new(),
+            seen: Seen::Few([NONE; LINEAR_UP_TO], 0),
+            members,
+        }
     }
 
     fn add(&mut self, sym: Sym) {
         if sym == NONE {
             return;
         }
-        let new = match &mut self.1 {
-            Some(set) => set.insert(sym),
-            None => !self.0.contains(&sym),
+        let new = match &mut self.seen {
+            Seen::Many(set) => set.insert(sym),
+            Seen::Few(syms, n) if syms[..*n].contains(&sym) => false,
+            Seen::Few(syms, n) if *n < LINEAR_UP_TO => {
+                syms[*n] = sym;
+                *n += 1;
+                true
+            }
+            Seen::Few(syms, _) => {
+                let mut set = hashbrown::HashSet::with_capacity(self.members);
+                set.extend(syms.iter().copied());
+                set.insert(sym);
+                self.seen = Seen::Many(set);
+                true
+            }
         };
         if new {
-            self.0.push(sym);
+            self.texts.push(self.index.resolve(sym));
         }
     }
 }
@@ -621,18 +703,10 @@ fn older(rows: &[Row], a: Slot, b: Slot) -> bool {
     rows[a as usize].age() < rows[b as usize].age()
 }
 
-fn held(holders: &[Slot], sym: Sym) -> Option<Slot> {
-    let h = holders[sym as usize];
+/// The live row holding `sym`, if any.
+fn held(index: &Interner, sym: Sym) -> Option<Slot> {
+    let h = index.value(sym);
     (h != NONE).then_some(h)
-}
-
-fn intern(interner: &mut Interner, holders: &mut Vec<Slot>, text: Option<&str>) -> Sym {
-    let Some(text) = text else { return NONE };
-    let sym = interner.intern(text);
-    if sym as usize == holders.len() {
-        holders.push(NONE);
-    }
-    sym
 }
 
 fn joined(query: &Query) -> Change {

@@ -10,8 +10,8 @@ impl Engine {
         let e = email.and_then(|e| self.emails.lookup(e.as_str()));
         let p = phone.and_then(|p| self.phones.lookup(p.as_str()));
         let holders = [
-            e.and_then(|s| held(&self.email_holder, s)),
-            p.and_then(|s| held(&self.phone_holder, s)),
+            e.and_then(|s| held(&self.emails, s)),
+            p.and_then(|s| held(&self.phones, s)),
         ];
         let mut slots: Vec<Slot> = Vec::new();
         for holder in holders.into_iter().flatten() {
@@ -46,7 +46,7 @@ impl Engine {
             .filter(|&last| last < self.max_id && ids.len() == limit);
         let rows = ids
             .iter()
-            .map(|id| self.contact_at(self.slot_of[id]))
+            .map(|&id| self.contact_at(self.slot(id).expect("a listed id has a row")))
             .collect();
         (rows, next)
     }
@@ -63,7 +63,7 @@ impl Engine {
                 return ids;
             }
             id += 1;
-            if self.slot_of.contains_key(&id) {
+            if self.slot(id).is_ok() {
                 ids.push(id);
             }
         }

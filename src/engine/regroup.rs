@@ -37,7 +37,8 @@ impl Engine {
             }
         }
         if !self.links.is_empty() {
-            let local: HashMap<Slot, usize> = members.iter().enumerate().map(|(i, &s)| (s, i)).collect();
+            let local: HashMap<Slot, usize> =
+                members.iter().enumerate().map(|(i, &s)| (s, i)).collect();
             for (i, &slot) in members.iter().enumerate() {
                 for other in self.links.get(&slot).into_iter().flatten() {
                     if let Some(&j) = local.get(other) {
