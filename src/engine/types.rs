@@ -80,6 +80,14 @@ impl Email {
     pub const MAX_BYTES: usize = 254;
 
     /// Normalizes `raw`; `Ok(None)` when it is empty or blank (SPEC: counts as absent).
+    ///
+    /// ```
+    /// use identity_engine::engine::Email;
+    /// let email = Email::parse("  Lorraine@HillValley.edu ").unwrap().unwrap();
+    /// assert_eq!(email.as_str(), "lorraine@hillvalley.edu");
+    /// assert_eq!(Email::parse("   "), Ok(None));
+    /// assert!(Email::parse("no-at-sign").is_err());
+    /// ```
     pub fn parse(raw: &str) -> Result<Option<Email>, IdentifierError> {
         let trimmed = raw.trim();
         if trimmed.is_empty() {
