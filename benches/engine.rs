@@ -76,7 +76,7 @@ fn now() -> Timestamp {
 
 fn main() {
     let mut c = Criterion::default().configure_from_args();
-    for contacts in sizes() {
+    for contacts in support::sizes(&SIZES) {
         let mut fixture = Fixture::build(contacts);
         known_pair(&mut c, &mut fixture);
         let new_primaries = new_primaries(&fixture);
@@ -119,21 +119,6 @@ fn growing_cluster(c: &mut Criterion, members: u64) {
     let epoch = (members / 10).max(10);
     let requests: Vec<Query> = (k..k + epoch).map(|k| query(&p.email(k), &phone)).collect();
     mutating(c, &mut fixture, "link_cluster_of", members, &requests);
-}
-
-fn sizes() -> Vec<u64> {
-    match std::env::var("BENCH_SIZES") {
-        Ok(list) => list
-            .split(',')
-            .map(|n| {
-                n.trim()
-                    .replace('_', "")
-                    .parse()
-                    .expect("BENCH_SIZES: numbers")
-            })
-            .collect(),
-        Err(_) => SIZES.to_vec(),
-    }
 }
 
 fn configure<'a>(

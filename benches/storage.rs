@@ -21,27 +21,12 @@ const SIZES: [u64; 3] = [10_000, 100_000, 1_000_000];
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     append(&mut c);
-    for contacts in sizes() {
+    for contacts in support::sizes(&SIZES) {
         let population = Population::clustered(contacts);
         replay(&mut c, population);
         snapshots(&mut c, population);
     }
     c.final_summary();
-}
-
-fn sizes() -> Vec<u64> {
-    match std::env::var("BENCH_SIZES") {
-        Ok(list) => list
-            .split(',')
-            .map(|n| {
-                n.trim()
-                    .replace('_', "")
-                    .parse()
-                    .expect("BENCH_SIZES: numbers")
-            })
-            .collect(),
-        Err(_) => SIZES.to_vec(),
-    }
 }
 
 fn options(dir: &Path, fsync: FsyncPolicy) -> StorageOptions {

@@ -139,3 +139,19 @@ pub fn thread_cpu_time() -> std::time::Duration {
         .expect("run time in ns");
     std::time::Duration::from_nanos(ns)
 }
+
+/// The sizes to bench: `BENCH_SIZES=10000,1_000_000` if set, else `default`.
+pub fn sizes(default: &[u64]) -> Vec<u64> {
+    match std::env::var("BENCH_SIZES") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .replace('_', "")
+                    .parse()
+                    .expect("BENCH_SIZES: numbers")
+            })
+            .collect(),
+        Err(_) => default.to_vec(),
+    }
+}
