@@ -110,20 +110,16 @@ pub fn export_dir(
     use crate::storage::{lock_dir, recovery, StorageError};
     let _lock = lock_dir(dir)?;
     let (engine, _) = recovery::recover(dir, recovery::Mode::ReadOnly)?;
-    let written = match output {
+    let mut out: Box<dyn std::io::Write> = match output {
         Some(path) => {
-            let file = std::fs::File::create(path).map_err(|e| StorageError::file(path, e))?;
-            let mut out = std::io::BufWriter::new(file);
-            write_all(&engine, format, &mut out)
-                .and_then(|n| std::io::Write::flush(&mut out).map(|()| n))
+            Box::new(std::fs::File::create(path).map_err(|e| StorageError::file(path, e))?)
         }
-        None => {
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            write_all(&engine, format, &mut out)
-                .and_then(|n| std::io::Write::flush(&mut out).map(|()| n))
-        }
-    }
-    .map_err(StorageError::Io)?;
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut out = std::io::BufWriter::new(&mut out);
+    let written = write_all(&engine, format, &mut out)
+        .and_then(|n| std::io::Write::flush(&mut out).map(|()| n))
+        .map_err(StorageError::Io)?;
     Ok(if output.is_some() {
         format!("exported {written} row(s)\n")
     } else {

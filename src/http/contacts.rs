@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::json;
 
-use super::identify::{answer_json, contact_json, json_response};
+use super::identify::{answer_json, contact_json, json_ok, json_response};
 use super::{ApiError, AppState};
 use crate::engine::{Contact, ContactId, Email, Phone};
 use crate::export::{Format, PAGE};
@@ -38,10 +38,7 @@ pub async fn contact(
     let id = contact_id(id)?;
     let row = app.store.read(|e| e.contact(id)).await?;
     let row = row.ok_or_else(|| ApiError::NotFound(format!("no contact has id {id}")))?;
-    Ok(json_response(
-        StatusCode::OK,
-        serde_json::to_vec(&row).expect("a row serializes"),
-    ))
+    Ok(json_ok(&row))
 }
 
 /// The `/identify` answer for this contact's cluster, changing nothing.
@@ -82,10 +79,7 @@ pub async fn delete(
     let compat = app.compat_key_typo;
     let (row, identities) = app.store.delete(id, |i| contact_json(i, compat)).await?;
     let body = json!({ "deleted": row, "identities": identities });
-    Ok(json_response(
-        StatusCode::OK,
-        serde_json::to_vec(&body).expect("plain JSON serializes"),
-    ))
+    Ok(json_ok(&body))
 }
 
 /// `GET /contacts?email=&phoneNumber=` (live rows holding either) or `?after=&limit=` (pages).
@@ -148,10 +142,7 @@ pub async fn list(
             .await?;
         json!({ "contacts": rows, "next": next })
     };
-    Ok(json_response(
-        StatusCode::OK,
-        serde_json::to_vec(&body).expect("plain JSON serializes"),
-    ))
+    Ok(json_ok(&body))
 }
 
 fn number(params: &HashMap<String, String>, name: &str, default: u64) -> Result<u64, ApiError> {

@@ -67,6 +67,12 @@ pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// A 200 with `value` as its JSON body.
+pub fn json_ok(value: &impl Serialize) -> Response {
+    let body = serde_json::to_vec(value).expect("plain data serializes to JSON");
+    json_response(StatusCode::OK, body)
+}
+
 /// `{"contact": {...}}`, serialized straight to bytes while the engine's strings are borrowed.
 pub fn answer_json(identity: &IdentityRef<'_>, compat_key_typo: bool) -> Vec<u8> {
     let contact = ContactJson::new(identity, compat_key_typo);
