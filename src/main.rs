@@ -1,12 +1,13 @@
 //! The `identity-engine` binary: parse options, then serve or run a subcommand.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use identity_engine::app::{shutdown_signal, App};
 use identity_engine::config::{Cli, Command, Config, LogFormat};
 use identity_engine::storage::StorageOptions;
-use identity_engine::{check, export, import};
+use identity_engine::{check, export, import, logbuf};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -68,15 +69,18 @@ fn serve(config: Config) -> Result<(), String> {
     })
 }
 
-/// Logs go to stderr through a background writer, so a request never waits on the terminal or
-/// a slow pipe; under extreme load lines may be dropped rather than slow the service down. The
-/// returned guard flushes what is buffered when it is dropped at exit.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+/// Logs go to stderr through a buffer written out by a background thread (see `logbuf`), so a
+/// request never waits on the terminal or a slow pipe; under extreme load lines may be dropped
+/// (and counted) rather than slow the service down. Colours only on a terminal. The returned
+/// guard writes out what is buffered when it is dropped at exit.
+fn init_logging(format: LogFormat) -> logbuf::FlushGuard {
+    let (writer, guard) =
+        logbuf::buffered(std::io::stderr(), logbuf::FLUSH_INTERVAL, logbuf::CAPACITY);
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
