@@ -12,7 +12,7 @@ pub mod engine;
 pub mod export;
 pub mod http;
 pub mod import;
-pub mod logbuf;
+pub mod logging;
 pub mod metrics;
 pub mod storage;
 pub mod store;

@@ -1,13 +1,12 @@
 //! The `identity-engine` binary: parse options, then serve or run a subcommand.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use identity_engine::app::{shutdown_signal, App};
 use identity_engine::config::{Cli, Command, Config, LogFormat};
 use identity_engine::storage::StorageOptions;
-use identity_engine::{check, export, import, logbuf};
+use identity_engine::{check, export, import, logging};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -15,7 +14,7 @@ fn main() -> ExitCode {
         None => serve(cli.serve),
         Some(Command::Serve(config)) => serve(config),
         Some(command) => {
-            let _logs = init_logging(LogFormat::Text);
+            let _logs = logging::init(LogFormat::Text);
             run_tool(command)
         }
     };
@@ -58,7 +57,7 @@ fn run_tool(command: Command) -> Result<(), String> {
 }
 
 fn serve(config: Config) -> Result<(), String> {
-    let _logs = init_logging(config.log_format);
+    let _logs = logging::init(config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -67,24 +66,4 @@ fn serve(config: Config) -> Result<(), String> {
         let app = App::build(config).await.map_err(|e| e.to_string())?;
         app.run(shutdown_signal()).await.map_err(|e| e.to_string())
     })
-}
-
-/// Logs go to stderr through a buffer written out by a background thread (see `logbuf`), so a
-/// request never waits on the terminal or a slow pipe; under extreme load lines may be dropped
-/// (and counted) rather than slow the service down. Colours only on a terminal. The returned
-/// guard writes out what is buffered when it is dropped at exit.
-fn init_logging(format: LogFormat) -> logbuf::FlushGuard {
-    let (writer, guard) =
-        logbuf::buffered(std::io::stderr(), logbuf::FLUSH_INTERVAL, logbuf::CAPACITY);
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(writer);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-    guard
 }
