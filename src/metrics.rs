@@ -3,9 +3,10 @@
 //! log writer reports fsyncs, batches and snapshots through [`LogObserver`].
 
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -17,14 +18,24 @@ use crate::storage::LogObserver;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: String,
-    pub route: String,
+    pub method: &'static str,
+    pub route: Route,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: String,
+    pub route: Route,
+}
+
+/// A route template, shared between the label sets of every request to it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Route(pub Arc<str>);
+
+impl EncodeLabelValue for Route {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        EncodeLabelValue::encode(&&*self.0, encoder)
+    }
 }
 
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -158,15 +169,23 @@ impl Metrics {
         m
     }
 
-    pub fn observe_request(&self, method: &str, route: &str, status: u16, took: Duration) {
+    /// Counts a request; the labels are shared, so this allocates nothing once a label set has
+    /// been seen.
+    pub fn observe_request(
+        &self,
+        method: &'static str,
+        route: &Arc<str>,
+        status: u16,
+        took: Duration,
+    ) {
         let labels = RequestLabels {
-            method: method.to_owned(),
-            route: route.to_owned(),
+            method,
+            route: Route(route.clone()),
             status,
         };
         self.requests.get_or_create(&labels).inc();
         let route = RouteLabels {
-            route: route.to_owned(),
+            route: labels.route,
         };
         self.request_seconds
             .get_or_create(&route)

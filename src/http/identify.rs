@@ -73,11 +73,19 @@ pub fn json_ok(value: &impl Serialize) -> Response {
     json_response(StatusCode::OK, body)
 }
 
-/// `{"contact": {...}}`, serialized straight to bytes while the engine's strings are borrowed.
+/// `{"contact": {...}}`, serialized straight to bytes while the engine's strings are borrowed,
+/// into a buffer sized for it up front (escapes aside) so it is allocated once.
 pub fn answer_json(identity: &IdentityRef<'_>, compat_key_typo: bool) -> Vec<u8> {
+    let texts: usize = (identity.emails.iter())
+        .chain(&identity.phone_numbers)
+        .map(|t| t.len() + 3)
+        .sum();
+    let capacity = 128 + texts + 21 * identity.secondary_contact_ids.len();
+    let mut out = Vec::with_capacity(capacity);
     let contact = ContactJson::new(identity, compat_key_typo);
-    serde_json::to_vec(&AnswerJson { contact })
-        .expect("serializing plain data to memory cannot fail")
+    serde_json::to_writer(&mut out, &AnswerJson { contact })
+        .expect("serializing plain data to memory cannot fail");
+    out
 }
 
 /// The inner `{...}` of an answer, as a JSON value (for answers that hold several).

@@ -5,6 +5,7 @@ mod admin;
 mod contacts;
 mod error;
 mod identify;
+mod observe;
 mod openapi;
 mod ops;
 
@@ -105,6 +106,8 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
             state.limits.concurrent_requests,
         ))
         .timeout(state.limits.timeout);
+    let templates = api.paths.paths.keys().cloned().chain(["/openapi.json".to_owned()]);
+    let observe = observe::ObserveLayer::new(state.store.clone(), templates);
     let router = routes
         .with_state(state.clone())
         .merge(openapi_json)
@@ -112,7 +115,7 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.limits.body_bytes))
         .layer(limits)
-        .layer(axum::middleware::from_fn_with_state(state, ops::observe));
+        .layer(observe);
     (router, api)
 }
 

@@ -1,13 +1,9 @@
-//! Operations: health and readiness, Prometheus metrics, and the per-request middleware that
-//! logs one line and counts each request. Logs name the route template, never the path or the
-//! body: emails and phone numbers are personal data.
+//! Operations: health and readiness, Prometheus metrics, and what the limit layers answer.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::BoxError;
 use serde_json::json;
@@ -40,24 +36,6 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     let text = app.store.metrics().render(app.store.stats());
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     ([(header::CONTENT_TYPE, content_type)], text).into_response()
-}
-
-/// Logs one line per request (method, route, status, latency) and counts it.
-pub async fn observe(State(app): State<AppState>, request: Request<Body>, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let response = next.run(request).await;
-    let took = started.elapsed();
-    let status = response.status().as_u16();
-    app.store
-        .metrics()
-        .observe_request(method.as_str(), &route, status, took);
-    tracing::info!(method = %method, route, status, micros = took.as_micros() as u64, "request");
-    response
 }
 
 /// Turns the errors of the tower limit layers into JSON answers.
