@@ -26,8 +26,9 @@ use model::{DeleteError, Model, Row};
 use proptest::prelude::*;
 use serde_json::Value;
 use storage_support::{
-    a_longer_log, copy_live_dir, crash_image_of_a_log_with_merges, group_ends, noise, offsets_in,
-    open_segment, records, replayed, runtime, segments, shown, snapshots, Located, Shown,
+    a_longer_log, copy_live_dir, crash_image_of_a_log_with_merges, crash_image_with_its_zeros,
+    group_ends, noise, offsets_in, open_segment, records, records_end, replayed, runtime, segments,
+    shown, snapshots, Located, Shown,
 };
 
 /// Small pools, so that requests keep merging and deletions keep splitting clusters.
@@ -457,14 +458,17 @@ fn a_log_cut_at_any_byte_of_its_last_records_keeps_every_whole_group_before_the_
 }
 
 #[test]
-fn garbage_or_zeros_after_the_last_record_are_cut_off_and_every_record_is_kept() {
+fn garbage_after_the_last_record_is_cut_off_and_every_record_is_kept() {
     let (_image, segment, live) = crash_image_of_a_log_with_merges();
     let bytes = std::fs::read(&segment).expect("read the segment");
-    let mut tails: Vec<Vec<u8>> = [1, 4, 8, 9, 64, 4096].map(|n| vec![0; n]).to_vec();
-    tails.extend([1, 3, 8, 17, 100, 5000].map(|n| noise(n, n as u64)));
+    let mut tails: Vec<Vec<u8>> = [1, 3, 8, 17, 100, 5000]
+        .map(|n| noise(n, n as u64))
+        .to_vec();
     // A frame header announcing more bytes than follow, then a plausible one that lies.
     tails.push(vec![0xFF, 0xFF, 0x0F, 0, 1, 2, 3, 4, 5]);
     tails.push(vec![3, 0, 0, 0, 0xDE, 0xAD, 0xBE, 0xEF, 1, 2, 3]);
+    // Zeros then garbage: not the writer's zeros.
+    tails.push([vec![0; 64], noise(9, 9)].concat());
 
     for tail in tails {
         let damaged = [bytes.as_slice(), &tail].concat();
@@ -476,6 +480,70 @@ fn garbage_or_zeros_after_the_last_record_are_cut_off_and_every_record_is_kept()
             kept, bytes,
             "the tail {tail:?} is cut off at the last record"
         );
+    }
+}
+
+#[test]
+fn zeros_after_the_last_whole_group_are_the_end_of_the_log_and_trimmed_quietly() {
+    // As the writer leaves a segment: zeros filled ahead of the records.
+    let (image, segment, live) = crash_image_with_its_zeros();
+    let with_zeros = std::fs::read(&segment).expect("read the segment");
+    let end = records_end(&with_zeros);
+    assert!(
+        with_zeros.len() > end && with_zeros[end..].iter().all(|&b| b == 0),
+        "the open segment is zero-filled ahead of its records"
+    );
+    check::check(image.path()).expect("check finds nothing wrong");
+    assert_eq!(
+        std::fs::read(&segment).unwrap(),
+        with_zeros,
+        "check changes nothing"
+    );
+    let (_storage, engine, report) =
+        Storage::open(StorageOptions::new(image.path())).expect("open");
+    assert_eq!(shown(&engine), live);
+    assert_eq!(report.tail_cut, None, "zeros are not a torn tail");
+    assert_eq!(
+        std::fs::read(&segment).unwrap(),
+        &with_zeros[..end],
+        "and are trimmed"
+    );
+
+    // Any number of zeros, frame-aligned or not.
+    let bytes = &with_zeros[..end];
+    for n in [1, 4, 8, 9, 64, 4096] {
+        let (dir, engine, _, was_cut) = open_segment(&segment, &[bytes, &vec![0; n]].concat());
+        assert_eq!(shown(&engine), live, "{n} zeros");
+        assert!(!was_cut, "{n} zeros are not reported as a torn tail");
+        let kept = std::fs::read(dir.path().join(segment.file_name().unwrap())).unwrap();
+        assert_eq!(kept, bytes, "{n} zeros are trimmed");
+    }
+}
+
+#[test]
+fn zeros_inside_a_group_are_a_torn_tail_cut_back_to_the_last_whole_group() {
+    let (_image, segment, _) = crash_image_of_a_log_with_merges();
+    let bytes = std::fs::read(&segment).expect("read the segment");
+    let records = records(&bytes);
+    // The three-record merge group: its first record written, the rest of the batch still the
+    // writer's zeros (or a record half written, then zeros).
+    let group = records
+        .windows(3)
+        .find(|w| !w[0].record.commit && !w[1].record.commit && w[2].record.commit)
+        .expect("a group of three records");
+    let group_start = group[0].start;
+    for written in [group[0].end, group[0].end + 5, group[1].end - 1] {
+        let torn = [&bytes[..written], &vec![0; bytes.len() - written + 100]].concat();
+        let (dir, engine, last_seq, was_cut) = open_segment(&segment, &torn);
+        assert!(was_cut, "written to {written}: reported as a torn tail");
+        assert_eq!(last_seq, group[0].record.seq - 1, "written to {written}");
+        assert_eq!(
+            engine.stats().contacts,
+            3,
+            "written to {written}: the group is dropped whole"
+        );
+        let kept = std::fs::read(dir.path().join(segment.file_name().unwrap())).unwrap();
+        assert_eq!(kept, &bytes[..group_start], "written to {written}");
     }
 }
 

@@ -106,7 +106,12 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
             state.limits.concurrent_requests,
         ))
         .timeout(state.limits.timeout);
-    let templates = api.paths.paths.keys().cloned().chain(["/openapi.json".to_owned()]);
+    let templates = api
+        .paths
+        .paths
+        .keys()
+        .cloned()
+        .chain(["/openapi.json".to_owned()]);
     let observe = observe::ObserveLayer::new(state.store.clone(), templates);
     let router = routes
         .with_state(state.clone())

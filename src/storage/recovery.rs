@@ -1,6 +1,8 @@
 //! Recovery: the newest snapshot, then every log record after it, through the same `apply` as
-//! live traffic. A torn or garbage tail of the newest segment is cut off; damage anywhere else,
-//! or a bad record with valid records after it, is corruption and stops start-up.
+//! live traffic. Zeros after the last whole group are space the writer filled ahead of its
+//! records: the end of the log, trimmed from the newest segment quietly. A torn or garbage tail
+//! of the newest segment is cut off and reported; damage anywhere else, or a bad record with
+//! valid records after it, is corruption and stops start-up.
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -159,7 +161,11 @@ impl Replay<'_> {
         let (mut offset, mut group_start, mut expected) = (FILE_HEADER, FILE_HEADER, first);
         let mut group: Vec<Change> = Vec::new();
         while offset < buf.len() {
-            let record = match read_frame(&buf, offset) {
+            let frame = read_frame(&buf, offset);
+            if !matches!(frame, Frame::Valid { .. }) && buf[offset..].iter().all(|&b| b == 0) {
+                return self.zeros_from(&buf, offset, group_start);
+            }
+            let record = match frame {
                 Frame::Valid { payload, next } => match codec::decode::<Record>(payload) {
                     Ok(record) if record.seq == expected => (record, next),
                     Ok(record) => {
@@ -231,6 +237,11 @@ impl Replay<'_> {
                 }
             }
         }
+        self.end(&buf, group_start)
+    }
+
+    /// The end of the segment's records, the last whole group ending at `group_start`.
+    fn end(&mut self, buf: &[u8], group_start: usize) -> Result<(), StorageError> {
         if group_start < buf.len() {
             if !self.newest {
                 return Err(corrupt(
@@ -239,7 +250,25 @@ impl Replay<'_> {
                     "segment ends inside a group of records".into(),
                 ));
             }
-            return self.cut(&buf, group_start, "group of records incomplete");
+            return self.cut(buf, group_start, "group of records incomplete");
+        }
+        Ok(())
+    }
+
+    /// Only zeros from `offset` on: the space filled ahead of the records. Trimmed quietly when
+    /// the last group is whole; a group cut short by them is a torn tail like any other.
+    fn zeros_from(
+        &mut self,
+        buf: &[u8],
+        offset: usize,
+        group_start: usize,
+    ) -> Result<(), StorageError> {
+        if group_start < offset {
+            return self.end(buf, group_start);
+        }
+        if self.mode == Mode::Open && self.newest {
+            tracing::debug!(file = %self.path.display(), offset, "trimming the zeros after the last record");
+            truncate(self.path, offset as u64)?;
         }
         Ok(())
     }

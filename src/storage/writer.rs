@@ -2,12 +2,19 @@
 //! whatever has arrived as one batch, syncs once for the whole batch (group commit), publishes
 //! the durable sequence number, and rolls to a new segment when the current one is full.
 //!
+//! The open segment is zero-filled ahead of the records (a mebibyte at a time) and records are
+//! written over the zeros, so an fdatasync flushes data only: appending instead changed the file's
+//! size on every batch, which cost every sync a journal commit (a third more time and CPU per
+//! fsync on this machine). A sealed segment is cut to its records; recovery reads zeros after
+//! the last record as the end of the log.
+//!
 //! A failed write or sync fails closed: memory may now hold changes the log lacks, and retrying
 //! an fsync is not safe (its error may have dropped the dirty pages), so the writer stops for good
 //! and every waiter and later append gets `StorageError::Unavailable` until restart.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -165,10 +172,16 @@ impl Drop for LogWriter {
     }
 }
 
+/// Zeros written ahead of the records at a time.
+pub const PREALLOCATE_BYTES: u64 = 1 << 20;
+
 struct Segment {
     file: File,
     path: PathBuf,
+    /// The end of the records.
     bytes: u64,
+    /// The file's length: zeros from `bytes` to here.
+    allocated: u64,
     /// The length up to the last batch published (acknowledged): what a failure cuts back to.
     published: u64,
 }
@@ -190,8 +203,34 @@ impl Segment {
             file,
             path,
             bytes: FILE_HEADER as u64,
+            allocated: FILE_HEADER as u64,
             published: FILE_HEADER as u64,
         })
+    }
+
+    /// Writes `batch` after the records, first zero-filling the file ahead of them when the
+    /// zeros run out (up to `limit`, the size at which the segment is sealed).
+    fn append(&mut self, batch: &[u8], limit: u64) -> io::Result<()> {
+        let end = self.bytes + batch.len() as u64;
+        if end > self.allocated {
+            let target = limit.min(self.allocated + PREALLOCATE_BYTES).max(end);
+            let zeros = vec![0; (target - end) as usize];
+            self.file.write_all_at(&zeros, end)?;
+            self.allocated = target;
+        }
+        self.file.write_all_at(batch, self.bytes)?;
+        self.bytes = end;
+        Ok(())
+    }
+
+    /// Cuts the zeros off, leaving exactly the records; whether there were any.
+    fn trim(&mut self) -> io::Result<bool> {
+        if self.allocated == self.bytes {
+            return Ok(false);
+        }
+        self.file.set_len(self.bytes)?;
+        self.allocated = self.bytes;
+        Ok(true)
     }
 }
 
@@ -248,8 +287,7 @@ impl Worker {
             return Ok(());
         }
         self.fault(|f| &f.fail_writes)?;
-        self.segment.file.write_all(batch)?;
-        self.segment.bytes += batch.len() as u64;
+        self.segment.append(batch, self.options.segment_bytes)?;
         self.unsynced = true;
         if let Some(o) = &self.options.observer {
             o.batch_written(last_seq - self.written_seq, batch.len() as u64);
@@ -267,12 +305,17 @@ impl Worker {
     }
 
     fn sync_if_due(&mut self, stop: bool) -> io::Result<()> {
-        let due = match self.options.policy {
-            FsyncPolicy::Always => false,
-            FsyncPolicy::Interval => self.last_sync.elapsed() >= INTERVAL,
-            FsyncPolicy::Never => false,
-        };
-        if self.unsynced && (due || stop) {
+        if stop {
+            // Left for good: exactly the records, synced whatever the policy.
+            let trimmed = self.segment.trim()?;
+            if trimmed || self.unsynced {
+                self.sync()?;
+            }
+            return Ok(());
+        }
+        let due =
+            self.options.policy == FsyncPolicy::Interval && self.last_sync.elapsed() >= INTERVAL;
+        if self.unsynced && due {
             self.sync()?;
         }
         Ok(())
@@ -292,6 +335,7 @@ impl Worker {
 
     /// Seals the current segment (synced whatever the policy) and starts the next one.
     fn roll(&mut self, last_seq: u64) -> io::Result<()> {
+        self.segment.trim()?;
         self.sync()?;
         let next =
             Segment::create(&self.options.dir, last_seq + 1).map_err(StorageError::into_io)?;

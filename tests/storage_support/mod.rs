@@ -69,11 +69,17 @@ pub struct Located {
     pub record: Record,
 }
 
-/// Every record of an undamaged segment's bytes, in order.
+/// Where the records of an undamaged segment end: the zeros the writer fills ahead of its
+/// records start there.
+pub fn records_end(buf: &[u8]) -> usize {
+    records(buf).last().map_or(FILE_HEADER, |l| l.end)
+}
+
+/// Every record of an undamaged segment's bytes, in order (zeros after them are not records).
 pub fn records(buf: &[u8]) -> Vec<Located> {
     let mut offset = FILE_HEADER;
     let mut found = Vec::new();
-    while offset < buf.len() {
+    while offset < buf.len() && buf[offset..].iter().any(|&b| b != 0) {
         let Frame::Valid { payload, next } = read_frame(buf, offset) else {
             panic!("the segment is damaged at offset {offset}");
         };
@@ -180,9 +186,20 @@ pub fn query_of(email: Option<&str>, phone: Option<&str>) -> Query {
 }
 
 /// A live store's log, with single-record groups, merges of two and three records and a
-/// deletion that splits a cluster, copied as a crash would leave it (no shutdown snapshot).
-/// Returns the directory of the copy, its one segment, and what the live store showed.
+/// deletion that splits a cluster, copied as a crash would leave it (no shutdown snapshot),
+/// then with the zeros the writer fills ahead of its records trimmed, so that a test can put
+/// its own tail there. Returns the directory of the copy, its one segment, and what the live
+/// store showed.
 pub fn crash_image_of_a_log_with_merges() -> (tempfile::TempDir, PathBuf, Shown) {
+    let (image, segment, live_state) = crash_image_with_its_zeros();
+    let bytes = std::fs::read(&segment).expect("read the segment");
+    std::fs::write(&segment, &bytes[..records_end(&bytes)]).expect("trim the segment");
+    (image, segment, live_state)
+}
+
+/// [`crash_image_of_a_log_with_merges`] as the crash left it: the segment still has the zeros
+/// the writer filled ahead of its records.
+pub fn crash_image_with_its_zeros() -> (tempfile::TempDir, PathBuf, Shown) {
     let live = tempfile::tempdir().expect("temp dir");
     let (store, _) = Store::open(StorageOptions::new(live.path())).expect("open");
     let runtime = runtime();
