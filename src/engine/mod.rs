@@ -100,7 +100,8 @@ pub struct Engine {
     displaced: HashMap<ContactId, Slot>,
     /// When each deleted row was deleted, by slot.
     deleted_at: HashMap<Slot, i64>,
-    /// Each identifier's value is one live row holding it, or NONE. All holders share a cluster.
+    /// Each identifier's value is the oldest live row holding it, or NONE. All holders share a
+    /// cluster, so an answer lists an identifier at the member the index names.
     emails: Interner,
     phones: Interner,
     /// The clusters; a deleted row's slot is removed from it.
@@ -211,9 +212,10 @@ impl Engine {
         let primary = self.rows[winner as usize].id;
         let mut changes = vec![joined(query)];
         changes.extend(
-            self.sorted_members(loser)
-                .into_iter()
-                .map(|slot| Change::Relinked {
+            self.forest
+                .members(loser)
+                .iter()
+                .map(|&slot| Change::Relinked {
                     id: self.rows[slot as usize].id,
                     primary: Some(primary),
                     at: now,
@@ -237,7 +239,8 @@ impl Engine {
             && !self
                 .forest
                 .members(root)
-                .any(|s| self.rows[s as usize].holds(email, phone))
+                .iter()
+                .any(|&s| self.rows[s as usize].holds(email, phone))
     }
 
     /// What deleting `id` at `now` implies: the deletion, then a relink of every row of the
@@ -335,20 +338,23 @@ impl Engine {
     }
 
     /// Live row `slot` holds `sym` (an email if `email`, else a phone): it joins the cluster of
-    /// the identifier's holder, or becomes its holder.
+    /// the identifier's holder, and is its holder if it is older (or the only one).
     fn hold(&mut self, email: bool, sym: Sym, slot: Slot) {
         if sym == NONE {
             return;
         }
-        let index = if email {
-            &mut self.emails
-        } else {
-            &mut self.phones
-        };
-        match held(index, sym) {
-            Some(holder) if holder == slot => {}
-            Some(holder) => self.union(slot, holder),
-            None => index.set_value(sym, slot),
+        let index = if email { &self.emails } else { &self.phones };
+        let holder = held(index, sym);
+        if let Some(holder) = holder.filter(|&h| h != slot) {
+            self.union(slot, holder);
+        }
+        if holder.is_none_or(|h| self.older(slot, h)) {
+            let index = if email {
+                &mut self.emails
+            } else {
+                &mut self.phones
+            };
+            index.set_value(sym, slot);
         }
     }
 
@@ -386,7 +392,7 @@ impl Engine {
 
     fn apply_deleted(&mut self, id: ContactId, at: Timestamp) -> Result<(), EngineError> {
         let slot = self.live_slot(id)?;
-        let former: Vec<Slot> = self.forest.members(slot).collect();
+        let former: Vec<Slot> = self.forest.members(slot).to_vec();
         let regrouped = self.regroup(slot);
         self.forest.isolate(&former);
         for group in &regrouped.groups {
@@ -477,49 +483,33 @@ impl Engine {
         }
     }
 
-    /// The members of `slot`'s cluster, oldest first (so the primary first).
-    ///
-    /// Sorted by keys read once, with a stable sort because the list is nearly sorted already:
-    /// a cluster that grows by new contacts lists its root, then the rest newest first, which
-    /// the stable sort finds as two runs and merges in linear time.
-    fn sorted_members(&self, slot: Slot) -> Vec<Slot> {
-        let mut keyed: Vec<((i64, ContactId), Slot)> = self
-            .forest
-            .members(slot)
-            .map(|s| (self.rows[s as usize].age(), s))
-            .collect();
-        keyed.sort_by_key(|&(age, _)| age);
-        keyed.into_iter().map(|(_, s)| s).collect()
-    }
-
     /// The `/identify` answer for the cluster of `id`; None if `id` is unknown or deleted.
+    ///
+    /// One walk over the members, oldest first: each identifier is listed at its oldest live
+    /// holder, which is the one the index names, so it comes once and in order with no set.
     pub fn identity(&self, id: ContactId) -> Option<IdentityRef<'_>> {
         let slot = self.live_slot(id).ok()?;
-        // Most clusters are one contact: no list of members to allocate and sort.
-        let (alone, sorted);
-        let members: &[Slot] = if self.forest.is_alone(slot) {
-            alone = [slot];
-            &alone
-        } else {
-            sorted = self.sorted_members(slot);
-            &sorted
-        };
+        let members = self.forest.members(slot);
         let primary = self.rows[members[0] as usize].id;
-        let mut emails = Distinct::new(&self.emails, members.len());
-        let mut phones = Distinct::new(&self.phones, members.len());
+        let mut emails = Vec::with_capacity(members.len());
+        let mut phones = Vec::with_capacity(members.len());
         let mut secondaries = Vec::with_capacity(members.len() - 1);
         for &slot in members {
             let row = &self.rows[slot as usize];
-            emails.add(row.email);
-            phones.add(row.phone);
+            if row.email != NONE && self.emails.value(row.email) == slot {
+                emails.push(self.emails.resolve(row.email));
+            }
+            if row.phone != NONE && self.phones.value(row.phone) == slot {
+                phones.push(self.phones.resolve(row.phone));
+            }
             if row.id != primary {
                 secondaries.push(row.id);
             }
         }
         Some(IdentityRef {
             primary_contact_id: primary,
-            emails: emails.texts,
-            phone_numbers: phones.texts,
+            emails,
+            phone_numbers: phones,
             secondary_contact_ids: secondaries,
         })
     }
@@ -619,6 +609,18 @@ impl Engine {
                             row.id
                         ));
                     }
+                    if h.is_some_and(|h| self.older(slot as Slot, h)) {
+                        return Err(format!(
+                            "contact {} is older than its identifier's indexed holder",
+                            row.id
+                        ));
+                    }
+                }
+            }
+            if self.forest.find(slot as Slot) == slot as Slot {
+                let members = self.forest.members(slot as Slot);
+                if members.windows(2).any(|w| !self.older(w[0], w[1])) {
+                    return Err(format!("the cluster of {} is not in age order", row.id));
                 }
             }
         }
@@ -642,59 +644,6 @@ impl IdentityRef<'_> {
             emails: self.emails.iter().map(|s| s.to_string()).collect(),
             phone_numbers: self.phone_numbers.iter().map(|s| s.to_string()).collect(),
             secondary_contact_ids: self.secondary_contact_ids.clone(),
-        }
-    }
-}
-
-/// Identifier strings of a cluster in first-seen order, each once.
-struct Distinct<'a> {
-    index: &'a Interner,
-    texts: Vec<&'a str>,
-    seen: Seen,
-    /// How many symbols may come: the size of the set if one is needed.
-    members: usize,
-}
-
-/// The symbols already taken: on the stack while they are few, in a set once they are not.
-enum Seen {
-    Few([Sym; LINEAR_UP_TO], usize),
-    Many(hashbrown::HashSet<Sym>),
-}
-
-const LINEAR_UP_TO: usize = 32;
-
-impl<'a> Distinct<'a> {
-    fn new(index: &'a Interner, members: usize) -> Distinct<'a> {
-        Distinct {
-            index,
-            texts: Vec::new(),
-            seen: Seen::Few([NONE; LINEAR_UP_TO], 0),
-            members,
-        }
-    }
-
-    fn add(&mut self, sym: Sym) {
-        if sym == NONE {
-            return;
-        }
-        let new = match &mut self.seen {
-            Seen::Many(set) => set.insert(sym),
-            Seen::Few(syms, n) if syms[..*n].contains(&sym) => false,
-            Seen::Few(syms, n) if *n < LINEAR_UP_TO => {
-                syms[*n] = sym;
-                *n += 1;
-                true
-            }
-            Seen::Few(syms, _) => {
-                let mut set = hashbrown::HashSet::with_capacity(self.members);
-                set.extend(syms.iter().copied());
-                set.insert(sym);
-                self.seen = Seen::Many(set);
-                true
-            }
-        };
-        if new {
-            self.texts.push(self.index.resolve(sym));
         }
     }
 }

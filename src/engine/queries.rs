@@ -22,7 +22,7 @@ impl Engine {
             {
                 continue;
             }
-            slots.extend(self.forest.members(holder).filter(|&s| {
+            slots.extend(self.forest.members(holder).iter().copied().filter(|&s| {
                 let row = &self.rows[s as usize];
                 e.is_some_and(|e| row.email == e) || p.is_some_and(|p| row.phone == p)
             }));
@@ -100,7 +100,7 @@ impl Engine {
                 continue;
             }
             let primary = self.rows[self.forest.primary(slot) as usize].id;
-            for member in self.sorted_members(slot) {
+            for &member in self.forest.members(slot) {
                 let row = &self.rows[member as usize];
                 let want = (row.id != primary).then_some(primary);
                 if row.linked_id() != want {

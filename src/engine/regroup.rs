@@ -19,7 +19,7 @@ pub(super) struct Regrouped {
 impl Engine {
     /// How the cluster of `gone` falls apart once `gone` is deleted. Reads only.
     pub(super) fn regroup(&self, gone: Slot) -> Regrouped {
-        let mut members = self.sorted_members(gone);
+        let mut members = self.forest.members(gone).to_vec();
         members.retain(|&s| s != gone);
         let mut sets = LocalSets::new(members.len());
         let mut email_first = HashMap::new();

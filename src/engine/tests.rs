@@ -344,3 +344,62 @@ fn applying_a_bad_fact_fails_and_changes_nothing() {
     assert_eq!(engine.stats().contacts, 2);
     engine.check_invariants().unwrap();
 }
+
+/// Rows applied out of age order (as an import may bring them): the answer still lists the
+/// oldest first, and each identifier once, where its oldest holder stands.
+#[test]
+fn rows_applied_out_of_age_order_answer_in_age_order() {
+    let mut engine = engine_with(&[
+        created(
+            1,
+            Some("111"),
+            Some("a@x.io"),
+            Some(4),
+            "2023-04-03T00:00:00Z",
+        ),
+        created(
+            2,
+            Some("111"),
+            Some("b@x.io"),
+            Some(4),
+            "2023-04-01T00:00:00Z",
+        ),
+        created(
+            3,
+            Some("222"),
+            Some("a@x.io"),
+            Some(4),
+            "2023-04-02T00:00:00Z",
+        ),
+        created(4, Some("333"), Some("c@x.io"), None, "2023-03-01T00:00:00Z"),
+        created(
+            5,
+            Some("333"),
+            Some("b@x.io"),
+            Some(4),
+            "2023-05-01T00:00:00Z",
+        ),
+    ]);
+    let want = Identity {
+        primary_contact_id: 4,
+        emails: vec!["c@x.io".into(), "b@x.io".into(), "a@x.io".into()],
+        phone_numbers: vec!["333".into(), "111".into(), "222".into()],
+        secondary_contact_ids: vec![2, 3, 1, 5],
+    };
+    assert_eq!(engine.identity(1).unwrap().to_owned(), want);
+    // Deleting the oldest holder of b (contact 2) hands b to the next oldest (5), whose phone
+    // still ties it to 4, while 111 still ties 1 to nothing else: 1 and 3 go their own way.
+    let plan = engine.plan_delete(2, at("2023-06-01T00:00:00Z")).unwrap();
+    for c in &plan.changes {
+        engine.apply(c).unwrap();
+    }
+    engine.check_invariants().unwrap();
+    let four = engine.identity(4).unwrap().to_owned();
+    assert_eq!(four.emails, ["c@x.io", "b@x.io"]);
+    assert_eq!(four.secondary_contact_ids, [5]);
+    let three = engine.identity(1).unwrap().to_owned();
+    assert_eq!(three.primary_contact_id, 3);
+    assert_eq!(three.emails, ["a@x.io"]);
+    assert_eq!(three.phone_numbers, ["222", "111"]);
+    assert_eq!(three.secondary_contact_ids, [1]);
+}
