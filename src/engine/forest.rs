@@ -11,12 +11,14 @@
 /// An index into the engine's rows, dense from 0.
 pub type Slot = u32;
 
+use serde::{Deserialize, Serialize};
+
 /// Marks a node with no member array: a set of one, or a slot that is not a root.
 const NO_LIST: u32 = u32::MAX;
 
 /// One slot's place in the forest, all in one place: `find` on a singleton (most contacts) and
 /// everything a reader then needs of its root is one cache line.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 struct Node {
     parent: Slot,
     /// At a root of two or more: the index of its member array in `Forest::lists`.
@@ -38,7 +40,7 @@ impl Node {
     }
 }
 
-#[derive(Default, Debug, Clone)]
+#[derive(Default, Debug, Clone, Serialize, Deserialize)]
 pub struct Forest {
     nodes: Vec<Node>,
     /// The members of each set of two or more, oldest first; an empty array is free for reuse.
@@ -182,6 +184,26 @@ impl Forest {
     /// Whether `x` was removed.
     pub fn is_removed(&self, x: Slot) -> bool {
         self.nodes[x as usize].size == 0
+    }
+
+    /// Checks a forest read from a snapshot for `slots` slots: every slot, label and member
+    /// array it names exists.
+    pub fn check(&self, slots: usize) -> Result<(), String> {
+        let slot_ok = |s: Slot| (s as usize) < slots;
+        let list_ok = |l: u32| (l as usize) < self.lists.len();
+        let nodes_ok = self.nodes.len() == slots
+            && self.nodes.iter().all(|n| {
+                slot_ok(n.parent) && slot_ok(n.label) && (n.list == NO_LIST || list_ok(n.list))
+            });
+        let lists_ok = self.lists.iter().flatten().all(|&s| slot_ok(s))
+            && self.free.iter().all(|&l| list_ok(l));
+        if nodes_ok && lists_ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "the forest names slots or member arrays beyond its {slots} slots"
+            ))
+        }
     }
 
     /// The number of members of `x`'s set.

@@ -8,10 +8,14 @@
 //!
 //! The arena is a `String`, so handing out a text needs no UTF-8 check (that check was 5 to 8%
 //! of an answer): the value and the length are written in 7-bit bytes, which are ASCII.
+//!
+//! A snapshot holds the arena and the table as they are, so loading one rehashes nothing. The
+//! hash is foldhash with a seed drawn when the interner is made and saved with it.
 
 use std::hash::BuildHasher;
 
-use hashbrown::DefaultHashBuilder;
+use foldhash::fast::FixedState;
+use serde::{de::Error as _, Deserialize, Deserializer, Serialize, Serializer};
 
 use super::symtable::{Home, SymTable};
 
@@ -37,11 +41,21 @@ struct Probe<'t> {
     guess: Option<(Sym, u8)>,
 }
 
-#[derive(Default, Debug, Clone)]
+#[derive(Debug, Clone)]
 pub struct Interner {
     arena: String,
     table: SymTable,
-    hasher: DefaultHashBuilder,
+    seed: u64,
+}
+
+impl Default for Interner {
+    fn default() -> Interner {
+        Interner {
+            arena: String::new(),
+            table: SymTable::default(),
+            seed: std::collections::hash_map::RandomState::new().hash_one(0u8),
+        }
+    }
 }
 
 impl Interner {
@@ -101,7 +115,7 @@ impl Interner {
     /// Hashes `text` and copies its home group: the first read of a lookup.
     fn probe<'t>(&self, text: Option<&'t str>) -> Option<Probe<'t>> {
         let text = text?;
-        let hash = self.hasher.hash_one(text.as_bytes());
+        let hash = self.hash(text.as_bytes());
         Some(Probe {
             text,
             hash,
@@ -191,11 +205,61 @@ impl Interner {
         let arena = self.arena.as_bytes();
         while at < arena.len() {
             let text = span(arena, at as Sym);
-            let hash = self.hasher.hash_one(&arena[text.clone()]);
-            table.insert(hash, at as Sym);
+            table.insert(self.hash(&arena[text.clone()]), at as Sym);
             at = text.end;
         }
         self.table = table;
+    }
+
+    fn hash(&self, bytes: &[u8]) -> u64 {
+        FixedState::with_seed(self.seed).hash_one(bytes)
+    }
+
+    /// Every symbol, in the order the strings were added.
+    pub fn symbols(&self) -> impl Iterator<Item = Sym> + '_ {
+        let arena = self.arena.as_bytes();
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let sym = (at < arena.len()).then_some(at as Sym)?;
+            at = span(arena, sym).end;
+            Some(sym)
+        })
+    }
+
+    /// Whether `sym` lies inside the arena (a check for loaded snapshots, not a proof that it
+    /// starts a string).
+    pub fn in_bounds(&self, sym: Sym) -> bool {
+        (sym as usize) < self.arena.len()
+    }
+
+    /// An interner from a snapshot's parts, once they are shown to be whole: every entry of the
+    /// arena in bounds with 7-bit headers, and the table holding exactly as many symbols, each in
+    /// bounds. The table is rebuilt if this build hashes the probe differently (another version
+    /// of foldhash), since a table from another hash would find nothing.
+    fn from_image(image: Image) -> Result<Interner, String> {
+        let Image {
+            arena,
+            table,
+            seed,
+            probe,
+        } = image;
+        let bytes = arena.as_bytes();
+        if bytes.len() >= NONE as usize {
+            return Err("identifier arena larger than 4 GiB".into());
+        }
+        let mut entries = 0;
+        let mut at = 0;
+        while at < bytes.len() {
+            at = checked_end(bytes, at)
+                .ok_or_else(|| format!("identifier arena damaged at byte {at}"))?;
+            entries += 1;
+        }
+        table.check(entries, |sym| (sym as usize) < bytes.len())?;
+        let mut interner = Interner { arena, table, seed };
+        if interner.hash(PROBE) != probe {
+            interner.grow_to(entries);
+        }
+        Ok(interner)
     }
 
     /// The string of `sym`.
@@ -214,6 +278,63 @@ impl Interner {
         self.arena
             .replace_range(at..at + VALUE, ascii(&wide(value)));
     }
+}
+
+/// Hashed into every snapshot, to tell whether the hash function is the one that built it.
+const PROBE: &[u8] = b"identity-engine";
+
+/// An interner as a snapshot holds it.
+#[derive(Serialize)]
+struct ImageRef<'a> {
+    arena: &'a str,
+    table: &'a SymTable,
+    seed: u64,
+    probe: u64,
+}
+
+#[derive(Deserialize)]
+struct Image {
+    arena: String,
+    table: SymTable,
+    seed: u64,
+    probe: u64,
+}
+
+impl Serialize for Interner {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ImageRef {
+            arena: &self.arena,
+            table: &self.table,
+            seed: self.seed,
+            probe: self.hash(PROBE),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Interner {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Interner, D::Error> {
+        Interner::from_image(Image::deserialize(d)?).map_err(D::Error::custom)
+    }
+}
+
+/// Where the entry at `at` ends, if its header is 7-bit and it lies within `arena`.
+fn checked_end(arena: &[u8], at: usize) -> Option<usize> {
+    let header = arena.get(at..at + VALUE + 1)?;
+    let (text, len) = match header[VALUE] {
+        LONG => {
+            let wide = arena.get(at + VALUE + 1..at + VALUE + 1 + WIDE)?;
+            if wide.iter().any(|&b| b > 0x7F) {
+                return None;
+            }
+            (at + VALUE + 1 + WIDE, unwide(wide) as usize)
+        }
+        len => (at + VALUE + 1, len as usize),
+    };
+    if header.iter().any(|&b| b > 0x7F) || text + len > arena.len() {
+        return None;
+    }
+    Some(text + len)
 }
 
 /// `n` in `WIDE` 7-bit bytes, least significant first.

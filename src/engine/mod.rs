@@ -6,6 +6,7 @@
 
 pub mod change;
 mod forest;
+mod image;
 mod interner;
 mod queries;
 mod regroup;
@@ -14,6 +15,7 @@ pub mod time;
 pub mod types;
 
 use hashbrown::HashMap;
+use serde::{Deserialize, Serialize};
 
 pub use change::{Change, NewContact};
 use forest::{Forest, Slot};
@@ -27,7 +29,7 @@ use interner::NONE;
 
 /// One contact in 32 bytes: identifiers as interned symbols, `linked` 0 for a primary. Whether
 /// it is deleted is kept in the forest, and when in `Engine::deleted_at` (deletions are rare).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Row {
     id: ContactId,
     email: Sym,
@@ -84,7 +86,7 @@ pub struct DeletePlan {
 }
 
 /// Counts for metrics and reports.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     pub contacts: usize,
     pub deleted: usize,
@@ -92,7 +94,9 @@ pub struct Stats {
     pub joins: usize,
 }
 
-#[derive(Default, Debug, Clone)]
+/// Serialized, the engine is its tables as they are (a snapshot's image, loaded with no
+/// rehashing or replay); a deserialized engine must pass [`Engine::check_image`] before use.
+#[derive(Default, Debug, Clone, Serialize, Deserialize)]
 pub struct Engine {
     rows: Vec<Row>,
     /// The slots of ids whose row is not at slot `id - 1`. The service counts ids up from 1 and

@@ -6,11 +6,13 @@
 //! random lines. Here a lookup reads one line, then the string; an insert writes one line. Nothing
 //! is ever removed, and a group fills from its first slot, so a group with room ends a probe.
 
+use serde::{Deserialize, Serialize};
+
 use super::interner::Sym;
 
 const SLOTS: usize = 12;
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 #[repr(align(64))]
 struct Group {
     /// Slots `0..len` are in use.
@@ -19,7 +21,7 @@ struct Group {
     syms: [Sym; SLOTS],
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SymTable {
     /// A power of two of groups, or none before the first insert.
     groups: Vec<Group>,
@@ -66,6 +68,33 @@ impl SymTable {
             }
             at = (at + 1) & mask;
         }
+    }
+
+    /// Checks a table read from a snapshot: a power of two of groups (or none), no group over
+    /// full, `len` symbols in all, `entries` of them, and every symbol `in_bounds`.
+    pub fn check(&self, entries: usize, in_bounds: impl Fn(Sym) -> bool) -> Result<(), String> {
+        let groups = self.groups.len();
+        if groups != 0 && !groups.is_power_of_two() {
+            return Err(format!("identifier table of {groups} groups"));
+        }
+        let mut count = 0;
+        for group in &self.groups {
+            let used = group
+                .syms
+                .get(..group.len as usize)
+                .ok_or("overfull group")?;
+            if !used.iter().all(|&sym| in_bounds(sym)) {
+                return Err("identifier table names a symbol outside the arena".into());
+            }
+            count += used.len();
+        }
+        if count != self.len || count != entries || count > self.capacity() {
+            return Err(format!(
+                "identifier table holds {count} symbols, says {}, arena has {entries}",
+                self.len
+            ));
+        }
+        Ok(())
     }
 
     /// The first group `hash` probes, copied: reading it is the point (see `Home`).

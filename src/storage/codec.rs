@@ -1,5 +1,10 @@
 //! The one place that knows the payload encoding (bincode 1.3.3), so it can be swapped.
 //! Decoding has a size limit, so a damaged length cannot make it allocate without bound.
+//!
+//! Log records and snapshot facts are varint-encoded (small). A snapshot image (the engine's
+//! tables, gigabytes at 10M contacts) is fixed-width: decoding it is a copy per field.
+
+use std::io::Write;
 
 use bincode::Options;
 use serde::{de::DeserializeOwned, Serialize};
@@ -25,6 +30,30 @@ pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) {
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
     options().deserialize(bytes)
+}
+
+fn image_options() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .reject_trailing_bytes()
+}
+
+/// Writes the image encoding of `value` to `out`; only writing can fail.
+pub fn encode_image<T: Serialize>(value: &T, out: impl Write) -> std::io::Result<()> {
+    image_options()
+        .serialize_into(out, value)
+        .map_err(|e| match *e {
+            bincode::ErrorKind::Io(e) => e,
+            other => std::io::Error::other(other),
+        })
+}
+
+/// Decodes an image; a declared length can never make it allocate more than `bytes` holds.
+pub fn decode_image<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
+    image_options()
+        .with_limit(bytes.len() as u64)
+        .deserialize(bytes)
 }
 
 #[cfg(test)]

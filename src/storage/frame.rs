@@ -8,6 +8,7 @@ use super::codec::MAX_PAYLOAD;
 
 pub const FRAME_HEADER: usize = 8;
 pub const FILE_HEADER: usize = 20;
+/// The format of log segments (and of snapshots written as facts, which are still read).
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Appends one frame around `payload` (already encoded) to `out`.
@@ -71,10 +72,15 @@ pub fn read_frame(buf: &[u8], offset: usize) -> Frame<'_> {
     }
 }
 
-pub fn write_file_header(w: &mut impl Write, magic: &[u8; 8], seq: u64) -> io::Result<()> {
+pub fn write_file_header(
+    w: &mut impl Write,
+    magic: &[u8; 8],
+    version: u32,
+    seq: u64,
+) -> io::Result<()> {
     let mut header = Vec::with_capacity(FILE_HEADER);
     header.extend_from_slice(magic);
-    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header.extend_from_slice(&version.to_le_bytes());
     header.extend_from_slice(&seq.to_le_bytes());
     w.write_all(&header)
 }
@@ -88,8 +94,13 @@ pub enum HeaderError {
     UnsupportedVersion(u32),
 }
 
-/// Checks the header and returns the file's sequence number.
-pub fn read_file_header(buf: &[u8], magic: &[u8; 8]) -> Result<u64, HeaderError> {
+/// Checks the header and returns the file's format version (one of `versions`) and sequence
+/// number.
+pub fn read_file_header(
+    buf: &[u8],
+    magic: &[u8; 8],
+    versions: &[u32],
+) -> Result<(u32, u64), HeaderError> {
     if buf.len() < FILE_HEADER {
         return Err(HeaderError::Short);
     }
@@ -97,10 +108,11 @@ pub fn read_file_header(buf: &[u8], magic: &[u8; 8]) -> Result<u64, HeaderError>
         return Err(HeaderError::WrongMagic);
     }
     let version = u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
+    if !versions.contains(&version) {
         return Err(HeaderError::UnsupportedVersion(version));
     }
-    Ok(u64::from_le_bytes(buf[12..20].try_into().expect("8 bytes")))
+    let seq = u64::from_le_bytes(buf[12..20].try_into().expect("8 bytes"));
+    Ok((version, seq))
 }
 
 /// Reads a whole file into memory.

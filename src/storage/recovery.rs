@@ -8,7 +8,9 @@ use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::frame::{read_all, read_file_header, read_frame, Frame, HeaderError, FILE_HEADER};
+use super::frame::{
+    read_all, read_file_header, read_frame, Frame, HeaderError, FILE_HEADER, FORMAT_VERSION,
+};
 use super::snapshot::{self, parse_snapshot_name};
 use super::wal::{parse_segment_name, Record, WAL_MAGIC};
 use super::{codec, corrupt, StorageError};
@@ -144,12 +146,12 @@ struct Replay<'a> {
 impl Replay<'_> {
     fn segment(&mut self, first: u64) -> Result<(), StorageError> {
         let buf = read_all(self.path).map_err(|e| StorageError::file(self.path.to_owned(), e))?;
-        match read_file_header(&buf, WAL_MAGIC) {
-            Ok(seq) if seq == first => {}
+        match read_file_header(&buf, WAL_MAGIC, &[FORMAT_VERSION]) {
+            Ok((_, seq)) if seq == first => {}
             Err(HeaderError::Short) if self.newest => {
                 return self.cut(&buf, 0, "segment header incomplete")
             }
-            Ok(seq) => {
+            Ok((_, seq)) => {
                 return Err(corrupt(
                     self.path,
                     0,

@@ -1,19 +1,33 @@
-//! Snapshots: the whole state as facts, in one file `snapshot-<seq, 20 digits>.snap` covering
-//! every record up to `seq`. Written to a temporary file, synced, renamed into place, the
-//! directory synced; a reader trusts a snapshot only if its closing frame counts and checksums
-//! every fact before it.
+//! Snapshots: the whole state in one file `snapshot-<seq, 20 digits>.snap` covering every
+//! record up to `seq`. Written to a temporary file, synced, renamed into place, the directory
+//! synced; a reader trusts a snapshot only if its checksum covers all of it.
+//!
+//! Format 2 (written): the file header, then the engine's tables as they are in memory (an
+//! image, see `codec`), then a trailer `[length u64][crc32 u32]` of all that precedes it. The
+//! header's sequence number must match the file name. Loading it
+//! is a decode and a bounds check: no identifier is rehashed and no fact replayed, which is what
+//! made a 10M-contact start-up take 8 to 11 s.
+//!
+//! Format 1 (still read): one frame per fact, then a closing frame counting and checksumming
+//! them, loaded by applying each fact.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::frame::{self, push_encoded, read_all, read_file_header, Frame, FILE_HEADER};
+use super::frame::{self, read_all, read_file_header, Frame, FILE_HEADER, FORMAT_VERSION};
 use super::{codec, corrupt, sync_dir, StorageError};
 use crate::engine::{Change, Engine};
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"IDENTSNP";
+
+/// The format written: an image of the engine.
+pub const IMAGE_VERSION: u32 = 2;
+
+/// `[length u64][crc32 u32]` of the header and image before it.
+const TRAILER: usize = 12;
 
 #[derive(Serialize, Deserialize)]
 enum Entry {
@@ -41,47 +55,128 @@ pub fn write(dir: &Path, engine: &Engine, seq: u64) -> Result<(PathBuf, u64), St
     let path = dir.join(snapshot_name(seq));
     let tmp = path.with_extension("snap.tmp");
     let io = |e| StorageError::file(tmp.clone(), e);
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(io)?);
-    frame::write_file_header(&mut out, SNAPSHOT_MAGIC, seq).map_err(io)?;
-    let (mut buf, mut crc, mut facts, mut bytes) = (
-        Vec::new(),
-        crc32fast::Hasher::new(),
-        0u64,
-        FILE_HEADER as u64,
-    );
-    for fact in engine.facts() {
-        buf.clear();
-        push_encoded(&mut buf, &Entry::Fact(fact));
-        crc.update(&buf[frame::FRAME_HEADER..]);
-        out.write_all(&buf).map_err(io)?;
-        facts += 1;
-        bytes += buf.len() as u64;
-    }
-    buf.clear();
-    push_encoded(
-        &mut buf,
-        &Entry::End {
-            facts,
-            crc: crc.finalize(),
-        },
-    );
-    out.write_all(&buf).map_err(io)?;
-    let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+    let file = File::create(&tmp).map_err(io)?;
+    // Buffered before the checksum, so that it sums large chunks, not each field.
+    let mut out = BufWriter::with_capacity(1 << 20, Summed::new(file));
+    frame::write_file_header(&mut out, SNAPSHOT_MAGIC, IMAGE_VERSION, seq).map_err(io)?;
+    codec::encode_image(engine, &mut out).map_err(io)?;
+    let summed = out.into_inner().map_err(|e| io(e.into_error()))?;
+    let (mut file, len, crc) = (summed.inner, summed.len, summed.crc.finalize());
+    let mut trailer = [0; TRAILER];
+    trailer[..8].copy_from_slice(&len.to_le_bytes());
+    trailer[8..].copy_from_slice(&crc.to_le_bytes());
+    file.write_all(&trailer).map_err(io)?;
     file.sync_all().map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(io)?;
     sync_dir(dir)?;
-    Ok((path, bytes + buf.len() as u64))
+    Ok((path, len + TRAILER as u64))
+}
+
+/// A writer that passes everything on, counting and checksumming it.
+struct Summed<W> {
+    inner: W,
+    len: u64,
+    crc: crc32fast::Hasher,
+}
+
+impl<W> Summed<W> {
+    fn new(inner: W) -> Summed<W> {
+        Summed {
+            inner,
+            len: 0,
+            crc: crc32fast::Hasher::new(),
+        }
+    }
+}
+
+impl<W: Write> Write for Summed<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Loads a snapshot into a fresh engine; any damage is an error naming file and offset.
 pub fn load(path: &Path) -> Result<(Engine, u64), StorageError> {
     let buf = read_all(path).map_err(|e| StorageError::file(path.to_owned(), e))?;
-    let seq = read_file_header(&buf, SNAPSHOT_MAGIC)
+    let (version, seq) = read_file_header(&buf, SNAPSHOT_MAGIC, &[FORMAT_VERSION, IMAGE_VERSION])
         .map_err(|e| corrupt(path, 0, format!("bad header: {e:?}")))?;
+    let named = path
+        .file_name()
+        .and_then(|n| parse_snapshot_name(&n.to_string_lossy()));
+    if named.is_some_and(|named| named != seq) {
+        return Err(corrupt(
+            path,
+            12,
+            format!("header says record {seq}, name differs"),
+        ));
+    }
+    let engine = if version == IMAGE_VERSION {
+        load_image(path, &buf)?
+    } else {
+        load_facts(path, &buf)?
+    };
+    Ok((engine, seq))
+}
+
+fn load_image(path: &Path, buf: &[u8]) -> Result<Engine, StorageError> {
+    let damaged = |offset: usize, why: String| corrupt(path, offset as u64, why);
+    let end = buf
+        .len()
+        .checked_sub(TRAILER)
+        .filter(|&end| end >= FILE_HEADER)
+        .ok_or_else(|| damaged(FILE_HEADER, "the file ends before its trailer".into()))?;
+    let len = u64::from_le_bytes(buf[end..end + 8].try_into().expect("8 bytes"));
+    let crc = u32::from_le_bytes(buf[end + 8..].try_into().expect("4 bytes"));
+    if len != end as u64 {
+        let why = format!("the trailer says {len} bytes precede it, the file has {end}");
+        return Err(damaged(end, why));
+    }
+    if crc32fast::hash(&buf[..end]) != crc {
+        return Err(damaged(0, "the checksum does not match".into()));
+    }
+    let image = &buf[FILE_HEADER..end];
+    let engine: Engine =
+        codec::decode_image(image).map_err(|e| damaged(FILE_HEADER, e.to_string()))?;
+    engine
+        .check_image()
+        .map_err(|why| damaged(FILE_HEADER, why))?;
+    Ok(engine)
+}
+
+/// Writes `engine` as a format 1 snapshot (facts), as earlier versions did.
+#[cfg(test)]
+fn write_facts(path: &Path, engine: &Engine, seq: u64) -> io::Result<()> {
+    use super::frame::push_encoded;
+    let mut out = BufWriter::new(File::create(path)?);
+    frame::write_file_header(&mut out, SNAPSHOT_MAGIC, FORMAT_VERSION, seq)?;
+    let (mut buf, mut crc, mut facts) = (Vec::new(), crc32fast::Hasher::new(), 0u64);
+    for fact in engine.facts() {
+        buf.clear();
+        push_encoded(&mut buf, &Entry::Fact(fact));
+        crc.update(&buf[frame::FRAME_HEADER..]);
+        out.write_all(&buf)?;
+        facts += 1;
+    }
+    buf.clear();
+    let crc = crc.finalize();
+    push_encoded(&mut buf, &Entry::End { facts, crc });
+    out.write_all(&buf)?;
+    out.flush()
+}
+
+/// Loads a format 1 snapshot by applying each of its facts.
+fn load_facts(path: &Path, buf: &[u8]) -> Result<Engine, StorageError> {
     let mut engine = Engine::new();
     let (mut offset, mut crc, mut facts) = (FILE_HEADER, crc32fast::Hasher::new(), 0u64);
     loop {
-        let Frame::Valid { payload, next } = frame::read_frame(&buf, offset) else {
+        let Frame::Valid { payload, next } = frame::read_frame(buf, offset) else {
             return Err(corrupt(
                 path,
                 offset as u64,
@@ -101,7 +196,7 @@ pub fn load(path: &Path) -> Result<(Engine, u64), StorageError> {
             Entry::End { facts: n, crc: sum }
                 if n == facts && sum == crc.clone().finalize() && next == buf.len() =>
             {
-                return Ok((engine, seq));
+                return Ok(engine);
             }
             Entry::End { .. } => {
                 return Err(corrupt(
@@ -112,5 +207,95 @@ pub fn load(path: &Path) -> Result<(Engine, u64), StorageError> {
             }
         }
         offset = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Email, Phone, Query, Timestamp};
+
+    /// Forty requests that create, link and merge contacts, then a deletion.
+    fn busy_engine() -> Engine {
+        let mut engine = Engine::new();
+        for n in 0..40u32 {
+            let email = Email::parse(&format!("user{}@x.io", n % 13)).unwrap();
+            let phone = Phone::parse(&format!("{}", 5_550_000 + n % 7)).unwrap();
+            let query = Query::new(email, (n % 3 != 0).then_some(phone).flatten()).unwrap();
+            let plan = engine.plan_identify(&query, Timestamp(1_000 + i64::from(n)));
+            for change in &plan.changes {
+                engine.apply(change).unwrap();
+            }
+        }
+        let plan = engine.plan_delete(5, Timestamp(2_000)).unwrap();
+        for change in &plan.changes {
+            engine.apply(change).unwrap();
+        }
+        engine
+    }
+
+    /// The facts of `engine` in a fixed order (joins come out of hash maps in any order).
+    fn facts(engine: &Engine) -> Vec<String> {
+        let mut facts: Vec<String> = engine.facts().map(|f| format!("{f:?}")).collect();
+        facts.sort();
+        facts
+    }
+
+    fn same(a: &Engine, b: &Engine) -> bool {
+        facts(a) == facts(b)
+            && a.contacts().eq(b.contacts())
+            && (0..=a.max_id() + 1).all(|id| a.identity(id) == b.identity(id))
+    }
+
+    #[test]
+    fn a_snapshot_loads_back_as_the_same_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = busy_engine();
+        let (path, bytes) = write(dir.path(), &engine, 77).unwrap();
+        assert_eq!(path.file_name().unwrap(), snapshot_name(77).as_str());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), bytes);
+        let (loaded, seq) = load(&path).unwrap();
+        assert_eq!(seq, 77);
+        assert!(same(&loaded, &engine));
+        loaded.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_snapshot_written_as_facts_by_earlier_versions_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = busy_engine();
+        let path = dir.path().join(snapshot_name(9));
+        write_facts(&path, &engine, 9).unwrap();
+        let (loaded, seq) = load(&path).unwrap();
+        assert_eq!(seq, 9);
+        assert!(same(&loaded, &engine));
+    }
+
+    #[test]
+    fn any_cut_or_flipped_byte_is_refused_as_corrupt_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = write(dir.path(), &busy_engine(), 3).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let refused = |damaged: &[u8], case: &str| {
+            std::fs::write(&path, damaged).unwrap();
+            let error = load(&path)
+                .err()
+                .unwrap_or_else(|| panic!("{case}: loaded"));
+            let message = error.to_string();
+            assert!(message.contains("corrupt"), "{case}: {message}");
+            assert!(
+                message.contains(&path.display().to_string()),
+                "{case}: {message}"
+            );
+        };
+        for cut in (0..bytes.len()).step_by(7).chain([bytes.len() - 1]) {
+            refused(&bytes[..cut], &format!("cut at {cut}"));
+        }
+        for at in (0..bytes.len()).step_by(5).chain([bytes.len() - 1]) {
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 0x04;
+            refused(&flipped, &format!("byte {at} flipped"));
+        }
+        refused(&[bytes.clone(), vec![0; 16]].concat(), "zeros appended");
     }
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
-use super::frame::{write_file_header, FILE_HEADER};
+use super::frame::{write_file_header, FILE_HEADER, FORMAT_VERSION};
 use super::wal::{encode_group, segment_name, WAL_MAGIC};
 use super::{sync_dir, Faults, FsyncPolicy, StorageError};
 use crate::engine::Change;
@@ -196,7 +196,7 @@ impl Segment {
             .truncate(true)
             .open(&path)
             .map_err(io)?;
-        write_file_header(&mut file, WAL_MAGIC, first_seq).map_err(io)?;
+        write_file_header(&mut file, WAL_MAGIC, FORMAT_VERSION, first_seq).map_err(io)?;
         file.sync_all().map_err(io)?;
         sync_dir(dir)?;
         Ok(Segment {

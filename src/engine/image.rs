@@ -1,0 +1,53 @@
+//! The checks an engine read from a snapshot image passes before it is used.
+//!
+//! An image is checksummed, so damage on disk is caught before this. What is checked here is
+//! what would otherwise surface later as a panic on some request: every slot, symbol and member
+//! array the tables name exists. Deeper invariants (ages, clusters) are the writer's to keep:
+//! the image is exactly the tables of an engine that kept them.
+
+use super::{Engine, Slot, NONE};
+
+impl Engine {
+    pub fn check_image(&self) -> Result<(), String> {
+        let slots = self.rows.len();
+        if slots >= NONE as usize {
+            return Err(format!("{slots} rows, more than slots can number"));
+        }
+        self.forest.check(slots)?;
+        let slot_ok = |s: Slot| (s as usize) < slots;
+        let email_ok = |s| s == NONE || self.emails.in_bounds(s);
+        let phone_ok = |s| s == NONE || self.phones.in_bounds(s);
+        if let Some(row) = self
+            .rows
+            .iter()
+            .find(|r| r.id == 0 || !email_ok(r.email) || !phone_ok(r.phone))
+        {
+            return Err(format!("row of contact {} is damaged", row.id));
+        }
+        let holders_ok = [&self.emails, &self.phones].iter().all(|index| {
+            index.symbols().all(|s| {
+                let holder = index.value(s);
+                holder == NONE || slot_ok(holder)
+            })
+        });
+        let joins_ok = self
+            .joins_by_email
+            .iter()
+            .all(|(&e, ps)| email_ok(e) && ps.iter().all(|&p| phone_ok(p)))
+            && self
+                .joins_by_phone
+                .iter()
+                .all(|(&p, es)| phone_ok(p) && es.iter().all(|&e| email_ok(e)));
+        let slots_ok = self.displaced.values().all(|&s| slot_ok(s))
+            && self.deleted_at.keys().all(|&s| slot_ok(s))
+            && self
+                .links
+                .iter()
+                .all(|(&a, bs)| slot_ok(a) && bs.iter().all(|&b| slot_ok(b)));
+        if holders_ok && joins_ok && slots_ok {
+            Ok(())
+        } else {
+            Err("an index names a row or identifier that does not exist".into())
+        }
+    }
+}
