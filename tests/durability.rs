@@ -594,3 +594,59 @@ fn a_flipped_byte_in_an_early_record_stops_start_up_until_repair_cuts_the_log_th
         }
     }
 }
+
+#[test]
+fn a_damaged_snapshot_stops_start_up_naming_the_file_and_changes_nothing() {
+    let (dir, _) = a_longer_log();
+    let (storage, engine, _) = Storage::open(StorageOptions::new(dir.path())).expect("open");
+    storage.close(&engine).expect("close writes a snapshot");
+    drop(storage);
+    let expected = shown(&engine);
+    let snapshot = snapshots(dir.path()).pop().expect("a snapshot");
+    let bytes = std::fs::read(&snapshot).expect("read the snapshot");
+    let (reopened, engine, _) = Storage::open(StorageOptions::new(dir.path())).expect("reopen");
+    assert_eq!(
+        shown(&engine),
+        expected,
+        "the snapshot alone restores the state"
+    );
+    drop(reopened);
+
+    let middle = bytes.len() / 2;
+    let cases = [
+        ("a flipped byte in the header", {
+            let mut b = bytes.clone();
+            b[3] ^= 0x01;
+            b
+        }),
+        ("a flipped byte in the middle", {
+            let mut b = bytes.clone();
+            b[middle] ^= 0x40;
+            b
+        }),
+        ("a flipped byte in the trailer", {
+            let mut b = bytes.clone();
+            *b.last_mut().unwrap() ^= 0x01;
+            b
+        }),
+        ("cut short", bytes[..middle].to_vec()),
+        ("bytes appended", [&bytes[..], b"more"].concat()),
+    ];
+    for (case, damaged) in cases {
+        std::fs::write(&snapshot, &damaged).unwrap();
+        let assert_names_the_damage = |message: &str| {
+            assert!(
+                message.contains(&snapshot.display().to_string()),
+                "{case}: {message}"
+            );
+            assert!(message.contains("corrupt"), "{case}: {message}");
+        };
+        let refused = Storage::open(StorageOptions::new(dir.path())).err();
+        assert_names_the_damage(&refused.expect("start-up refuses").to_string());
+        assert_names_the_damage(&check::check(dir.path()).unwrap_err().to_string());
+        assert_eq!(std::fs::read(&snapshot).unwrap(), damaged, "{case}");
+    }
+    std::fs::write(&snapshot, &bytes).unwrap();
+    let (_storage, engine, _) = Storage::open(StorageOptions::new(dir.path())).expect("reopen");
+    assert_eq!(shown(&engine), expected);
+}

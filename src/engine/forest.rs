@@ -18,7 +18,7 @@ const NO_LIST: u32 = u32::MAX;
 
 /// One slot's place in the forest, all in one place: `find` on a singleton (most contacts) and
 /// everything a reader then needs of its root is one cache line.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug)]
 struct Node {
     parent: Slot,
     /// At a root of two or more: the index of its member array in `Forest::lists`.
@@ -27,6 +27,26 @@ struct Node {
     size: u32,
     /// At a root: the slot of the set's primary.
     label: Slot,
+}
+
+impl super::packed::Packed for Node {
+    const SIZE: usize = 16;
+
+    fn pack(&self, out: &mut Vec<u8>) {
+        for n in [self.parent, self.list, self.size, self.label] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+    }
+
+    fn unpack(b: &[u8]) -> Node {
+        use super::packed::u32_at;
+        Node {
+            parent: u32_at(b, 0),
+            list: u32_at(b, 4),
+            size: u32_at(b, 8),
+            label: u32_at(b, 12),
+        }
+    }
 }
 
 impl Node {
@@ -42,6 +62,7 @@ impl Node {
 
 #[derive(Default, Debug, Clone, Serialize, Deserialize)]
 pub struct Forest {
+    #[serde(with = "super::packed")]
     nodes: Vec<Node>,
     /// The members of each set of two or more, oldest first; an empty array is free for reuse.
     lists: Vec<Vec<Slot>>,

@@ -8,6 +8,7 @@ pub mod change;
 mod forest;
 mod image;
 mod interner;
+mod packed;
 mod queries;
 mod regroup;
 mod symtable;
@@ -29,7 +30,7 @@ use interner::NONE;
 
 /// One contact in 32 bytes: identifiers as interned symbols, `linked` 0 for a primary. Whether
 /// it is deleted is kept in the forest, and when in `Engine::deleted_at` (deletions are rare).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 struct Row {
     id: ContactId,
     email: Sym,
@@ -37,6 +38,30 @@ struct Row {
     linked: ContactId,
     created: i64,
     updated: i64,
+}
+
+impl packed::Packed for Row {
+    const SIZE: usize = 32;
+
+    fn pack(&self, out: &mut Vec<u8>) {
+        for n in [self.id, self.email, self.phone, self.linked] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        out.extend_from_slice(&self.created.to_le_bytes());
+        out.extend_from_slice(&self.updated.to_le_bytes());
+    }
+
+    fn unpack(b: &[u8]) -> Row {
+        use packed::{i64_at, u32_at};
+        Row {
+            id: u32_at(b, 0),
+            email: u32_at(b, 4),
+            phone: u32_at(b, 8),
+            linked: u32_at(b, 12),
+            created: i64_at(b, 16),
+            updated: i64_at(b, 24),
+        }
+    }
 }
 
 impl Row {
@@ -98,6 +123,7 @@ pub struct Stats {
 /// rehashing or replay); a deserialized engine must pass [`Engine::check_image`] before use.
 #[derive(Default, Debug, Clone, Serialize, Deserialize)]
 pub struct Engine {
+    #[serde(with = "packed")]
     rows: Vec<Row>,
     /// The slots of ids whose row is not at slot `id - 1`. The service counts ids up from 1 and
     /// adds rows in that order, so this stays empty unless an import brings other ids.

@@ -12,7 +12,7 @@ use super::interner::Sym;
 
 const SLOTS: usize = 12;
 
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default)]
 #[repr(align(64))]
 struct Group {
     /// Slots `0..len` are in use.
@@ -21,9 +21,31 @@ struct Group {
     syms: [Sym; SLOTS],
 }
 
+impl super::packed::Packed for Group {
+    const SIZE: usize = 1 + SLOTS + 4 * SLOTS;
+
+    fn pack(&self, out: &mut Vec<u8>) {
+        out.push(self.len);
+        out.extend_from_slice(&self.tags);
+        for sym in self.syms {
+            out.extend_from_slice(&sym.to_le_bytes());
+        }
+    }
+
+    fn unpack(b: &[u8]) -> Group {
+        let syms = &b[1 + SLOTS..];
+        Group {
+            len: b[0],
+            tags: b[1..1 + SLOTS].try_into().expect("SLOTS tags"),
+            syms: std::array::from_fn(|i| super::packed::u32_at(syms, 4 * i)),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SymTable {
     /// A power of two of groups, or none before the first insert.
+    #[serde(with = "super::packed")]
     groups: Vec<Group>,
     len: usize,
 }

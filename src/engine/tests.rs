@@ -524,18 +524,27 @@ fn an_image_from_another_hash_function_has_its_tables_rebuilt() {
 
 #[test]
 fn an_image_naming_rows_or_identifiers_that_do_not_exist_is_refused() {
-    let image = image_of(&engine_with_every_kind_of_state());
-    let damage: [(&str, fn(&mut serde_json::Value)); 7] = [
-        ("a row's email", |v| {
-            v["rows"][0]["email"] = 4_000_000_000u32.into()
+    let engine = engine_with_every_kind_of_state();
+    type Damage<T> = (&'static str, fn(&mut T));
+    let damage: [Damage<Engine>; 4] = [
+        ("a row's email", |e| e.rows[0].email = 4_000_000_000),
+        ("a row's id", |e| e.rows[1].id = 0),
+        ("a member array", |e| {
+            let mut image = serde_json::to_value(&e.forest).unwrap();
+            image["lists"][0][0] = 999.into();
+            e.forest = serde_json::from_value(image).unwrap();
         }),
-        ("a row's id", |v| v["rows"][1]["id"] = 0.into()),
-        ("a forest parent", |v| {
-            v["forest"]["nodes"][2]["parent"] = 999.into()
+        ("a link", |e| {
+            e.links.insert(999, vec![0]);
         }),
-        ("a member array", |v| {
-            v["forest"]["lists"][0][0] = 999.into()
-        }),
+    ];
+    for (what, damage) in damage {
+        let mut damaged = engine.clone();
+        damage(&mut damaged);
+        assert!(from_image(image_of(&damaged)).is_err(), "{what}");
+    }
+    let image = image_of(&engine);
+    let damage: [Damage<serde_json::Value>; 4] = [
         ("the table's count", |v| {
             v["phones"]["table"]["len"] = 1.into()
         }),
@@ -548,6 +557,9 @@ fn an_image_naming_rows_or_identifiers_that_do_not_exist_is_refused() {
             // The first entry's value: slot 100 (7-bit bytes, least significant first).
             arena.replace_range(0..5, "\u{64}\0\0\0\0");
             v["phones"]["arena"] = arena.into();
+        }),
+        ("a block cut inside a record", |v| {
+            v["rows"][0].as_array_mut().unwrap().pop();
         }),
     ];
     for (what, damage) in damage {

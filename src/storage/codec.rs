@@ -4,7 +4,7 @@
 //! Log records and snapshot facts are varint-encoded (small). A snapshot image (the engine's
 //! tables, gigabytes at 10M contacts) is fixed-width: decoding it is a copy per field.
 
-use std::io::Write;
+use std::io::{Read, Write};
 
 use bincode::Options;
 use serde::{de::DeserializeOwned, Serialize};
@@ -49,11 +49,13 @@ pub fn encode_image<T: Serialize>(value: &T, out: impl Write) -> std::io::Result
         })
 }
 
-/// Decodes an image; a declared length can never make it allocate more than `bytes` holds.
-pub fn decode_image<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
-    image_options()
-        .with_limit(bytes.len() as u64)
-        .deserialize(bytes)
+/// Decodes an image from `input`, reading at most `limit` bytes: a declared length can never
+/// make it allocate more than the input holds.
+pub fn decode_image<T: DeserializeOwned>(
+    input: impl Read,
+    limit: u64,
+) -> Result<T, bincode::Error> {
+    image_options().with_limit(limit).deserialize_from(input)
 }
 
 #[cfg(test)]
