@@ -2,13 +2,14 @@
 //! at `GET /metrics`. Counts of rows and clusters are read from the engine at scrape time; the
 //! log writer reports fsyncs, batches and snapshots through [`LogObserver`].
 
+mod requests;
+
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
@@ -40,15 +41,18 @@ impl EncodeLabelValue for Route {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
+/// 50 us to ~1.6 s.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.000_05, 2.0, 16)
+}
+
 fn latency_histogram() -> Histogram {
-    // 50 us to ~1.6 s.
-    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+    Histogram::new(latency_buckets())
 }
 
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    request_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    requests: Arc<requests::Requests>,
     contacts: Gauge,
     deleted: Gauge,
     clusters: Gauge,
@@ -74,8 +78,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut m = Metrics {
             registry: Registry::with_prefix("identity_engine"),
-            requests: Family::default(),
-            request_seconds: Family::new_with_constructor(latency_histogram),
+            requests: Arc::new(requests::Requests::new(latency_buckets())),
             contacts: Gauge::default(),
             deleted: Gauge::default(),
             clusters: Gauge::default(),
@@ -91,16 +94,7 @@ impl Metrics {
             recovery_seconds: FloatGauge::default(),
         };
         let r = &mut m.registry;
-        r.register(
-            "http_requests",
-            "HTTP requests by method, route and status",
-            m.requests.clone(),
-        );
-        r.register(
-            "http_request_duration_seconds",
-            "HTTP request latency by route",
-            m.request_seconds.clone(),
-        );
+        r.register_collector(Box::new(requests::RequestCollector(m.requests.clone())));
         r.register(
             "contacts_live",
             "Contacts that are not deleted",
@@ -169,8 +163,8 @@ impl Metrics {
         m
     }
 
-    /// Counts a request; the labels are shared, so this allocates nothing once a label set has
-    /// been seen.
+    /// Counts a request (in this thread's shard: no lock another core holds, no allocation
+    /// once the label set has been seen).
     pub fn observe_request(
         &self,
         method: &'static str,
@@ -178,18 +172,7 @@ impl Metrics {
         status: u16,
         took: Duration,
     ) {
-        let labels = RequestLabels {
-            method,
-            route: Route(route.clone()),
-            status,
-        };
-        self.requests.get_or_create(&labels).inc();
-        let route = RouteLabels {
-            route: labels.route,
-        };
-        self.request_seconds
-            .get_or_create(&route)
-            .observe(took.as_secs_f64());
+        self.requests.observe(method, route, status, took);
     }
 
     pub fn observe_recovery(&self, took: Duration) {
@@ -225,5 +208,92 @@ impl LogObserver for Metrics {
             .unwrap_or_default();
         self.last_snapshot_timestamp.set(now.as_secs_f64());
         self.last_snapshot_seconds.set(took.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::metrics::family::Family;
+
+    /// The lines of `text` about HTTP requests, sorted (a `Family` writes its label sets in
+    /// any order), sums rounded to the nanosecond (shards add them up in another order).
+    fn request_lines(text: &str) -> Vec<String> {
+        let mut lines: Vec<String> = (text.lines())
+            .filter(|l| l.contains("http_request"))
+            .map(|l| match l.split_once("_sum{") {
+                Some(_) => {
+                    let (labels, sum) = l.rsplit_once(' ').unwrap();
+                    format!("{labels} {:.9}", sum.parse::<f64>().unwrap())
+                }
+                None => l.to_owned(),
+            })
+            .collect();
+        lines.sort_unstable();
+        lines
+    }
+
+    #[test]
+    fn request_metrics_read_exactly_as_prometheus_client_families_would() {
+        let routes: Vec<Arc<str>> = ["/identify", "/contacts/{id}", "unmatched"]
+            .into_iter()
+            .map(Arc::from)
+            .collect();
+        let requests: Vec<(&'static str, usize, u16, Duration)> = (0..300u64)
+            .map(|i| {
+                let method = ["POST", "GET", "DELETE"][i as usize % 3];
+                let status = [200, 200, 400, 404, 503][i as usize % 5];
+                // From 1 us to 3.2 s: every bucket, +Inf included.
+                let took = Duration::from_micros(1 + i * i * 37);
+                (method, i as usize % routes.len(), status, took)
+            })
+            .collect();
+
+        let metrics = Metrics::new();
+        std::thread::scope(|s| {
+            for part in requests.chunks(40) {
+                let (metrics, routes) = (&metrics, &routes);
+                s.spawn(move || {
+                    for &(method, route, status, took) in part {
+                        metrics.observe_request(method, &routes[route], status, took);
+                    }
+                });
+            }
+        });
+
+        let mut reference = Registry::with_prefix("identity_engine");
+        let counts = Family::<RequestLabels, Counter>::default();
+        let latencies = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        reference.register(
+            "http_requests",
+            "HTTP requests by method, route and status",
+            counts.clone(),
+        );
+        reference.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            latencies.clone(),
+        );
+        for &(method, route, status, took) in &requests {
+            let route = Route(routes[route].clone());
+            counts
+                .get_or_create(&RequestLabels {
+                    method,
+                    route: route.clone(),
+                    status,
+                })
+                .inc();
+            latencies
+                .get_or_create(&RouteLabels { route })
+                .observe(took.as_secs_f64());
+        }
+        let mut expected = String::new();
+        prometheus_client::encoding::text::encode(&mut expected, &reference).unwrap();
+
+        let rendered = metrics.render(Stats::default());
+        assert_eq!(request_lines(&rendered), request_lines(&expected));
+        assert!(request_lines(&rendered).len() > 60);
     }
 }

@@ -5,6 +5,7 @@ mod admin;
 mod contacts;
 mod error;
 mod identify;
+mod limits;
 mod observe;
 mod openapi;
 mod ops;
@@ -12,11 +13,9 @@ mod ops;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::Router;
-use tower::ServiceBuilder;
 
 pub use error::ApiError;
 pub use identify::{answer_json, parse_query};
@@ -97,15 +96,8 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .route("/openapi.json", get(openapi::openapi_json))
         .route_layer(admin_guard)
         .with_state(document);
-    // Router::layer wraps each route, so the concurrency limit must be the global kind (one
-    // semaphore shared by every clone) and shedding happens before anything queues.
-    let limits = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(ops::limit_error))
-        .load_shed()
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            state.limits.concurrent_requests,
-        ))
-        .timeout(state.limits.timeout);
+    // Router::layer wraps each route: the limit layer's clones share one count of requests.
+    let limits = limits::LimitLayer::new(&state.limits);
     let templates = api
         .paths
         .paths

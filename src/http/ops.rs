@@ -1,11 +1,10 @@
-//! Operations: health and readiness, Prometheus metrics, and what the limit layers answer.
+//! Operations: health and readiness, Prometheus metrics, and the request limits' settings.
 
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::BoxError;
 use serde_json::json;
 
 use super::{ApiError, AppState};
@@ -36,18 +35,6 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     let text = app.store.metrics().render(app.store.stats());
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     ([(header::CONTENT_TYPE, content_type)], text).into_response()
-}
-
-/// Turns the errors of the tower limit layers into JSON answers.
-pub async fn limit_error(error: BoxError) -> ApiError {
-    if error.is::<tower::timeout::error::Elapsed>() {
-        ApiError::Timeout
-    } else if error.is::<tower::load_shed::error::Overloaded>() {
-        ApiError::Overloaded
-    } else {
-        tracing::error!(%error, "middleware error");
-        ApiError::Internal
-    }
 }
 
 /// Request limits, with the defaults the options document.
