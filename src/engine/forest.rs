@@ -208,7 +208,9 @@ impl Forest {
     }
 
     /// Checks a forest read from a snapshot for `slots` slots: every slot, label and member
-    /// array it names exists.
+    /// array it names exists; a root's member array holds its `size` members, oldest (its label)
+    /// first; a root of one has none; and every slot reaches a root (no cycle: union by size
+    /// keeps a path under 32 steps).
     pub fn check(&self, slots: usize) -> Result<(), String> {
         let slot_ok = |s: Slot| (s as usize) < slots;
         let list_ok = |l: u32| (l as usize) < self.lists.len();
@@ -218,13 +220,37 @@ impl Forest {
             });
         let lists_ok = self.lists.iter().flatten().all(|&s| slot_ok(s))
             && self.free.iter().all(|&l| list_ok(l));
-        if nodes_ok && lists_ok {
-            Ok(())
-        } else {
-            Err(format!(
+        if !(nodes_ok && lists_ok) {
+            return Err(format!(
                 "the forest names slots or member arrays beyond its {slots} slots"
-            ))
+            ));
         }
+        for (x, node) in self.nodes.iter().enumerate() {
+            let root = node.parent as usize == x;
+            let whole = match (root, node.list) {
+                (true, NO_LIST) => node.size <= 1 && node.label as usize == x,
+                (true, list) => {
+                    let members = &self.lists[list as usize];
+                    members.len() == node.size as usize && members.first() == Some(&node.label)
+                }
+                (false, list) => list == NO_LIST && self.reaches_a_root(x as Slot),
+            };
+            if !whole {
+                return Err(format!("the forest's set of slot {x} is damaged"));
+            }
+        }
+        Ok(())
+    }
+
+    fn reaches_a_root(&self, mut x: Slot) -> bool {
+        for _ in 0..64 {
+            let parent = self.nodes[x as usize].parent;
+            if parent == x {
+                return true;
+            }
+            x = parent;
+        }
+        false
     }
 
     /// The number of members of `x`'s set.

@@ -1,9 +1,11 @@
 //! The checks an engine read from a snapshot image passes before it is used.
 //!
 //! An image is checksummed, so damage on disk is caught before this. What is checked here is
-//! what would otherwise surface later as a panic on some request: every slot, symbol and member
-//! array the tables name exists. Deeper invariants (ages, clusters) are the writer's to keep:
-//! the image is exactly the tables of an engine that kept them.
+//! what would otherwise surface later as a panic or a hang on some request: every slot, string
+//! and member array the tables name exists (a symbol must start a string, not merely lie in the
+//! arena), every member array agrees with its root, and every slot reaches a root. Deeper
+//! invariants (ages, which rows share a cluster) are the writer's to keep: the image is exactly
+//! the tables of an engine that kept them.
 
 use super::{Engine, Slot, NONE};
 
@@ -15,8 +17,9 @@ impl Engine {
         }
         self.forest.check(slots)?;
         let slot_ok = |s: Slot| (s as usize) < slots;
-        let email_ok = |s| s == NONE || self.emails.in_bounds(s);
-        let phone_ok = |s| s == NONE || self.phones.in_bounds(s);
+        let (emails, phones) = (self.emails.symbol_set(), self.phones.symbol_set());
+        let email_ok = |s| s == NONE || emails.contains(s);
+        let phone_ok = |s| s == NONE || phones.contains(s);
         if let Some(row) = self
             .rows
             .iter()

@@ -215,6 +215,15 @@ impl Interner {
         FixedState::with_seed(self.seed).hash_one(bytes)
     }
 
+    /// Saved with a snapshot's tables, to tell on load whether this build hashes as the one that
+    /// built them: the hashes of texts of every length class, folded together.
+    fn probe_hash(&self) -> u64 {
+        PROBE_LENGTHS.iter().fold(0, |folded: u64, &len| {
+            let text: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            folded.rotate_left(7) ^ self.hash(&text)
+        })
+    }
+
     /// Every symbol, in the order the strings were added.
     pub fn symbols(&self) -> impl Iterator<Item = Sym> + '_ {
         let arena = self.arena.as_bytes();
@@ -226,16 +235,20 @@ impl Interner {
         })
     }
 
-    /// Whether `sym` lies inside the arena (a check for loaded snapshots, not a proof that it
-    /// starts a string).
-    pub fn in_bounds(&self, sym: Sym) -> bool {
-        (sym as usize) < self.arena.len()
+    /// Which offsets start a string, for checking what a loaded snapshot's other tables name.
+    pub fn symbol_set(&self) -> SymbolSet {
+        let mut bits = vec![0u64; self.arena.len().div_ceil(64)];
+        for sym in self.symbols() {
+            bits[sym as usize / 64] |= 1 << (sym % 64);
+        }
+        SymbolSet(bits)
     }
 
     /// An interner from a snapshot's parts, once they are shown to be whole: every entry of the
-    /// arena in bounds with 7-bit headers, and the table holding exactly as many symbols, each in
-    /// bounds. The table is rebuilt if this build hashes the probe differently (another version
-    /// of foldhash), since a table from another hash would find nothing.
+    /// arena in bounds with 7-bit headers, and the table holding exactly the entries' symbols
+    /// (as many, with the same fingerprint: a sum of each symbol mixed). The table is rebuilt if
+    /// this build hashes the probe texts differently (another version of foldhash), since a
+    /// table from another hash would find nothing.
     fn from_image(image: Image) -> Result<Interner, String> {
         let Image {
             arena,
@@ -247,16 +260,18 @@ impl Interner {
         if bytes.len() >= NONE as usize {
             return Err("identifier arena larger than 4 GiB".into());
         }
-        let mut entries = 0;
-        let mut at = 0;
+        let (mut entries, mut fingerprint, mut at) = (0, 0u64, 0);
         while at < bytes.len() {
+            fingerprint = fingerprint.wrapping_add(mix(at as u64));
             at = checked_end(bytes, at)
                 .ok_or_else(|| format!("identifier arena damaged at byte {at}"))?;
             entries += 1;
         }
-        table.check(entries, |sym| (sym as usize) < bytes.len())?;
+        if table.check(entries, |sym| mix(u64::from(sym)))? != fingerprint {
+            return Err("the identifier table names offsets that start no string".into());
+        }
         let mut interner = Interner { arena, table, seed };
-        if interner.hash(PROBE) != probe {
+        if interner.probe_hash() != probe {
             interner.grow_to(entries);
         }
         Ok(interner)
@@ -280,8 +295,9 @@ impl Interner {
     }
 }
 
-/// Hashed into every snapshot, to tell whether the hash function is the one that built it.
-const PROBE: &[u8] = b"identity-engine";
+/// The lengths of the texts hashed into every snapshot's probe: foldhash hashes short, medium
+/// and long strings by different paths, and a change to any of them must show.
+const PROBE_LENGTHS: [usize; 10] = [0, 3, 8, 15, 16, 17, 64, 255, 256, 1000];
 
 /// An interner as a snapshot holds it.
 #[derive(Serialize)]
@@ -306,7 +322,7 @@ impl Serialize for Interner {
             arena: &self.arena,
             table: &self.table,
             seed: self.seed,
-            probe: self.hash(PROBE),
+            probe: self.probe_hash(),
         }
         .serialize(s)
     }
@@ -316,6 +332,25 @@ impl<'de> Deserialize<'de> for Interner {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Interner, D::Error> {
         Interner::from_image(Image::deserialize(d)?).map_err(D::Error::custom)
     }
+}
+
+/// The offsets that start a string in an arena.
+pub struct SymbolSet(Vec<u64>);
+
+impl SymbolSet {
+    pub fn contains(&self, sym: Sym) -> bool {
+        let at = sym as usize;
+        self.0
+            .get(at / 64)
+            .is_some_and(|word| word >> (at % 64) & 1 == 1)
+    }
+}
+
+/// SplitMix64's finalizer: spreads a symbol over 64 bits for a set's fingerprint.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Where the entry at `at` ends, if its header is 7-bit and it lies within `arena`.

@@ -526,7 +526,7 @@ fn an_image_from_another_hash_function_has_its_tables_rebuilt() {
 fn an_image_naming_rows_or_identifiers_that_do_not_exist_is_refused() {
     let engine = engine_with_every_kind_of_state();
     type Damage<T> = (&'static str, fn(&mut T));
-    let damage: [Damage<Engine>; 4] = [
+    let damage: [Damage<Engine>; 7] = [
         ("a row's email", |e| e.rows[0].email = 4_000_000_000),
         ("a row's id", |e| e.rows[1].id = 0),
         ("a member array", |e| {
@@ -537,6 +537,29 @@ fn an_image_naming_rows_or_identifiers_that_do_not_exist_is_refused() {
         ("a link", |e| {
             e.links.insert(999, vec![0]);
         }),
+        ("a row's phone inside a string", |e| e.rows[2].phone += 1),
+        ("an empty member array", |e| {
+            let mut image = serde_json::to_value(&e.forest).unwrap();
+            let list = (image["lists"].as_array_mut().unwrap().iter_mut())
+                .find(|l| !l.as_array().unwrap().is_empty())
+                .unwrap();
+            *list = serde_json::json!([]);
+            e.forest = serde_json::from_value(image).unwrap();
+        }),
+        ("a cycle of parents", |e| {
+            // Two slots that are not roots made each other's parent (a node is 16 bytes, its
+            // parent the first four; every slot here is below 256).
+            let mut image = serde_json::to_value(&e.forest).unwrap();
+            let nodes = image["nodes"][0].as_array_mut().unwrap();
+            let parent = |nodes: &[serde_json::Value], slot: usize| nodes[16 * slot].as_u64();
+            let children: Vec<usize> = (0..nodes.len() / 16)
+                .filter(|&x| parent(nodes, x) != Some(x as u64))
+                .collect();
+            assert!(children.len() >= 2, "the state has merged clusters");
+            nodes[16 * children[0]] = children[1].into();
+            nodes[16 * children[1]] = children[0].into();
+            e.forest = serde_json::from_value(image).unwrap();
+        }),
     ];
     for (what, damage) in damage {
         let mut damaged = engine.clone();
@@ -544,7 +567,7 @@ fn an_image_naming_rows_or_identifiers_that_do_not_exist_is_refused() {
         assert!(from_image(image_of(&damaged)).is_err(), "{what}");
     }
     let image = image_of(&engine);
-    let damage: [Damage<serde_json::Value>; 4] = [
+    let damage: [Damage<serde_json::Value>; 5] = [
         ("the table's count", |v| {
             v["phones"]["table"]["len"] = 1.into()
         }),
@@ -560,6 +583,16 @@ fn an_image_naming_rows_or_identifiers_that_do_not_exist_is_refused() {
         }),
         ("a block cut inside a record", |v| {
             v["rows"][0].as_array_mut().unwrap().pop();
+        }),
+        ("a table symbol inside a string", |v| {
+            // The first used group (61 bytes: length, 12 tags, 12 symbols): its first symbol,
+            // moved one byte on.
+            let block = v["emails"]["table"]["groups"][0].as_array_mut().unwrap();
+            let group = (0..block.len() / 61)
+                .find(|g| block[g * 61].as_u64().unwrap() > 0)
+                .unwrap();
+            let low = &mut block[group * 61 + 13];
+            *low = (low.as_u64().unwrap() ^ 1).into();
         }),
     ];
     for (what, damage) in damage {

@@ -77,9 +77,13 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         let started = Instant::now();
-        let taken = self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
-        if taken >= self.shared.max {
-            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let max = self.shared.max;
+        // Counted only if there is room: a request turned away never takes a slot, even briefly.
+        let taken =
+            (self.shared.in_flight).fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        if taken.is_err() {
             return LimitFuture {
                 inner: None,
                 slot: None,
@@ -87,13 +91,22 @@ where
                 sleep: None,
             };
         }
+        // Held before the inner service runs, so that even a panic there gives the slot back.
+        let slot = Slot(self.shared.clone());
         LimitFuture {
             inner: Some(self.inner.call(request)),
-            slot: Some(Slot(self.shared.clone())),
-            deadline: started + self.shared.timeout,
+            slot: Some(slot),
+            deadline: started
+                .checked_add(self.shared.timeout)
+                .unwrap_or_else(far_future),
             sleep: None,
         }
     }
+}
+
+/// A deadline for a time limit too large to add to now (about 30 years, as tokio's own).
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86400 * 365 * 30)
 }
 
 /// One request's place among those served at once, given back when it is dropped.

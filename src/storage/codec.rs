@@ -50,12 +50,16 @@ pub fn encode_image<T: Serialize>(value: &T, out: impl Write) -> std::io::Result
 }
 
 /// Decodes an image from `input`, reading at most `limit` bytes: a declared length can never
-/// make it allocate more than the input holds.
-pub fn decode_image<T: DeserializeOwned>(
-    input: impl Read,
-    limit: u64,
-) -> Result<T, bincode::Error> {
-    image_options().with_limit(limit).deserialize_from(input)
+/// make it allocate more than the input holds. A failure to read is the reader's error as it
+/// was; bytes that are not an image are `InvalidData` (an early end, `UnexpectedEof`).
+pub fn decode_image<T: DeserializeOwned>(input: impl Read, limit: u64) -> std::io::Result<T> {
+    image_options()
+        .with_limit(limit)
+        .deserialize_from(input)
+        .map_err(|e| match *e {
+            bincode::ErrorKind::Io(e) => e,
+            other => std::io::Error::new(std::io::ErrorKind::InvalidData, other),
+        })
 }
 
 #[cfg(test)]

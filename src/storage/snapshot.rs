@@ -163,6 +163,18 @@ fn load_image(path: &Path, file: File, header: &[u8], size: u64) -> Result<Engin
     summed.sum(header);
     let mut input = BufReader::with_capacity(1 << 20, summed);
     let decoded = codec::decode_image::<Engine>(&mut input, image_len);
+    if let Err(e) = &decoded {
+        if !matches!(
+            e.kind(),
+            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+        ) {
+            // The disk failed to read: not damage, and not the file's fault.
+            return Err(StorageError::file(
+                path.to_owned(),
+                io::Error::new(e.kind(), e.to_string()),
+            ));
+        }
+    }
     // Whatever was decoded, the checksum decides: read what the decoder left, then the trailer.
     let unread = input.buffer().len() as u64;
     let mut summed = input.into_inner();
