@@ -55,13 +55,7 @@ where
             w.write_str("\",\"target\":")?;
             write_json_str(&mut w, meta.target())?;
             w.write_str(",\"fields\":{")?;
-            let mut fields = JsonFields {
-                w: &mut w,
-                first: true,
-                result: Ok(()),
-            };
-            event.record(&mut fields);
-            fields.result?;
+            Fields::record(event, &mut w, true)?;
             w.write_char('}')?;
             if let Some(scope) = ctx.event_scope() {
                 w.write_str(",\"spans\":[")?;
@@ -91,13 +85,7 @@ where
                     w.write_str(": ")?;
                 }
             }
-            let mut fields = TextFields {
-                w: &mut w,
-                first: true,
-                result: Ok(()),
-            };
-            event.record(&mut fields);
-            fields.result?;
+            Fields::record(event, &mut w, false)?;
             w.write_char('\n')
         }
     }
@@ -142,22 +130,43 @@ fn padded(level: &Level) -> &'static str {
     }
 }
 
-struct TextFields<'a, 'w> {
+/// Writes an event's fields: `name=value` separated by spaces (the message bare), or in JSON
+/// `"name":value` separated by commas.
+struct Fields<'a, 'w> {
     w: &'a mut Writer<'w>,
+    json: bool,
     first: bool,
     result: fmt::Result,
 }
 
-impl TextFields<'_, '_> {
-    /// Writes the separator and `name=` (nothing for the message), then the value.
+impl Fields<'_, '_> {
+    fn record(event: &Event<'_>, w: &mut Writer<'_>, json: bool) -> fmt::Result {
+        let mut fields = Fields {
+            w,
+            json,
+            first: true,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result
+    }
+
+    /// Writes the separator and the name, then the value.
     fn field(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
         if self.result.is_err() {
             return;
         }
-        let separator = if self.first { "" } else { " " };
+        let separator = match (self.first, self.json) {
+            (true, _) => "",
+            (false, true) => ",",
+            (false, false) => " ",
+        };
         self.first = false;
         self.result = self.w.write_str(separator).and_then(|()| {
-            if field.name() != "message" {
+            if self.json {
+                write_json_str(self.w, field.name())?;
+                self.w.write_char(':')?;
+            } else if field.name() != "message" {
                 self.w.write_str(field.name())?;
                 self.w.write_char('=')?;
             }
@@ -166,62 +175,7 @@ impl TextFields<'_, '_> {
     }
 }
 
-impl Visit for TextFields<'_, '_> {
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.field(field, |w| w.write_str(itoa::Buffer::new().format(value)));
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.field(field, |w| w.write_str(itoa::Buffer::new().format(value)));
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.field(field, |w| w.write_str(if value { "true" } else { "false" }));
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        let plain = |b: u8| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\';
-        if field.name() == "message" {
-            self.field(field, |w| w.write_str(value));
-        } else if value.bytes().all(plain) {
-            self.field(field, |w| {
-                w.write_char('"')?;
-                w.write_str(value)?;
-                w.write_char('"')
-            });
-        } else {
-            self.field(field, |w| write!(w, "{value:?}"));
-        }
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.field(field, |w| write!(w, "{value:?}"));
-    }
-}
-
-struct JsonFields<'a, 'w> {
-    w: &'a mut Writer<'w>,
-    first: bool,
-    result: fmt::Result,
-}
-
-impl JsonFields<'_, '_> {
-    fn field(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
-        if self.result.is_err() {
-            return;
-        }
-        let separator = if self.first { "" } else { "," };
-        self.first = false;
-        self.result = self
-            .w
-            .write_str(separator)
-            .and_then(|()| write_json_str(self.w, field.name()))
-            .and_then(|()| self.w.write_char(':'))
-            .and_then(|()| value(self.w));
-    }
-}
-
-impl Visit for JsonFields<'_, '_> {
+impl Visit for Fields<'_, '_> {
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.field(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
@@ -235,23 +189,40 @@ impl Visit for JsonFields<'_, '_> {
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        if value.is_finite() {
-            self.field(field, |w| write!(w, "{value}"));
-        } else {
-            self.field(field, |w| write!(w, "\"{value}\""));
+        match (self.json, value.is_finite()) {
+            (true, true) => self.field(field, |w| write!(w, "{value}")),
+            (true, false) => self.field(field, |w| write!(w, "\"{value}\"")),
+            (false, _) => self.record_debug(field, &value),
         }
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.field(field, |w| write_json_str(w, value));
+        let plain = |b: u8| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\';
+        if self.json {
+            self.field(field, |w| write_json_str(w, value));
+        } else if field.name() == "message" {
+            self.field(field, |w| w.write_str(value));
+        } else if value.bytes().all(plain) {
+            self.field(field, |w| {
+                w.write_char('"')?;
+                w.write_str(value)?;
+                w.write_char('"')
+            });
+        } else {
+            self.field(field, |w| write!(w, "{value:?}"));
+        }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.field(field, |w| {
-            w.write_char('"')?;
-            write!(JsonEscaped(w), "{value:?}")?;
-            w.write_char('"')
-        });
+        if self.json {
+            self.field(field, |w| {
+                w.write_char('"')?;
+                write!(JsonEscaped(w), "{value:?}")?;
+                w.write_char('"')
+            });
+        } else {
+            self.field(field, |w| write!(w, "{value:?}"));
+        }
     }
 }
 
