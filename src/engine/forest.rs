@@ -214,27 +214,22 @@ impl Forest {
     pub fn check(&self, slots: usize) -> Result<(), String> {
         let slot_ok = |s: Slot| (s as usize) < slots;
         let list_ok = |l: u32| (l as usize) < self.lists.len();
-        let nodes_ok = self.nodes.len() == slots
-            && self.nodes.iter().all(|n| {
-                slot_ok(n.parent) && slot_ok(n.label) && (n.list == NO_LIST || list_ok(n.list))
-            });
-        let lists_ok = self.lists.iter().flatten().all(|&s| slot_ok(s))
+        let arrays_ok = self.lists.iter().flatten().all(|&s| slot_ok(s))
             && self.free.iter().all(|&l| list_ok(l));
-        if !(nodes_ok && lists_ok) {
-            return Err(format!(
-                "the forest names slots or member arrays beyond its {slots} slots"
-            ));
+        if self.nodes.len() != slots || !arrays_ok {
+            return Err(format!("the forest names slots beyond its {slots} slots"));
         }
         for (x, node) in self.nodes.iter().enumerate() {
+            let in_bounds = slot_ok(node.parent) && slot_ok(node.label);
             let root = node.parent as usize == x;
-            let whole = match (root, node.list) {
-                (true, NO_LIST) => node.size <= 1 && node.label as usize == x,
-                (true, list) => {
-                    let members = &self.lists[list as usize];
-                    members.len() == node.size as usize && members.first() == Some(&node.label)
-                }
-                (false, list) => list == NO_LIST && self.reaches_a_root(x as Slot),
-            };
+            let whole = in_bounds
+                && match (root, node.list) {
+                    (true, NO_LIST) => node.size <= 1 && node.label as usize == x,
+                    (true, list) => self.lists.get(list as usize).is_some_and(|members| {
+                        members.len() == node.size as usize && members.first() == Some(&node.label)
+                    }),
+                    (false, list) => list == NO_LIST && self.reaches_a_root(x as Slot),
+                };
             if !whole {
                 return Err(format!("the forest's set of slot {x} is damaged"));
             }

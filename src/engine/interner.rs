@@ -201,12 +201,8 @@ impl Interner {
     /// random, one cache miss a string.
     fn grow_to(&mut self, capacity: usize) {
         let mut table = SymTable::with_capacity(capacity.max(64));
-        let mut at = 0;
-        let arena = self.arena.as_bytes();
-        while at < arena.len() {
-            let text = span(arena, at as Sym);
-            table.insert(self.hash(&arena[text.clone()]), at as Sym);
-            at = text.end;
+        for sym in self.symbols() {
+            table.insert(self.hash(self.resolve(sym).as_bytes()), sym);
         }
         self.table = table;
     }
@@ -235,13 +231,17 @@ impl Interner {
         })
     }
 
-    /// Which offsets start a string, for checking what a loaded snapshot's other tables name.
-    pub fn symbol_set(&self) -> SymbolSet {
+    /// Which offsets start a string, for checking what a loaded snapshot's other tables name;
+    /// none if some string's value fails `value_ok`.
+    pub fn symbol_set(&self, value_ok: impl Fn(u32) -> bool) -> Option<SymbolSet> {
         let mut bits = vec![0u64; self.arena.len().div_ceil(64)];
         for sym in self.symbols() {
+            if !value_ok(self.value(sym)) {
+                return None;
+            }
             bits[sym as usize / 64] |= 1 << (sym % 64);
         }
-        SymbolSet(bits)
+        Some(SymbolSet(bits))
     }
 
     /// An interner from a snapshot's parts, once they are shown to be whole: every entry of the

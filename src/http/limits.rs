@@ -5,7 +5,8 @@
 //! `HandleErrorLayer`: per request those took a semaphore permit, built a timer and boxed an
 //! error-handling future. Here a request takes a slot from one atomic counter, and a timer is
 //! made only if the request is still waiting after its first poll; a read (answered on its
-//! first poll) never makes one.
+//! first poll) never makes one, nor reads the clock. The limit runs from that first wait, which
+//! follows the call at once (hyper polls a request's future as soon as it makes it).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 use tower::{Layer, Service};
 
 use super::{ApiError, Limits};
@@ -76,7 +77,6 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let started = Instant::now();
         let max = self.shared.max;
         // Counted only if there is room: a request turned away never takes a slot, even briefly.
         let taken =
@@ -87,7 +87,7 @@ where
             return LimitFuture {
                 inner: None,
                 slot: None,
-                deadline: started,
+                timeout: self.shared.timeout,
                 sleep: None,
             };
         }
@@ -96,17 +96,10 @@ where
         LimitFuture {
             inner: Some(self.inner.call(request)),
             slot: Some(slot),
-            deadline: started
-                .checked_add(self.shared.timeout)
-                .unwrap_or_else(far_future),
+            timeout: self.shared.timeout,
             sleep: None,
         }
     }
-}
-
-/// A deadline for a time limit too large to add to now (about 30 years, as tokio's own).
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86400 * 365 * 30)
 }
 
 /// One request's place among those served at once, given back when it is dropped.
@@ -124,7 +117,7 @@ pin_project! {
         #[pin]
         inner: Option<F>,
         slot: Option<Slot>,
-        deadline: Instant,
+        timeout: Duration,
         // Made when the request first has to wait.
         sleep: Option<Pin<Box<Sleep>>>,
     }
@@ -145,10 +138,10 @@ where
             this.slot.take();
             return Poll::Ready(response);
         }
-        let deadline = *this.deadline;
+        let timeout = *this.timeout;
         let sleep = this
             .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => {
                 this.slot.take();

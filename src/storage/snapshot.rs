@@ -162,19 +162,18 @@ fn load_image(path: &Path, file: File, header: &[u8], size: u64) -> Result<Engin
     let mut summed = Summed::new(file.take(image_len));
     summed.sum(header);
     let mut input = BufReader::with_capacity(1 << 20, summed);
-    let decoded = codec::decode_image::<Engine>(&mut input, image_len);
-    if let Err(e) = &decoded {
-        if !matches!(
-            e.kind(),
-            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
-        ) {
-            // The disk failed to read: not damage, and not the file's fault.
-            return Err(StorageError::file(
-                path.to_owned(),
-                io::Error::new(e.kind(), e.to_string()),
-            ));
+    let decoded = match codec::decode_image::<Engine>(&mut input, image_len) {
+        // The disk failed to read: not damage, and not the file's fault.
+        Err(e)
+            if !matches!(
+                e.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            return Err(io(e))
         }
-    }
+        decoded => decoded,
+    };
     // Whatever was decoded, the checksum decides: read what the decoder left, then the trailer.
     let unread = input.buffer().len() as u64;
     let mut summed = input.into_inner();
@@ -286,15 +285,8 @@ mod tests {
         engine
     }
 
-    /// The facts of `engine` in a fixed order (joins come out of hash maps in any order).
-    fn facts(engine: &Engine) -> Vec<String> {
-        let mut facts: Vec<String> = engine.facts().map(|f| format!("{f:?}")).collect();
-        facts.sort();
-        facts
-    }
-
     fn same(a: &Engine, b: &Engine) -> bool {
-        facts(a) == facts(b)
+        a.sorted_facts() == b.sorted_facts()
             && a.contacts().eq(b.contacts())
             && (0..=a.max_id() + 1).all(|id| a.identity(id) == b.identity(id))
     }
