@@ -2,7 +2,7 @@
 //! model of SPEC.md, which must agree after every step; and engines rebuilt from their facts,
 //! which must be indistinguishable from the original.
 
-mod model;
+use crate::model;
 
 use std::collections::BTreeSet;
 

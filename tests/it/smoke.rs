@@ -1,6 +1,6 @@
 //! The server starts, answers, and keeps what it answered across a graceful restart.
 
-mod common;
+use crate::common;
 
 use common::spawn_app;
 

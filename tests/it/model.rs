@@ -6,8 +6,6 @@
 //! a join is remembered only when it is new evidence, and a join is forgotten once no live row
 //! holds its email or its phone.
 
-// Shared by several test binaries, each of which uses only part of it.
-#![allow(dead_code)]
 
 pub type Id = u32;
 

@@ -1,8 +1,6 @@
 //! Helpers for the durability and crash tests: copying a live data directory as a crash would
 //! leave it, logs to damage and a way to read their records with offsets, and an HTTP client that
 //! reports a dead server as an error instead of panicking.
-// Shared by several test binaries, each of which uses only part of it.
-#![allow(dead_code)]
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -6,9 +6,9 @@
 //! half-keeping anything; tiny segments are snapshotted in the background and a graceful shutdown
 //! leaves nothing to replay. (`kill -9` of the real binary is in `crash.rs`.)
 
-mod common;
-mod model;
-mod storage_support;
+use crate::common;
+use crate::model;
+use crate::storage_support;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

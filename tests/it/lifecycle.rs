@@ -2,7 +2,7 @@
 //! regrouping SPEC.md's "Deleting a contact" asks for), export then import (library and CLI),
 //! import of bad or disagreeing files, and admin access by token or loopback.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

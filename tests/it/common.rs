@@ -1,7 +1,6 @@
 //! Test support: `spawn_app()` starts the real server on port 0 with a temporary data dir, on a
 //! runtime of its own, and a tiny blocking HTTP/1.1 client that can send anything (bad bodies,
 //! duplicate keys, odd headers) and reads the whole answer.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

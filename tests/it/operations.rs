@@ -1,7 +1,7 @@
 //! Operations: the OpenAPI document covers every route, metrics parse and move, readiness follows
 //! storage health, and the time and concurrency limits answer with JSON while the server stays up.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

@@ -2,7 +2,7 @@
 //! that applies to it, the input forms it accepts, the `--compat-key-typo` option, bursts of
 //! concurrent requests, and garbage that must never cause a 500.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};

@@ -5,7 +5,7 @@
 //! of the test process's descriptors until it execs, the data directory's lock among them, so a
 //! store reopened meanwhile would find its own directory "in use".
 
-mod storage_support;
+use crate::storage_support;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

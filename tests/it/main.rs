@@ -1,0 +1,19 @@
+//! Every integration test in one binary, so that `cargo test` compiles and links the crate once
+//! for all of them. One module per area; `common`, `model` and `storage_support` are the shared
+//! fixtures and builders.
+
+// The shared modules offer more than any one area uses.
+#[allow(dead_code)]
+mod common;
+#[allow(dead_code)]
+mod model;
+#[allow(dead_code)]
+mod storage_support;
+
+mod crash;
+mod durability;
+mod engine_model;
+mod http_identify;
+mod lifecycle;
+mod operations;
+mod smoke;
