@@ -130,7 +130,9 @@ fn replay(c: &mut Criterion, population: Population) {
             Storage::open(options(dir.path(), FsyncPolicy::Never)).expect("opens");
         for k in 0..population.contacts {
             let now = Timestamp(support::START + k as i64);
-            let plan = engine.plan_identify(&population.query(k), now);
+            let plan = engine
+                .plan_identify(&population.query(k), now)
+                .expect("the guards let it through");
             storage.append(&plan.changes).expect("appended");
             for change in &plan.changes {
                 engine.apply(change).expect("applies");

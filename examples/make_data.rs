@@ -44,7 +44,9 @@ fn main() {
 }
 
 fn apply(storage: &Storage, engine: &mut Engine, query: &Query, now: Timestamp) {
-    let plan = engine.plan_identify(query, now);
+    let plan = engine
+        .plan_identify(query, now)
+        .expect("the guards let it through");
     if plan.changes.is_empty() {
         return;
     }

@@ -119,7 +119,9 @@ fn recover(population: Population, engine: Engine, baseline: u64) {
     let tail = (population.contacts / 100).max(1);
     for k in population.contacts..population.contacts + tail {
         let now = Timestamp(support::START + k as i64);
-        let plan = engine.plan_identify(&population.query(k), now);
+        let plan = engine
+            .plan_identify(&population.query(k), now)
+            .expect("the guards let it through");
         storage.append(&plan.changes).expect("appended");
         for change in &plan.changes {
             engine.apply(change).expect("applies");

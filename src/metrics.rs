@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::engine::Stats;
+use crate::engine::{GuardStats, Stats};
 use crate::storage::LogObserver;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -41,6 +42,11 @@ impl EncodeLabelValue for Route {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 /// 50 us to ~1.6 s.
 fn latency_buckets() -> impl Iterator<Item = f64> {
     exponential_buckets(0.000_05, 2.0, 16)
@@ -59,6 +65,10 @@ pub struct Metrics {
     pub contacts_created: Counter,
     pub merges: Counter,
     pub deletions: Counter,
+    /// Requests refused by a guard, by error code.
+    refusals: Family<ReasonLabels, Counter>,
+    blocked_values: Family<ReasonLabels, Gauge>,
+    largest_cluster: Gauge,
     log_bytes: Counter,
     fsyncs: Counter,
     fsync_seconds: Histogram,
@@ -85,6 +95,9 @@ impl Metrics {
             contacts_created: Counter::default(),
             merges: Counter::default(),
             deletions: Counter::default(),
+            refusals: Family::default(),
+            blocked_values: Family::default(),
+            largest_cluster: Gauge::default(),
             log_bytes: Counter::default(),
             fsyncs: Counter::default(),
             fsync_seconds: latency_histogram(),
@@ -124,6 +137,21 @@ impl Metrics {
             "deletions",
             "Contacts deleted since start",
             m.deletions.clone(),
+        );
+        r.register(
+            "refusals",
+            "Requests refused by an over-merge guard since start, by error code",
+            m.refusals.clone(),
+        );
+        r.register(
+            "blocked_values",
+            "Values blocked as evidence, by reason (admin or generic)",
+            m.blocked_values.clone(),
+        );
+        r.register(
+            "largest_cluster",
+            "Live contacts in the largest cluster",
+            m.largest_cluster.clone(),
         );
         r.register(
             "log_bytes",
@@ -179,8 +207,21 @@ impl Metrics {
         self.recovery_seconds.set(took.as_secs_f64());
     }
 
+    /// Counts a request refused by a guard (`cluster_limit`, `blocked_identifier`).
+    pub fn refused(&self, code: &'static str) {
+        self.refusals
+            .get_or_create(&ReasonLabels { reason: code })
+            .inc();
+    }
+
     /// The text exposition, with the engine's counts as of now.
-    pub fn render(&self, stats: Stats) -> String {
+    pub fn render(&self, stats: Stats, guards: GuardStats) -> String {
+        for (reason, n) in [("admin", guards.blocked_admin), ("generic", guards.blocked_generic)] {
+            self.blocked_values
+                .get_or_create(&ReasonLabels { reason })
+                .set(n as i64);
+        }
+        self.largest_cluster.set(guards.largest_cluster as i64);
         self.contacts.set((stats.contacts - stats.deleted) as i64);
         self.deleted.set(stats.deleted as i64);
         self.clusters.set(stats.clusters as i64);
@@ -292,7 +333,7 @@ mod tests {
         let mut expected = String::new();
         prometheus_client::encoding::text::encode(&mut expected, &reference).unwrap();
 
-        let rendered = metrics.render(Stats::default());
+        let rendered = metrics.render(Stats::default(), Default::default());
         assert_eq!(request_lines(&rendered), request_lines(&expected));
         assert!(request_lines(&rendered).len() > 60);
     }

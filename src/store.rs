@@ -10,7 +10,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::engine::{
-    Change, Contact, ContactId, Engine, EngineError, IdentityRef, Query, Stats, Timestamp,
+    BlockReason, BlockedValue, Change, Contact, ContactId, Engine, EngineError, GuardStats,
+    IdentityRef, Kind, Limits, Query, Refusal, Stats, Timestamp,
 };
 use crate::metrics::Metrics;
 use crate::storage::{Report, Storage, StorageError, StorageOptions};
@@ -21,6 +22,9 @@ pub enum StoreError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// A guard or a limit refused the change; nothing changed.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -44,11 +48,21 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (locks and recovers) the data directory, with metrics of its own.
-    pub fn open(mut options: StorageOptions) -> Result<(Store, Report), StorageError> {
+    /// Opens (locks and recovers) the data directory, with metrics of its own and the default
+    /// guards.
+    pub fn open(options: StorageOptions) -> Result<(Store, Report), StorageError> {
+        Store::open_with(options, Limits::default())
+    }
+
+    /// Opens the data directory with the guards `limits`.
+    pub fn open_with(
+        mut options: StorageOptions,
+        limits: Limits,
+    ) -> Result<(Store, Report), StorageError> {
         let metrics = Arc::new(Metrics::new());
         options.observer = Some(metrics.clone());
-        let (storage, engine, report) = Storage::open(options)?;
+        let (storage, mut engine, report) = Storage::open(options)?;
+        engine.set_limits(limits);
         metrics.observe_recovery(report.elapsed);
         let state = State {
             engine,
@@ -80,7 +94,10 @@ impl Store {
     ) -> Result<T> {
         let (answer, seq) = {
             let mut state = self.lock_healthy()?;
-            let plan = state.engine.plan_identify(query, Timestamp::now());
+            let plan = state
+                .engine
+                .plan_identify(query, Timestamp::now())
+                .inspect_err(|refusal| self.count_refusal(refusal))?;
             let seq = self.commit(&mut state, &plan.changes)?;
             let identity = state
                 .engine
@@ -116,6 +133,72 @@ impl Store {
         Ok(answer)
     }
 
+    /// Blocks `value` (already normalized); returns the blocked entry and the primary of each
+    /// cluster its holders are in now, each rendered by `render`. Blocking a blocked value
+    /// changes nothing.
+    pub async fn block<T>(
+        &self,
+        kind: Kind,
+        value: &str,
+        render: impl Fn(&IdentityRef<'_>) -> T,
+    ) -> Result<(BlockedValue, Vec<T>)> {
+        let (answer, seq) = {
+            let mut state = self.lock_healthy()?;
+            let changes =
+                state
+                    .engine
+                    .plan_block(kind, value, BlockReason::Admin, Timestamp::now())?;
+            let seq = self.commit(&mut state, &changes)?;
+            let engine = &state.engine;
+            let entry = engine.blocked(kind, value).expect("the value is blocked");
+            (
+                (entry, Self::render_groups(engine, kind, value, &render)),
+                seq,
+            )
+        };
+        self.inner.storage.wait_durable(seq).await?;
+        Ok(answer)
+    }
+
+    /// Unblocks `value`; returns the cluster its holders merged into (none if it has no live
+    /// holder), or None if it was not blocked.
+    pub async fn unblock<T>(
+        &self,
+        kind: Kind,
+        value: &str,
+        render: impl Fn(&IdentityRef<'_>) -> T,
+    ) -> Result<Option<Vec<T>>> {
+        let (answer, seq) = {
+            let mut state = self.lock_healthy()?;
+            let plan = state
+                .engine
+                .plan_unblock(kind, value, Timestamp::now())
+                .inspect_err(|refusal| self.count_refusal(refusal))?;
+            let Some(change) = plan else {
+                return Ok(None);
+            };
+            let seq = self.commit(&mut state, std::slice::from_ref(&change))?;
+            let groups = Self::render_groups(&state.engine, kind, value, &render);
+            (groups, seq)
+        };
+        self.inner.storage.wait_durable(seq).await?;
+        Ok(Some(answer))
+    }
+
+    fn render_groups<T>(
+        engine: &Engine,
+        kind: Kind,
+        value: &str,
+        render: &impl Fn(&IdentityRef<'_>) -> T,
+    ) -> Vec<T> {
+        engine
+            .primaries_holding(kind, value)
+            .into_iter()
+            .filter_map(|p| engine.identity(p))
+            .map(|i| render(&i))
+            .collect()
+    }
+
     /// Reads with `f`; returns once everything `f` could have seen is durable.
     pub async fn read<T>(&self, f: impl FnOnce(&Engine) -> T) -> Result<T> {
         let (out, seq) = {
@@ -128,6 +211,10 @@ impl Store {
 
     pub fn stats(&self) -> Stats {
         self.inner.state.lock().engine.stats()
+    }
+
+    pub fn guard_stats(&self) -> GuardStats {
+        self.inner.state.lock().engine.guard_stats()
     }
 
     /// Whether the log has failed and the store refuses everything until restart.
@@ -148,7 +235,7 @@ impl Store {
             [Change::Created(_)] => {
                 m.contacts_created.inc();
             }
-            [Change::Joined { .. }, Change::Relinked { .. }, ..] => {
+            [Change::Merged { .. }] => {
                 m.merges.inc();
             }
             [Change::Deleted { .. }, ..] => {
@@ -156,6 +243,15 @@ impl Store {
             }
             _ => {}
         }
+    }
+
+    fn count_refusal(&self, refusal: &Refusal) {
+        let code = match refusal {
+            Refusal::ClusterLimit { .. } => "cluster_limit",
+            Refusal::Blocked => "blocked_identifier",
+            Refusal::Capacity(_) => "capacity_exhausted",
+        };
+        self.inner.metrics.refused(code);
     }
 
     fn lock_healthy(&self) -> Result<parking_lot::MutexGuard<'_, State>, StorageError> {
@@ -166,18 +262,26 @@ impl Store {
         Ok(state)
     }
 
-    /// Logs then applies `changes` (the only way memory changes); returns the seq to wait for.
-    fn commit(&self, state: &mut State, changes: &[Change]) -> Result<u64, StorageError> {
+    /// Applies then logs `changes` (the only way memory changes); returns the seq to wait for.
+    /// Applying first means a change that does not apply is never logged, so no record can
+    /// stop the next start-up. The lock is held throughout, so nobody sees the applied state
+    /// before it is queued, and every reader waits for it to be durable.
+    fn commit(&self, state: &mut State, changes: &[Change]) -> Result<u64> {
         if changes.is_empty() {
             return Ok(state.applied_seq);
         }
-        let seq = self.inner.storage.append(changes)?;
         for change in changes {
-            state
-                .engine
-                .apply(change)
-                .expect("a planned change applies");
+            if let Err(error) = state.engine.apply(change) {
+                // A plan that does not apply is a bug; memory may now hold part of it, which the
+                // log never will: fail closed, as on a failed fsync, rather than run on.
+                tracing::error!(%error, "a planned change did not apply; failing closed");
+                self.inner
+                    .storage
+                    .fail_closed(format!("a planned change did not apply: {error}"));
+                return Err(StorageError::Unavailable.into());
+            }
         }
+        let seq = self.inner.storage.append(changes)?;
         self.count(changes);
         state.applied_seq = seq;
         Ok(seq)

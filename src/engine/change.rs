@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::guards::{BlockReason, Kind};
 use super::types::{ContactId, Timestamp};
 
 /// One fact. Appending a variant at the end keeps old logs readable; reordering breaks them.
@@ -19,11 +20,45 @@ pub enum Change {
     /// A request named this email and phone together and added no row: the only record of why
     /// their holders belong to one cluster, needed when a deletion regroups it.
     Joined { email: String, phone: String },
-    /// A row was soft-deleted; its former cluster regroups by the evidence that remains.
+    /// A row was soft-deleted; its former cluster regroups by the evidence that remains, each
+    /// row whose primary changes relinked at `at` (earlier versions also logged those relinks
+    /// as `Relinked`, which then set what is already set).
     Deleted { id: ContactId, at: Timestamp },
     /// Two rows belong together on evidence no identifier shows: an imported secondary's
     /// `linkedId`. Holds while both rows are live.
     Linked { a: ContactId, b: ContactId },
+    /// A request named `email`, held in one cluster, and `phone`, held in another: the two
+    /// merge into the one whose primary is `survivor`, every row of the cluster of `absorbed`
+    /// relinked at `at`, and the join is remembered. One record whatever the clusters' sizes
+    /// (earlier versions logged `Joined` and a `Relinked` per row).
+    Merged {
+        email: String,
+        phone: String,
+        survivor: ContactId,
+        absorbed: ContactId,
+        at: Timestamp,
+    },
+    /// `Joined` with the time it was made.
+    JoinedAt {
+        email: String,
+        phone: String,
+        at: Timestamp,
+    },
+    /// A value stopped being evidence: the clusters that held it regroup by what remains, each
+    /// row whose primary changes relinked at `at`.
+    Blocked {
+        kind: Kind,
+        value: String,
+        reason: BlockReason,
+        at: Timestamp,
+    },
+    /// A blocked value is evidence again (and never blocked as generic after): the clusters of
+    /// its holders merge, the oldest primary first, each row relinked at `at`.
+    Unblocked {
+        kind: Kind,
+        value: String,
+        at: Timestamp,
+    },
 }
 
 /// Every field of a new row, identifiers already normalized.

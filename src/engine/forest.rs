@@ -67,6 +67,35 @@ pub struct Forest {
     /// The members of each set of two or more, oldest first; an empty array is free for reuse.
     lists: Vec<Vec<Slot>>,
     free: Vec<u32>,
+    /// How many sets there are of each size, for the largest; rebuilt by `recount` on load.
+    #[serde(skip)]
+    census: Census,
+}
+
+/// The number of sets of each size and the largest size: kept as sets join and split, so the
+/// largest cluster is known without a scan.
+#[derive(Default, Debug, Clone)]
+struct Census {
+    /// `sets[k]`: how many sets have `k` members.
+    sets: Vec<u32>,
+    largest: usize,
+}
+
+impl Census {
+    fn add(&mut self, size: usize) {
+        if self.sets.len() <= size {
+            self.sets.resize(size + 1, 0);
+        }
+        self.sets[size] += 1;
+        self.largest = self.largest.max(size);
+    }
+
+    fn take(&mut self, size: usize) {
+        self.sets[size] -= 1;
+        while self.largest > 0 && self.sets[self.largest] == 0 {
+            self.largest -= 1;
+        }
+    }
 }
 
 impl Forest {
@@ -74,7 +103,28 @@ impl Forest {
     pub fn push(&mut self) -> Slot {
         let slot = self.nodes.len() as Slot;
         self.nodes.push(Node::alone(slot));
+        self.census.add(1);
         slot
+    }
+
+    /// Counts the sets again (after loading a forest, whose census is not saved).
+    pub fn recount(&mut self) {
+        self.census = Census::default();
+        for (x, node) in self.nodes.iter().enumerate() {
+            if node.parent as usize == x && node.size > 0 {
+                self.census.add(node.size as usize);
+            }
+        }
+    }
+
+    /// The number of members of the largest set (0 when every slot is removed).
+    pub fn largest(&self) -> usize {
+        self.census.largest
+    }
+
+    /// The number of members of `x`'s set.
+    pub fn size(&self, x: Slot) -> usize {
+        self.nodes[self.find(x) as usize].size as usize
     }
 
     pub fn reserve(&mut self, additional: usize) {
@@ -140,6 +190,10 @@ impl Forest {
         merge_into(members, &incoming, &older);
         let label = members[0];
         let small_size = self.nodes[small as usize].size;
+        let big_size = self.nodes[big as usize].size;
+        self.census.take(small_size as usize);
+        self.census.take(big_size as usize);
+        self.census.add((small_size + big_size) as usize);
         self.nodes[small as usize] = Node {
             parent: big,
             list: NO_LIST,
@@ -186,6 +240,13 @@ impl Forest {
     /// set it touches), or members left out would point at a slot that no longer leads to them.
     pub fn isolate(&mut self, slots: &[Slot]) {
         for &s in slots {
+            let node = self.nodes[s as usize];
+            if node.parent == s {
+                self.census.take(node.size as usize);
+            }
+        }
+        for &s in slots {
+            self.census.add(1);
             let list = self.nodes[s as usize].list;
             if list != NO_LIST {
                 self.lists[list as usize] = Vec::new();
@@ -199,6 +260,7 @@ impl Forest {
     /// is never joined again (a deleted row).
     pub fn remove(&mut self, x: Slot) {
         debug_assert!(self.is_alone(x));
+        self.census.take(1);
         self.nodes[x as usize].size = 0;
     }
 
@@ -248,11 +310,6 @@ impl Forest {
         false
     }
 
-    /// The number of members of `x`'s set.
-    #[cfg(test)]
-    pub fn set_size(&self, x: Slot) -> u32 {
-        self.nodes[self.find(x) as usize].size
-    }
 }
 
 /// Merges `incoming` (in order) into `members` (in order), keeping the order.
@@ -300,7 +357,7 @@ mod tests {
         f.union(2, 3, lower_is_older);
         f.union(3, 0, lower_is_older);
         assert_eq!(f.primary(2), 0);
-        assert_eq!(f.set_size(0), 4);
+        assert_eq!(f.size(0), 4);
         assert_eq!(sorted_members(&f, 3), vec![0, 1, 2, 3]);
     }
 
@@ -319,7 +376,7 @@ mod tests {
             let members = f.members(a as Slot);
             assert!(members.windows(2).all(|w| w[0] < w[1]), "{members:?}");
             assert_eq!(f.primary(b as Slot), members[0]);
-            assert_eq!(members.len() as u32, f.set_size(a as Slot));
+            assert_eq!(members.len(), f.size(a as Slot));
         }
         let whole: Vec<Slot> = f.members(0).to_vec();
         f.isolate(&whole);
@@ -338,7 +395,7 @@ mod tests {
         let mut f = forest(2);
         assert!(f.union(0, 1, |a, b| a < b));
         assert!(!f.union(1, 0, |a, b| a < b));
-        assert_eq!(f.set_size(1), 2);
+        assert_eq!(f.size(1), 2);
     }
 
     #[test]

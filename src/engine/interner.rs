@@ -25,6 +25,9 @@ pub type Sym = u32;
 /// No symbol: no string, or (as a value) no holder.
 pub const NONE: u32 = u32::MAX;
 
+/// Offsets at or past this are never symbols (they would read as NONE).
+const BLOCKED_OFFSET: usize = (u32::MAX - 1) as usize;
+
 /// A length below this takes one byte; a longer one is this byte, then the length in `WIDE`.
 const LONG: u8 = 0x7F;
 /// A `u32` in 7-bit bytes, least significant first.
@@ -104,8 +107,14 @@ impl Interner {
         )
     }
 
+    /// Whether `text` can be added: a symbol is an offset in the arena, so the arena holds at
+    /// most 4 GiB. Plans check this before anything is logged.
+    pub fn has_room(&self, text: &str) -> bool {
+        let entry = VALUE + 1 + WIDE + text.len();
+        (self.arena.len() + entry) < BLOCKED_OFFSET
+    }
+
     /// The symbol of `text`, interning it with `value` if it is new.
-    #[cfg(test)]
     pub fn intern(&mut self, text: &str, value: u32) -> Sym {
         self.make_room(true);
         let probe = self.probe(Some(text));

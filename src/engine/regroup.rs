@@ -1,12 +1,13 @@
-//! Regrouping a cluster after a deletion: the remaining members are joined again only by the
-//! evidence that remains (shared identifiers, remembered joins whose email and phone are both
-//! still held, and row-to-row links between remaining rows). The work is the size of the one cluster, never of the table.
+//! Regrouping a cluster after a deletion or a block: the remaining members are joined again only
+//! by the evidence that remains (shared identifiers that are not blocked, remembered joins whose
+//! email and phone are both still held and not blocked, and row-to-row links between remaining
+//! rows). The work is the size of the one cluster, never of the table.
 
 use hashbrown::HashMap;
 
 use super::forest::Slot;
-use super::interner::Sym;
-use super::{Engine, NONE};
+use super::interner::{Interner, Sym};
+use super::{Engine, BLOCKED, NONE};
 
 pub(super) struct Regrouped {
     /// Each group oldest first (so its primary first); groups ordered by their primary's age.
@@ -17,17 +18,18 @@ pub(super) struct Regrouped {
 }
 
 impl Engine {
-    /// How the cluster of `gone` falls apart once `gone` is deleted. Reads only.
-    pub(super) fn regroup(&self, gone: Slot) -> Regrouped {
-        let mut members = self.forest.members(gone).to_vec();
-        members.retain(|&s| s != gone);
+    /// How the rows of `members` (one cluster, oldest first) group without `gone` and without
+    /// the values blocked now. Reads only.
+    pub(super) fn regroup(&self, members: &[Slot], gone: Option<Slot>) -> Regrouped {
+        let mut members = members.to_vec();
+        members.retain(|&s| Some(s) != gone);
         let mut sets = LocalSets::new(members.len());
         let mut email_first = HashMap::new();
         let mut phone_first = HashMap::new();
         for (i, &slot) in members.iter().enumerate() {
             let row = &self.rows[slot as usize];
-            link_by_identifier(&mut email_first, row.email, i, &mut sets);
-            link_by_identifier(&mut phone_first, row.phone, i, &mut sets);
+            link_by_identifier(&mut email_first, &self.emails, row.email, i, &mut sets);
+            link_by_identifier(&mut phone_first, &self.phones, row.phone, i, &mut sets);
         }
         for (email, &i) in &email_first {
             for phone in self.joins_by_email.get(email).into_iter().flatten() {
@@ -66,8 +68,14 @@ impl Engine {
     }
 }
 
-fn link_by_identifier(first: &mut HashMap<Sym, usize>, sym: Sym, i: usize, sets: &mut LocalSets) {
-    if sym == NONE {
+fn link_by_identifier(
+    first: &mut HashMap<Sym, usize>,
+    index: &Interner,
+    sym: Sym,
+    i: usize,
+    sets: &mut LocalSets,
+) {
+    if sym == NONE || index.value(sym) == BLOCKED {
         return;
     }
     match first.get(&sym) {

@@ -41,7 +41,7 @@ fn query(email: Option<&str>, phone: Option<&str>) -> Query {
 
 /// Plans and applies `q` at `now`, returning the answer and the facts it made.
 fn identify(engine: &mut Engine, q: &Query, now: Timestamp) -> (Identity, Vec<Change>) {
-    let plan = engine.plan_identify(q, now);
+    let plan = engine.plan_identify(q, now).unwrap();
     for c in &plan.changes {
         engine.apply(c).unwrap();
     }
@@ -453,8 +453,9 @@ fn image_of(engine: &Engine) -> serde_json::Value {
 }
 
 fn from_image(image: serde_json::Value) -> Result<Engine, String> {
-    let engine: Engine = serde_json::from_value(image).map_err(|e| e.to_string())?;
+    let mut engine: Engine = serde_json::from_value(image).map_err(|e| e.to_string())?;
     engine.check_image()?;
+    engine.recount();
     Ok(engine)
 }
 

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::engine::{EngineError, IdentifierError};
+use crate::engine::{EngineError, IdentifierError, Refusal};
 use crate::storage::StorageError;
 use crate::store::StoreError;
 
@@ -40,6 +40,14 @@ pub enum ApiError {
     Timeout,
     #[error("the server is at its limit of concurrent requests; try again shortly")]
     Overloaded,
+    #[error("{0}; nothing was changed")]
+    ClusterLimit(Refusal),
+    #[error("every identifier in the request is blocked (not evidence of anything); nothing was changed")]
+    BlockedIdentifier,
+    #[error("{0}; nothing was changed")]
+    CapacityExhausted(Refusal),
+    #[error("{0}")]
+    Conflict(String),
     #[error("an internal error occurred")]
     Internal,
 }
@@ -59,6 +67,10 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::ClusterLimit(_) => StatusCode::CONFLICT,
+            ApiError::BlockedIdentifier => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::CapacityExhausted(_) => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -80,6 +92,10 @@ impl ApiError {
             ApiError::StorageUnavailable => "storage_unavailable",
             ApiError::Timeout => "timeout",
             ApiError::Overloaded => "overloaded",
+            ApiError::ClusterLimit(_) => "cluster_limit",
+            ApiError::BlockedIdentifier => "blocked_identifier",
+            ApiError::CapacityExhausted(_) => "capacity_exhausted",
+            ApiError::Conflict(_) => "conflict",
             ApiError::Internal => "internal_error",
         }
     }
@@ -110,6 +126,13 @@ impl From<StoreError> for ApiError {
             StoreError::Engine(
                 EngineError::UnknownContact(id) | EngineError::AlreadyDeleted(id),
             ) => ApiError::NotFound(format!("no live contact has id {id}")),
+            StoreError::Refused(refusal @ Refusal::ClusterLimit { .. }) => {
+                ApiError::ClusterLimit(refusal)
+            }
+            StoreError::Refused(Refusal::Blocked) => ApiError::BlockedIdentifier,
+            StoreError::Refused(refusal @ Refusal::Capacity(_)) => {
+                ApiError::CapacityExhausted(refusal)
+            }
             StoreError::Engine(error) => {
                 tracing::error!(%error, "engine refused a planned change");
                 ApiError::Internal

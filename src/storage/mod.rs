@@ -233,6 +233,11 @@ impl Storage {
         self.writer.is_failed()
     }
 
+    /// Fails closed for a reason found outside the log (see `LogWriter::fail_closed`).
+    pub fn fail_closed(&self, reason: String) {
+        self.writer.fail_closed(reason);
+    }
+
     /// Syncs the log, stops the writer and the snapshotter, and writes a snapshot of `engine`
     /// (which must hold exactly what was appended) so the next start-up replays nothing.
     pub fn close(&self, engine: &Engine) -> Result<(), StorageError> {

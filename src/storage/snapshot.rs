@@ -190,7 +190,7 @@ fn load_image(path: &Path, file: File, header: &[u8], size: u64) -> Result<Engin
     if summed.len != end || summed.crc.finalize() != crc {
         return Err(damaged(0, "the checksum does not match".into()));
     }
-    let engine = decoded.map_err(|e| damaged(FILE_HEADER as u64, e.to_string()))?;
+    let mut engine: Engine = decoded.map_err(|e| damaged(FILE_HEADER as u64, e.to_string()))?;
     if leftover != 0 {
         let why = format!("{leftover} bytes after the image");
         return Err(damaged(end - leftover, why));
@@ -198,6 +198,7 @@ fn load_image(path: &Path, file: File, header: &[u8], size: u64) -> Result<Engin
     engine
         .check_image()
         .map_err(|why| damaged(FILE_HEADER as u64, why))?;
+    engine.recount();
     Ok(engine)
 }
 
@@ -273,7 +274,9 @@ mod tests {
             let email = Email::parse(&format!("user{}@x.io", n % 13)).unwrap();
             let phone = Phone::parse(&format!("{}", 5_550_000 + n % 7)).unwrap();
             let query = Query::new(email, (n % 3 != 0).then_some(phone).flatten()).unwrap();
-            let plan = engine.plan_identify(&query, Timestamp(1_000 + i64::from(n)));
+            let plan = engine
+                .plan_identify(&query, Timestamp(1_000 + i64::from(n)))
+                .unwrap();
             for change in &plan.changes {
                 engine.apply(change).unwrap();
             }

@@ -54,6 +54,8 @@ struct Queue {
     next_seq: u64,
     queued_seq: u64,
     stop: bool,
+    /// Why the store failed closed from outside the writer (a change that did not apply).
+    poison: Option<String>,
 }
 
 struct Shared {
@@ -85,6 +87,7 @@ impl LogWriter {
                 next_seq: last_seq + 1,
                 queued_seq: last_seq,
                 stop: false,
+            poison: None,
             }),
             wake: Condvar::new(),
             durable: AtomicU64::new(last_seq),
@@ -123,6 +126,18 @@ impl LogWriter {
         drop(q);
         self.shared.wake.notify_one();
         Ok(last)
+    }
+
+    /// Fails closed for a reason found outside the writer: like a failed write, every later
+    /// change and read is refused, and what was queued but not yet acknowledged is dropped (its
+    /// requests are answered 503, "nothing changed") and cut from the segment.
+    pub fn fail_closed(&self, reason: String) {
+        let mut q = self.shared.queue.lock();
+        q.buf.clear();
+        q.poison = Some(reason);
+        self.shared.failed.store(true, Ordering::Release);
+        drop(q);
+        self.shared.wake.notify_one();
     }
 
     /// The sequence number of the last record queued so far.
@@ -251,6 +266,10 @@ impl Worker {
         let mut batch = Vec::with_capacity(1 << 16);
         loop {
             let (last_seq, stop) = self.next_batch(&mut batch);
+            if let Some(reason) = self.shared.queue.lock().poison.take() {
+                self.fail(io::Error::other(reason));
+                return;
+            }
             let result = self
                 .write(&batch, last_seq)
                 .and_then(|()| self.sync_if_due(stop));
@@ -268,7 +287,7 @@ impl Worker {
     /// Waits for work and takes everything queued; returns its last seq and whether to stop.
     fn next_batch(&self, batch: &mut Vec<u8>) -> (u64, bool) {
         let mut q = self.shared.queue.lock();
-        while q.buf.is_empty() && !q.stop {
+        while q.buf.is_empty() && !q.stop && q.poison.is_none() {
             if self.options.policy == FsyncPolicy::Interval && self.unsynced {
                 let left = INTERVAL.saturating_sub(self.last_sync.elapsed());
                 if self.shared.wake.wait_for(&mut q, left).timed_out() {

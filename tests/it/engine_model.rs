@@ -7,9 +7,10 @@ use crate::model;
 use std::collections::BTreeSet;
 
 use identity_engine::engine::{
-    Change, Contact, ContactId, Email, Engine, EngineError, Identity, Phone, Query, Timestamp,
+    BlockReason, Change, Contact, ContactId, Email, Engine, EngineError, Identity, Kind, Limits,
+    Phone, Query, Refusal, Timestamp,
 };
-use model::{DeleteError, Model, ModelAnswer, Row};
+use model::{DeleteError, Model, ModelAnswer, Refused, Row};
 use proptest::prelude::*;
 
 /// Small pools, so that requests keep colliding, merging and splitting clusters.
@@ -31,6 +32,9 @@ enum Op {
     /// Deletes contact `pick % (highest id + 1) + 1`: mostly one that exists, now and then one
     /// already deleted or one no contact has yet.
     Delete { pick: u32 },
+    /// An admin blocks a value of the pools (`email` picks the kind).
+    Block { email: bool, value: usize },
+    Unblock { email: bool, value: usize },
 }
 
 /// One request: the wall clock moves by `tick` (maybe zero, maybe backwards), then `op` runs.
@@ -46,6 +50,8 @@ enum Outcome {
     Answer(Identity),
     Groups(Vec<ContactId>),
     Refused(DeleteError),
+    Guard(Refused),
+    NotBlocked,
 }
 
 fn tick() -> impl Strategy<Value = i64> {
@@ -69,13 +75,58 @@ fn steps(max: usize) -> impl Strategy<Value = Vec<Step>> {
     )
 }
 
+/// Requests over wider pools (so that values gather holders past a small generic threshold and
+/// clusters grow past a small cap), deletions, blocks and unblocks.
+fn guarded_op() -> impl Strategy<Value = Op> {
+    let (email, phone) = (0..GUARDED_EMAILS, 0..PHONES.len());
+    prop_oneof![
+        5 => (email.clone(), phone.clone()).prop_map(|(e, p)| Op::Identify { email: Some(e), phone: Some(p) }),
+        1 => email.clone().prop_map(|e| Op::Identify { email: Some(e), phone: None }),
+        1 => phone.clone().prop_map(|p| Op::Identify { email: None, phone: Some(p) }),
+        1 => any::<u32>().prop_map(|pick| Op::Delete { pick }),
+        1 => (any::<bool>(), 0..PHONES.len()).prop_map(|(email, value)| Op::Block { email, value }),
+        1 => (any::<bool>(), 0..PHONES.len()).prop_map(|(email, value)| Op::Unblock { email, value }),
+    ]
+}
+
+fn guarded_steps(max: usize) -> impl Strategy<Value = Vec<Step>> {
+    prop::collection::vec(
+        (tick(), guarded_op()).prop_map(|(tick, op)| Step { tick, op }),
+        1..=max,
+    )
+}
+
+/// Emails of the guarded runs: the first four of `EMAILS`, then generated ones.
+const GUARDED_EMAILS: usize = 12;
+
+fn email_text(i: usize) -> String {
+    EMAILS
+        .get(i)
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| format!("customer{i}@shop.example"))
+}
+
+fn value_of(email: bool, value: usize) -> (Kind, String) {
+    if email {
+        (Kind::Email, email_text(value))
+    } else {
+        (Kind::Phone, PHONES[value].to_owned())
+    }
+}
+
+/// The guards of the guarded runs: small, so that each fires often.
+const SMALL_GUARDS: Limits = Limits {
+    generic_threshold: 3,
+    max_cluster_size: 6,
+};
+
 /// The wall clock before step `i`.
 fn clock(steps: &[Step], i: usize) -> i64 {
     START + steps[..=i].iter().map(|s| s.tick).sum::<i64>()
 }
 
 fn query(email: Option<usize>, phone: Option<usize>) -> Query {
-    let email = email.map(|i| Email::parse(EMAILS[i]).unwrap().unwrap());
+    let email = email.map(|i| Email::parse(&email_text(i)).unwrap().unwrap());
     let phone = phone.map(|i| Phone::parse(PHONES[i]).unwrap().unwrap());
     Query::new(email, phone).expect("every generated request names an identifier")
 }
@@ -83,7 +134,7 @@ fn query(email: Option<usize>, phone: Option<usize>) -> Query {
 fn delete_target(op: &Op, max_id: ContactId) -> Option<ContactId> {
     match op {
         Op::Delete { pick } => Some(pick % (max_id + 1) + 1),
-        Op::Identify { .. } => None,
+        _ => None,
     }
 }
 
@@ -102,15 +153,46 @@ fn run_on_engine(engine: &mut Engine, op: &Op, now: i64) -> Outcome {
         apply_all(engine, &plan.changes);
         return Outcome::Groups(plan.groups);
     }
-    let Op::Identify { email, phone } = *op else {
-        unreachable!()
-    };
-    let plan = engine.plan_identify(&query(email, phone), now);
-    apply_all(engine, &plan.changes);
-    let answer = engine
-        .identity(plan.answer)
-        .expect("the answer names a live contact");
-    Outcome::Answer(answer.to_owned())
+    match *op {
+        Op::Identify { email, phone } => match engine.plan_identify(&query(email, phone), now) {
+            Ok(plan) => {
+                apply_all(engine, &plan.changes);
+                let answer = engine
+                    .identity(plan.answer)
+                    .expect("the answer names a live contact");
+                Outcome::Answer(answer.to_owned())
+            }
+            Err(refusal) => Outcome::Guard(refused(refusal)),
+        },
+        Op::Block { email, value } => {
+            let (kind, value) = value_of(email, value);
+            let changes = engine
+                .plan_block(kind, &value, BlockReason::Admin, now)
+                .expect("a pool value fits");
+            apply_all(engine, &changes);
+            Outcome::Groups(engine.primaries_holding(kind, &value))
+        }
+        Op::Unblock { email, value } => {
+            let (kind, value) = value_of(email, value);
+            match engine.plan_unblock(kind, &value, now) {
+                Ok(Some(change)) => {
+                    apply_all(engine, &[change]);
+                    Outcome::Groups(engine.primaries_holding(kind, &value))
+                }
+                Ok(None) => Outcome::NotBlocked,
+                Err(refusal) => Outcome::Guard(refused(refusal)),
+            }
+        }
+        Op::Delete { .. } => unreachable!(),
+    }
+}
+
+fn refused(refusal: Refusal) -> Refused {
+    match refusal {
+        Refusal::ClusterLimit { .. } => Refused::ClusterLimit,
+        Refusal::Blocked => Refused::Blocked,
+        Refusal::Capacity(what) => panic!("no room for {what} in a test"),
+    }
 }
 
 fn apply_all(engine: &mut Engine, changes: &[Change]) {
@@ -129,11 +211,29 @@ fn run_on_model(model: &mut Model, op: &Op, now: i64) -> Outcome {
             Err(refused) => Outcome::Refused(refused),
         };
     }
-    let Op::Identify { email, phone } = *op else {
-        unreachable!()
-    };
-    let answer = model.identify(email.map(|i| EMAILS[i]), phone.map(|i| PHONES[i]), now);
-    Outcome::Answer(identity(answer))
+    match *op {
+        Op::Identify { email, phone } => {
+            let email = email.map(email_text);
+            let phone = phone.map(|i| PHONES[i]);
+            match model.identify_guarded(email.as_deref(), phone, now) {
+                Ok(answer) => Outcome::Answer(identity(answer)),
+                Err(refused) => Outcome::Guard(refused),
+            }
+        }
+        Op::Block { email, value } => {
+            let (kind, value) = value_of(email, value);
+            Outcome::Groups(model.block(kind, &value, BlockReason::Admin, now))
+        }
+        Op::Unblock { email, value } => {
+            let (kind, value) = value_of(email, value);
+            match model.unblock(kind, &value, now) {
+                Ok(Some(groups)) => Outcome::Groups(groups),
+                Ok(None) => Outcome::NotBlocked,
+                Err(refused) => Outcome::Guard(refused),
+            }
+        }
+        Op::Delete { .. } => unreachable!(),
+    }
 }
 
 fn identity(answer: ModelAnswer) -> Identity {
@@ -147,7 +247,9 @@ fn identity(answer: ModelAnswer) -> Identity {
 
 fn remembered_joins(engine: &Engine) -> BTreeSet<(String, String)> {
     let joins = engine.facts().filter_map(|fact| match fact {
-        Change::Joined { email, phone } => Some((email, phone)),
+        Change::Joined { email, phone } | Change::JoinedAt { email, phone, .. } => {
+            Some((email, phone))
+        }
         _ => None,
     });
     joins.collect()
@@ -175,6 +277,21 @@ fn assert_same_state(engine: &Engine, model: &Model) -> Result<(), TestCaseError
             model.joins().len()
         )
     );
+    let blocklist: Vec<_> = engine
+        .blocklist()
+        .into_iter()
+        .map(|b| (b.kind, b.value, b.reason, b.holders))
+        .collect();
+    let expected: Vec<_> = model
+        .blocked()
+        .into_iter()
+        .map(|(kind, value, reason)| {
+            let holders = model.live_holders(kind, &value);
+            (kind, value, reason, holders)
+        })
+        .collect();
+    prop_assert_eq!(blocklist, expected);
+    prop_assert_eq!(engine.largest_cluster(), model.largest_cluster());
     Ok(())
 }
 
@@ -186,7 +303,7 @@ fn every_identity(engine: &Engine) -> Vec<Option<Identity>> {
 }
 
 fn rebuilt(engine: &Engine) -> Engine {
-    let mut copy = Engine::new();
+    let mut copy = Engine::with_limits(engine.limits());
     apply_all(&mut copy, &engine.facts().collect::<Vec<_>>());
     copy
 }
@@ -202,6 +319,7 @@ fn assert_same_engine(copy: &Engine, original: &Engine) -> Result<(), TestCaseEr
     prop_assert_eq!(remembered_joins(copy), remembered_joins(original));
     prop_assert_eq!(copy.stats(), original.stats());
     prop_assert_eq!(copy.max_id(), original.max_id());
+    prop_assert_eq!(copy.blocklist(), original.blocklist());
     Ok(())
 }
 
@@ -250,6 +368,46 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn under_small_guards_the_engine_answers_refuses_and_stores_what_the_model_does(
+        steps in guarded_steps(80),
+    ) {
+        let mut engine = Engine::with_limits(SMALL_GUARDS);
+        let mut model = Model::with_guards(3, 6);
+        for (i, step) in steps.iter().enumerate() {
+            let now = clock(&steps, i);
+            let from_engine = run_on_engine(&mut engine, &step.op, now);
+            let from_model = run_on_model(&mut model, &step.op, now);
+            prop_assert_eq!(from_engine, from_model, "step {}: {:?}", i, step);
+            assert_same_state(&engine, &model)?;
+        }
+    }
+
+    #[test]
+    fn under_small_guards_an_engine_rebuilt_from_its_facts_goes_on_like_the_original(
+        steps in guarded_steps(80),
+        rebuild_at in any::<prop::sample::Index>(),
+    ) {
+        let rebuild_at = rebuild_at.index(steps.len());
+        let mut engine = Engine::with_limits(SMALL_GUARDS);
+        for (i, step) in steps[..rebuild_at].iter().enumerate() {
+            run_on_engine(&mut engine, &step.op, clock(&steps, i));
+        }
+        let mut copy = rebuilt(&engine);
+        assert_same_engine(&copy, &engine)?;
+        for (i, step) in steps.iter().enumerate().skip(rebuild_at) {
+            let now = clock(&steps, i);
+            let from_copy = run_on_engine(&mut copy, &step.op, now);
+            let from_original = run_on_engine(&mut engine, &step.op, now);
+            prop_assert_eq!(from_copy, from_original, "step {}: {:?}", i, step);
+            assert_same_engine(&copy, &engine)?;
+        }
+    }
+}
+
 /// The smallest case of the property above: the clock of an engine rebuilt from its facts must
 /// include the last deletion, or the next contact is stamped before it.
 #[test]
@@ -271,3 +429,4 @@ fn a_rebuilt_engine_stamps_new_contacts_no_earlier_than_the_last_deletion() {
     assert_eq!(engine.contact(2).unwrap().created_at, Timestamp(START + 10));
     assert_eq!(copy.contact(2).unwrap().created_at, Timestamp(START + 10));
 }
+

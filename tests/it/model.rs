@@ -5,6 +5,12 @@
 //! other. It keeps to the engine's choices where SPEC.md leaves room: time never goes backwards,
 //! a join is remembered only when it is new evidence, and a join is forgotten once no live row
 //! holds its email or its phone.
+//!
+//! The over-merge guards are modelled the same way: a list of blocked values, and clusters
+//! recomputed after every step from all the evidence minus the blocked values. A request is
+//! tried on a copy and kept only if no guard refuses it, so a refused request changes nothing.
+
+use identity_engine::engine::{BlockReason, Kind};
 
 
 pub type Id = u32;
@@ -59,6 +65,15 @@ pub struct ModelAnswer {
     pub secondary_contact_ids: Vec<Id>,
 }
 
+/// Why a guard refused a request; nothing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// 409 `cluster_limit`.
+    ClusterLimit,
+    /// 422 `blocked_identifier`.
+    Blocked,
+}
+
 /// Why a deletion was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeleteError {
@@ -71,6 +86,14 @@ pub struct Model {
     rows: Vec<Row>,
     /// Remembered joins: a request named this email and this phone together and added no row.
     joins: Vec<(String, String)>,
+    /// Blocked values: evidence of nothing while they are here.
+    blocked: Vec<(Kind, String, BlockReason)>,
+    /// Values an admin unblocked: never blocked as generic again.
+    exempt: Vec<(Kind, String)>,
+    /// A value held by more live rows than this is blocked as generic; 0: never.
+    pub generic_threshold: usize,
+    /// No request may leave a cluster of more live rows than this; 0: no cap.
+    pub max_cluster_size: usize,
 }
 
 impl Model {
@@ -88,9 +111,133 @@ impl Model {
         &self.joins
     }
 
+    /// The number of live rows in the largest cluster (0 when none is live).
+    pub fn largest_cluster(&self) -> usize {
+        self.live().map(|i| self.cluster(i).len()).max().unwrap_or(0)
+    }
+
     /// The number of clusters of live rows.
     pub fn cluster_count(&self) -> usize {
         self.live().filter(|&i| self.cluster(i)[0] == i).count()
+    }
+
+    /// A model whose guards are `generic_threshold` and `max_cluster_size` (0 turns one off).
+    pub fn with_guards(generic_threshold: usize, max_cluster_size: usize) -> Model {
+        Model {
+            generic_threshold,
+            max_cluster_size,
+            ..Model::default()
+        }
+    }
+
+    /// The blocked values, as (kind, value, reason), sorted.
+    pub fn blocked(&self) -> Vec<(Kind, String, BlockReason)> {
+        let mut list = self.blocked.clone();
+        list.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        list
+    }
+
+    /// `POST /identify` under the over-merge guards: blocked values dropped, the generic rule,
+    /// the cap. A refused request changes nothing.
+    pub fn identify_guarded(
+        &mut self,
+        email: Option<&str>,
+        phone: Option<&str>,
+        now: i64,
+    ) -> Result<ModelAnswer, Refused> {
+        let mut email = email.filter(|e| !self.is_blocked(Kind::Email, e));
+        let mut phone = phone.filter(|p| !self.is_blocked(Kind::Phone, p));
+        if email.is_none() && phone.is_none() {
+            return Err(Refused::Blocked);
+        }
+        let mut next = self.clone();
+        let mut answer = next.identify(email, phone, now);
+        // Would the new row (if any) give a value one holder too many? Then that value is
+        // blocked first and the request goes on as if it had been blocked.
+        let added = next.rows.len() > self.rows.len();
+        let generic = [(Kind::Email, email), (Kind::Phone, phone)]
+            .into_iter()
+            .find(|&(kind, value)| {
+                added
+                    && value.is_some_and(|v| {
+                        self.generic_threshold > 0
+                            && !self.exempt.contains(&(kind, v.to_owned()))
+                            && self.live_holders(kind, v) >= self.generic_threshold
+                    })
+            });
+        if let Some((kind, Some(value))) = generic {
+            next = self.clone();
+            next.block(kind, value, BlockReason::Generic, now);
+            match kind {
+                Kind::Email => email = None,
+                Kind::Phone => phone = None,
+            }
+            if email.is_none() && phone.is_none() {
+                return Err(Refused::Blocked);
+            }
+            answer = next.identify(email, phone, now);
+        }
+        if self.over_cap(answer.secondary_contact_ids.len() + 1) {
+            return Err(Refused::ClusterLimit);
+        }
+        *self = next;
+        Ok(answer)
+    }
+
+    /// Blocks `value` (an admin's block unless `reason` says generic); the primaries of the
+    /// clusters its holders are in afterwards, oldest first. Blocking it again changes nothing.
+    pub fn block(&mut self, kind: Kind, value: &str, reason: BlockReason, now: i64) -> Vec<Id> {
+        if !self.is_blocked(kind, value) {
+            let now = self.effective(now);
+            self.blocked.push((kind, value.to_owned(), reason));
+            self.relink(now);
+        }
+        self.primaries_holding(kind, value)
+    }
+
+    /// Unblocks `value`: None if it was not blocked; else the primaries of its holders'
+    /// clusters (one at most), unless that cluster would pass the cap.
+    pub fn unblock(&mut self, kind: Kind, value: &str, now: i64) -> Result<Option<Vec<Id>>, Refused> {
+        if !self.is_blocked(kind, value) {
+            return Ok(None);
+        }
+        let mut next = self.clone();
+        let now = next.effective(now);
+        next.blocked.retain(|(k, v, _)| !(*k == kind && v == value));
+        next.exempt.push((kind, value.to_owned()));
+        next.relink(now);
+        let holders = next.live().filter(|&i| field(&next.rows[i], kind) == Some(value));
+        if holders.map(|i| next.cluster(i).len()).any(|n| next.over_cap(n)) {
+            return Err(Refused::ClusterLimit);
+        }
+        *self = next;
+        Ok(Some(self.primaries_holding(kind, value)))
+    }
+
+    fn over_cap(&self, size: usize) -> bool {
+        self.max_cluster_size > 0 && size > self.max_cluster_size
+    }
+
+    fn is_blocked(&self, kind: Kind, value: &str) -> bool {
+        self.blocked.iter().any(|(k, v, _)| *k == kind && v == value)
+    }
+
+    /// How many live rows hold `value`.
+    pub fn live_holders(&self, kind: Kind, value: &str) -> usize {
+        self.live()
+            .filter(|&i| field(&self.rows[i], kind) == Some(value))
+            .count()
+    }
+
+    fn primaries_holding(&self, kind: Kind, value: &str) -> Vec<Id> {
+        let mut primaries: Vec<usize> = self
+            .live()
+            .filter(|&i| field(&self.rows[i], kind) == Some(value))
+            .map(|i| self.cluster(i)[0])
+            .collect();
+        primaries.sort_by_key(|&i| self.rows[i].age());
+        primaries.dedup();
+        primaries.into_iter().map(|i| self.rows[i].id).collect()
     }
 
     /// `POST /identify` with already normalized identifiers, at least one present (rules 2-5).
@@ -212,16 +359,26 @@ impl Model {
         found
     }
 
-    /// Direct evidence between two live rows: a shared identifier, or a remembered join.
+    /// Direct evidence between two live rows: a shared identifier, or a remembered join,
+    /// naming no blocked value.
     fn connected(&self, a: usize, b: usize) -> bool {
         let (a, b) = (&self.rows[a], &self.rows[b]);
-        let shared = |x: &Option<String>, y: &Option<String>| x.is_some() && x == y;
-        let joined = |x: &Row, y: &Row| {
-            self.joins.iter().any(|(e, p)| {
-                x.email.as_deref() == Some(e.as_str()) && y.phone.as_deref() == Some(p.as_str())
-            })
+        let evidence = |kind, x: &Option<String>| {
+            x.as_deref().is_some_and(|v| !self.is_blocked(kind, v))
         };
-        shared(&a.email, &b.email) || shared(&a.phone, &b.phone) || joined(a, b) || joined(b, a)
+        let shared =
+            |kind, x: &Option<String>, y: &Option<String>| evidence(kind, x) && x == y;
+        let joined = |x: &Row, y: &Row| {
+            evidence(Kind::Email, &x.email)
+                && evidence(Kind::Phone, &y.phone)
+                && self.joins.iter().any(|(e, p)| {
+                    x.email.as_deref() == Some(e.as_str()) && y.phone.as_deref() == Some(p.as_str())
+                })
+        };
+        shared(Kind::Email, &a.email, &b.email)
+            || shared(Kind::Phone, &a.phone, &b.phone)
+            || joined(a, b)
+            || joined(b, a)
     }
 
     /// Points every live row at its cluster's primary; rows whose link changes are updated `now`.
@@ -280,6 +437,14 @@ impl Model {
 
     fn live(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.rows.len()).filter(|&i| self.rows[i].is_live())
+    }
+}
+
+/// A row's value of `kind`.
+fn field(row: &Row, kind: Kind) -> Option<&str> {
+    match kind {
+        Kind::Email => row.email.as_deref(),
+        Kind::Phone => row.phone.as_deref(),
     }
 }
 

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use identity_engine::engine::{Contact, Email, Engine, Identity, Phone, Query};
+use identity_engine::engine::{Contact, Email, Engine, Identity, Limits, Phone, Query};
 use identity_engine::storage::frame::{read_frame, Frame, FILE_HEADER};
 use identity_engine::storage::wal::{parse_segment_name, Record};
 use identity_engine::storage::{codec, snapshot, Storage, StorageOptions};
@@ -199,14 +199,19 @@ pub fn crash_image_of_a_log_with_merges() -> (tempfile::TempDir, PathBuf, Shown)
 /// the writer filled ahead of its records.
 pub fn crash_image_with_its_zeros() -> (tempfile::TempDir, PathBuf, Shown) {
     let live = tempfile::tempdir().expect("temp dir");
-    let (store, _) = Store::open(StorageOptions::new(live.path())).expect("open");
+    // A generic threshold of 2, so that the last request blocks a value as it adds a row.
+    let limits = Limits {
+        generic_threshold: 2,
+        max_cluster_size: 0,
+    };
+    let (store, _) = Store::open_with(StorageOptions::new(live.path()), limits).expect("open");
     let runtime = runtime();
     let requests = [
         (Some("doc@hillvalley.edu"), Some("1")),
         (Some("marty@hillvalley.edu"), Some("2")),
         (Some("george@hillvalley.edu"), Some("3")),
-        (Some("marty@hillvalley.edu"), Some("3")), // joins 3 to 2: two records
-        (Some("doc@hillvalley.edu"), Some("2")),   // joins {2, 3} to 1: three records
+        (Some("marty@hillvalley.edu"), Some("3")), // merges 3 into 2: one record
+        (Some("doc@hillvalley.edu"), Some("2")),   // merges {2, 3} into 1: one record
         (Some("biff@hillvalley.edu"), Some("4")),
     ];
     for (email, phone) in requests {
@@ -216,9 +221,17 @@ pub fn crash_image_with_its_zeros() -> (tempfile::TempDir, PathBuf, Shown) {
     }
     // Deleting 2 undoes both joins: its deletion and 3 becoming a primary again.
     runtime.block_on(store.delete(2, |_| ())).expect("delete");
-    runtime
-        .block_on(store.identify(&query_of(Some("biff@hillvalley.edu"), Some("5")), |_| ()))
-        .expect("identify");
+    let last = [
+        (Some("biff@hillvalley.edu"), Some("5")),
+        (Some("emmett@hillvalley.edu"), Some("5")),
+        // "5" has two holders: blocked as generic, then a new primary: a group of two records.
+        (Some("jennifer@hillvalley.edu"), Some("5")),
+    ];
+    for (email, phone) in last {
+        runtime
+            .block_on(store.identify(&query_of(email, phone), |_| ()))
+            .expect("identify");
+    }
     let live_state = runtime
         .block_on(store.read(shown))
         .expect("read the live state");
