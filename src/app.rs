@@ -21,6 +21,8 @@ pub enum AppError {
     Bind(SocketAddr, std::io::Error),
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error("blocklist: {0}")]
+    Blocklist(String),
 }
 
 /// A recovered store bound to its address, ready to serve.
@@ -34,9 +36,18 @@ impl App {
     /// Recovers the data directory and binds the address (port 0 works, for tests).
     pub async fn build(config: Config) -> Result<App, AppError> {
         let storage = config.storage();
-        let (store, report) = tokio::task::spawn_blocking(move || Store::open(storage))
-            .await
-            .expect("recovery does not panic")?;
+        let guards = config.guards();
+        let (store, report) =
+            tokio::task::spawn_blocking(move || Store::open_with(storage, guards))
+                .await
+                .expect("recovery does not panic")?;
+        if let Some(file) = &config.blocklist {
+            let values = crate::blocklist::read(file).map_err(AppError::Blocklist)?;
+            let added = crate::blocklist::apply(&store, &values)
+                .await
+                .map_err(|e| AppError::Blocklist(e.to_string()))?;
+            tracing::info!(file = %file.display(), values = values.len(), added, "blocklist applied");
+        }
         let stats = store.stats();
         tracing::info!(
             records_replayed = report.records_replayed,

@@ -91,6 +91,15 @@ pub struct Config {
     /// loopback clients only.
     #[arg(long, env = "IDENTITY_ENGINE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// A value held by more live contacts than this is blocked as generic (0: never).
+    #[arg(long, env = "IDENTITY_ENGINE_GENERIC_THRESHOLD", default_value_t = crate::engine::Limits::DEFAULT_GENERIC_THRESHOLD)]
+    pub generic_threshold: u32,
+    /// No change may leave a cluster of more live contacts than this (0: no cap).
+    #[arg(long, env = "IDENTITY_ENGINE_MAX_CLUSTER_SIZE", default_value_t = crate::engine::Limits::DEFAULT_MAX_CLUSTER_SIZE)]
+    pub max_cluster_size: u32,
+    /// A file of values to block at start-up, one a line: `email:VALUE` or `phone:VALUE`.
+    #[arg(long, env = "IDENTITY_ENGINE_BLOCKLIST")]
+    pub blocklist: Option<PathBuf>,
     /// Log line format.
     #[arg(long, env = "IDENTITY_ENGINE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -112,6 +121,14 @@ impl Config {
         config.addr = addr;
         config.data_dir = data_dir.into();
         config
+    }
+
+    /// The over-merge guards' settings.
+    pub fn guards(&self) -> crate::engine::Limits {
+        crate::engine::Limits {
+            generic_threshold: self.generic_threshold,
+            max_cluster_size: self.max_cluster_size,
+        }
     }
 
     pub fn storage(&self) -> StorageOptions {

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod blocklist;
 pub mod check;
 pub mod config;
 pub mod engine;

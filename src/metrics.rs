@@ -216,7 +216,10 @@ impl Metrics {
 
     /// The text exposition, with the engine's counts as of now.
     pub fn render(&self, stats: Stats, guards: GuardStats) -> String {
-        for (reason, n) in [("admin", guards.blocked_admin), ("generic", guards.blocked_generic)] {
+        for (reason, n) in [
+            ("admin", guards.blocked_admin),
+            ("generic", guards.blocked_generic),
+        ] {
             self.blocked_values
                 .get_or_create(&ReasonLabels { reason })
                 .set(n as i64);

@@ -10,7 +10,6 @@ use super::types::{Contact, ContactId, Precedence, Timestamp};
 use super::{held, join_key, Engine, IdentityRef, BLOCKED, NONE};
 
 impl Engine {
-
     /// The `/identify` answer for the cluster of `id`; None if `id` is unknown or deleted.
     ///
     /// One walk over the members, oldest first: each identifier is listed at its oldest live
@@ -189,7 +188,10 @@ impl Engine {
             largest_cluster: self.forest.largest(),
             ..GuardStats::default()
         };
-        for block in Kind::BOTH.iter().flat_map(|&k| self.guards(k).blocked.values()) {
+        for block in Kind::BOTH
+            .iter()
+            .flat_map(|&k| self.guards(k).blocked.values())
+        {
             match block.reason {
                 BlockReason::Admin => stats.blocked_admin += 1,
                 BlockReason::Generic => stats.blocked_generic += 1,
@@ -280,7 +282,10 @@ impl Engine {
         for kind in Kind::BOTH {
             let counted = |sym| held_by.get(&(kind, sym)).copied().unwrap_or(0);
             if let Some(sym) = self.guards(kind).shared.keys().find(|&&s| counted(s) < 2) {
-                return Err(format!("{} is counted as shared", self.index(kind).resolve(*sym)));
+                return Err(format!(
+                    "{} is counted as shared",
+                    self.index(kind).resolve(*sym)
+                ));
             }
         }
         Ok(())
@@ -293,7 +298,12 @@ impl Engine {
         if index.value(sym) == BLOCKED {
             let listed = self.guards(kind).blocked.get(&sym);
             return match listed {
-                Some(b) if b.holders.contains(&slot) && b.holders.is_sorted_by(|&x, &y| self.older(x, y)) => Ok(()),
+                Some(b)
+                    if b.holders.contains(&slot)
+                        && b.holders.is_sorted_by(|&x, &y| self.older(x, y)) =>
+                {
+                    Ok(())
+                }
                 _ => Err("a holder of a blocked value is not listed in order".into()),
             };
         }
@@ -309,4 +319,3 @@ impl Engine {
         Ok(())
     }
 }
-

@@ -143,7 +143,10 @@ impl Engine {
         let dangling = || EngineError::DanglingJoin(format!("{email} / {phone}"));
         let e = self.emails.lookup(email).ok_or_else(dangling)?;
         let p = self.phones.lookup(phone).ok_or_else(dangling)?;
-        let (a, b) = (self.join_side(Kind::Email, e), self.join_side(Kind::Phone, p));
+        let (a, b) = (
+            self.join_side(Kind::Email, e),
+            self.join_side(Kind::Phone, p),
+        );
         let (Some(a), Some(b)) = (a, b) else {
             return Err(dangling());
         };
@@ -165,7 +168,11 @@ impl Engine {
     }
 
     /// The symbols of a join's email and phone and their live holders, or why it dangles.
-    fn join_holders(&self, email: &str, phone: &str) -> Result<(Sym, Sym, Slot, Slot), EngineError> {
+    fn join_holders(
+        &self,
+        email: &str,
+        phone: &str,
+    ) -> Result<(Sym, Sym, Slot, Slot), EngineError> {
         let e = self.emails.lookup(email);
         let p = self.phones.lookup(phone);
         let holders = (
@@ -263,7 +270,10 @@ impl Engine {
         let value = self.index(kind).value(sym);
         let guards = self.guards_mut(kind);
         let unheld = if value == BLOCKED {
-            let block = guards.blocked.get_mut(&sym).expect("a blocked value has an entry");
+            let block = guards
+                .blocked
+                .get_mut(&sym)
+                .expect("a blocked value has an entry");
             block.holders.retain(|&h| h != slot);
             block.holders.is_empty()
         } else {
@@ -353,7 +363,12 @@ impl Engine {
         Ok(())
     }
 
-    fn apply_unblocked(&mut self, kind: Kind, value: &str, at: Timestamp) -> Result<(), EngineError> {
+    fn apply_unblocked(
+        &mut self,
+        kind: Kind,
+        value: &str,
+        at: Timestamp,
+    ) -> Result<(), EngineError> {
         let Some(sym) = self
             .index(kind)
             .lookup(value)
@@ -363,7 +378,10 @@ impl Engine {
         };
         let roots = self.unblock_roots(kind, sym);
         let guards = self.guards_mut(kind);
-        let block = guards.blocked.remove(&sym).expect("a blocked value has an entry");
+        let block = guards
+            .blocked
+            .remove(&sym)
+            .expect("a blocked value has an entry");
         guards.exempt.insert(sym);
         if block.holders.len() >= 2 {
             guards.shared.insert(sym, block.holders.len() as u32);

@@ -309,7 +309,6 @@ impl Forest {
         }
         false
     }
-
 }
 
 /// Merges `incoming` (in order) into `members` (in order), keeping the order.

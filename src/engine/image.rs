@@ -7,7 +7,7 @@
 //! invariants (ages, which rows share a cluster) are the writer's to keep: the image is exactly
 //! the tables of an engine that kept them.
 
-use super::{Engine, Slot, NONE};
+use super::{Engine, Slot, BLOCKED, NONE};
 
 impl Engine {
     /// The facts, rendered and sorted, to compare two engines' state (joins and links come out
@@ -26,7 +26,7 @@ impl Engine {
         }
         self.forest.check(slots)?;
         let slot_ok = |s: Slot| (s as usize) < slots;
-        let holder_ok = |holder| holder == NONE || slot_ok(holder);
+        let holder_ok = |holder| holder == NONE || holder == BLOCKED || slot_ok(holder);
         let sets = (
             self.emails.symbol_set(holder_ok),
             self.phones.symbol_set(holder_ok),

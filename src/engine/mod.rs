@@ -25,9 +25,9 @@ use serde::{Deserialize, Serialize};
 pub use change::{Change, NewContact};
 use forest::{Forest, Slot};
 pub use guards::{BlockReason, BlockedValue, GuardStats, Kind, Limits, Refusal};
-pub use plan::{DeletePlan, Plan};
 use guards::{KindGuards, BLOCKED};
 use interner::{Interner, Sym};
+pub use plan::{DeletePlan, Plan};
 pub use types::{
     Contact, ContactId, Email, IdentifierError, Identity, Phone, Precedence, Query, Timestamp,
 };

@@ -81,7 +81,11 @@ impl Engine {
         };
         // A blocked value matches nothing, is not new, and is not stored.
         for kind in Kind::BOTH {
-            if ask.get(kind).and_then(|a| a.sym).is_some_and(|s| self.is_blocked(kind, s)) {
+            if ask
+                .get(kind)
+                .and_then(|a| a.sym)
+                .is_some_and(|s| self.is_blocked(kind, s))
+            {
                 ask.drop(kind);
             }
         }
@@ -287,10 +291,7 @@ impl Engine {
         let groups = self.regroup(self.forest.members(slot), Some(slot)).groups;
         Ok(DeletePlan {
             changes: vec![Change::Deleted { id, at }],
-            groups: groups
-                .iter()
-                .map(|g| self.rows[g[0] as usize].id)
-                .collect(),
+            groups: groups.iter().map(|g| self.rows[g[0] as usize].id).collect(),
         })
     }
 
@@ -355,7 +356,10 @@ impl Engine {
         let guards = self.guards(kind);
         match self.index(kind).value(sym) {
             NONE => 0,
-            BLOCKED => guards.blocked.get(&sym).map_or(0, |b| b.holders.len() as u32),
+            BLOCKED => guards
+                .blocked
+                .get(&sym)
+                .map_or(0, |b| b.holders.len() as u32),
             _ => guards.shared.get(&sym).copied().unwrap_or(1),
         }
     }

@@ -46,8 +46,6 @@ pub enum ApiError {
     BlockedIdentifier,
     #[error("{0}; nothing was changed")]
     CapacityExhausted(Refusal),
-    #[error("{0}")]
-    Conflict(String),
     #[error("an internal error occurred")]
     Internal,
 }
@@ -70,7 +68,6 @@ impl ApiError {
             ApiError::ClusterLimit(_) => StatusCode::CONFLICT,
             ApiError::BlockedIdentifier => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::CapacityExhausted(_) => StatusCode::INSUFFICIENT_STORAGE,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -95,7 +92,6 @@ impl ApiError {
             ApiError::ClusterLimit(_) => "cluster_limit",
             ApiError::BlockedIdentifier => "blocked_identifier",
             ApiError::CapacityExhausted(_) => "capacity_exhausted",
-            ApiError::Conflict(_) => "conflict",
             ApiError::Internal => "internal_error",
         }
     }

@@ -2,6 +2,7 @@
 //! serve it on port 0 or call it in-process.
 
 mod admin;
+mod blocklist;
 mod contacts;
 mod error;
 mod identify;
@@ -77,6 +78,11 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(contacts::export))
         .routes(routes!(contacts::contact, contacts::delete))
         .routes(routes!(contacts::identity))
+        .routes(routes!(
+            blocklist::list,
+            blocklist::block,
+            blocklist::unblock
+        ))
         .routes(routes!(openapi::docs))
         .route_layer(admin_guard.clone());
     let (routes, mut api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())

@@ -137,3 +137,49 @@ pub async fn openapi_json(
 pub async fn docs() -> Html<&'static str> {
     Html(include_str!("docs.html"))
 }
+
+/// One blocked value.
+#[derive(ToSchema, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockedEntry {
+    /// `email` or `phoneNumber`.
+    kind: String,
+    value: String,
+    /// `admin` (blocked by an admin or a blocklist file) or `generic` (held by more live
+    /// contacts than the generic threshold).
+    reason: String,
+    blocked_at: String,
+    /// Live contacts holding it.
+    holders: u64,
+}
+
+#[derive(ToSchema, Serialize)]
+pub struct Blocklist {
+    values: Vec<BlockedEntry>,
+}
+
+/// One value to block: give `email` or `phoneNumber`.
+#[derive(ToSchema, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockRequest {
+    email: Option<String>,
+    phone_number: Option<String>,
+}
+
+#[derive(ToSchema, Serialize)]
+pub struct BlockAnswer {
+    blocked: BlockedEntry,
+    identities: Vec<Identity>,
+}
+
+#[derive(ToSchema, Serialize)]
+pub struct UnblockedValue {
+    kind: String,
+    value: String,
+}
+
+#[derive(ToSchema, Serialize)]
+pub struct UnblockAnswer {
+    unblocked: UnblockedValue,
+    identities: Vec<Identity>,
+}

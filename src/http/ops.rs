@@ -32,7 +32,10 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Response, ApiError> {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Requests, latency, contacts, clusters, merges, log and snapshot figures", content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(app): State<AppState>) -> Response {
-    let text = app.store.metrics().render(app.store.stats(), app.store.guard_stats());
+    let text = app
+        .store
+        .metrics()
+        .render(app.store.stats(), app.store.guard_stats());
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }

@@ -87,7 +87,7 @@ impl LogWriter {
                 next_seq: last_seq + 1,
                 queued_seq: last_seq,
                 stop: false,
-            poison: None,
+                poison: None,
             }),
             wake: Condvar::new(),
             durable: AtomicU64::new(last_seq),

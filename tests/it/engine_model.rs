@@ -31,10 +31,18 @@ enum Op {
     },
     /// Deletes contact `pick % (highest id + 1) + 1`: mostly one that exists, now and then one
     /// already deleted or one no contact has yet.
-    Delete { pick: u32 },
+    Delete {
+        pick: u32,
+    },
     /// An admin blocks a value of the pools (`email` picks the kind).
-    Block { email: bool, value: usize },
-    Unblock { email: bool, value: usize },
+    Block {
+        email: bool,
+        value: usize,
+    },
+    Unblock {
+        email: bool,
+        value: usize,
+    },
 }
 
 /// One request: the wall clock moves by `tick` (maybe zero, maybe backwards), then `op` runs.
@@ -429,4 +437,3 @@ fn a_rebuilt_engine_stamps_new_contacts_no_earlier_than_the_last_deletion() {
     assert_eq!(engine.contact(2).unwrap().created_at, Timestamp(START + 10));
     assert_eq!(copy.contact(2).unwrap().created_at, Timestamp(START + 10));
 }
-

@@ -12,7 +12,6 @@
 
 use identity_engine::engine::{BlockReason, Kind};
 
-
 pub type Id = u32;
 
 /// One contact row; timestamps in milliseconds. A primary has `linked_id` None.
@@ -113,7 +112,10 @@ impl Model {
 
     /// The number of live rows in the largest cluster (0 when none is live).
     pub fn largest_cluster(&self) -> usize {
-        self.live().map(|i| self.cluster(i).len()).max().unwrap_or(0)
+        self.live()
+            .map(|i| self.cluster(i).len())
+            .max()
+            .unwrap_or(0)
     }
 
     /// The number of clusters of live rows.
@@ -197,7 +199,12 @@ impl Model {
 
     /// Unblocks `value`: None if it was not blocked; else the primaries of its holders'
     /// clusters (one at most), unless that cluster would pass the cap.
-    pub fn unblock(&mut self, kind: Kind, value: &str, now: i64) -> Result<Option<Vec<Id>>, Refused> {
+    pub fn unblock(
+        &mut self,
+        kind: Kind,
+        value: &str,
+        now: i64,
+    ) -> Result<Option<Vec<Id>>, Refused> {
         if !self.is_blocked(kind, value) {
             return Ok(None);
         }
@@ -206,8 +213,13 @@ impl Model {
         next.blocked.retain(|(k, v, _)| !(*k == kind && v == value));
         next.exempt.push((kind, value.to_owned()));
         next.relink(now);
-        let holders = next.live().filter(|&i| field(&next.rows[i], kind) == Some(value));
-        if holders.map(|i| next.cluster(i).len()).any(|n| next.over_cap(n)) {
+        let holders = next
+            .live()
+            .filter(|&i| field(&next.rows[i], kind) == Some(value));
+        if holders
+            .map(|i| next.cluster(i).len())
+            .any(|n| next.over_cap(n))
+        {
             return Err(Refused::ClusterLimit);
         }
         *self = next;
@@ -219,7 +231,9 @@ impl Model {
     }
 
     fn is_blocked(&self, kind: Kind, value: &str) -> bool {
-        self.blocked.iter().any(|(k, v, _)| *k == kind && v == value)
+        self.blocked
+            .iter()
+            .any(|(k, v, _)| *k == kind && v == value)
     }
 
     /// How many live rows hold `value`.
@@ -363,11 +377,9 @@ impl Model {
     /// naming no blocked value.
     fn connected(&self, a: usize, b: usize) -> bool {
         let (a, b) = (&self.rows[a], &self.rows[b]);
-        let evidence = |kind, x: &Option<String>| {
-            x.as_deref().is_some_and(|v| !self.is_blocked(kind, v))
-        };
-        let shared =
-            |kind, x: &Option<String>, y: &Option<String>| evidence(kind, x) && x == y;
+        let evidence =
+            |kind, x: &Option<String>| x.as_deref().is_some_and(|v| !self.is_blocked(kind, v));
+        let shared = |kind, x: &Option<String>, y: &Option<String>| evidence(kind, x) && x == y;
         let joined = |x: &Row, y: &Row| {
             evidence(Kind::Email, &x.email)
                 && evidence(Kind::Phone, &y.phone)

@@ -263,7 +263,7 @@ pub fn open_segment(name: &Path, segment_bytes: &[u8]) -> (tempfile::TempDir, En
 }
 
 /// A log of twelve requests, left without a shutdown snapshot. It begins with two contacts and
-/// then a merge of them: a group of two records (the join, then the relink).
+/// then a merge of them (one record).
 pub fn a_longer_log() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
     let (store, _) = Store::open(StorageOptions::new(dir.path())).expect("open");

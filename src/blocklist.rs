@@ -1,0 +1,54 @@
+//! Blocklist files: one value a line, `email:VALUE` or `phone:VALUE` (blank lines and lines
+//! starting with `#` are skipped), normalized and validated like a request's identifiers.
+
+use std::path::Path;
+
+use crate::engine::{Email, Kind, Phone};
+use crate::store::{Store, StoreError};
+
+/// The values of a blocklist file, or what is wrong with it (naming the line).
+pub fn read(file: &Path) -> Result<Vec<(Kind, String)>, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    parse(&text).map_err(|e| format!("{}: {e}", file.display()))
+}
+
+/// The values of a blocklist's text.
+pub fn parse(text: &str) -> Result<Vec<(Kind, String)>, String> {
+    let mut values = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let value = match line.split_once(':') {
+            Some(("email", v)) => Email::parse(v).map(|e| e.map(|e| (Kind::Email, e.to_string()))),
+            Some(("phone" | "phoneNumber", v)) => {
+                Phone::parse(v).map(|p| p.map(|p| (Kind::Phone, p.to_string())))
+            }
+            _ => {
+                return Err(format!(
+                    "line {}: expected `email:VALUE` or `phone:VALUE`",
+                    n + 1
+                ))
+            }
+        };
+        match value {
+            Ok(Some(v)) => values.push(v),
+            Ok(None) => return Err(format!("line {}: the value is empty", n + 1)),
+            Err(e) => return Err(format!("line {}: {e}", n + 1)),
+        }
+    }
+    Ok(values)
+}
+
+/// Blocks every value not blocked yet, as an admin's block; returns how many were new.
+pub async fn apply(store: &Store, values: &[(Kind, String)]) -> Result<usize, StoreError> {
+    let mut added = 0;
+    for (kind, value) in values {
+        if store.read(|e| e.blocked(*kind, value).is_none()).await? {
+            store.block(*kind, value, |_| ()).await?;
+            added += 1;
+        }
+    }
+    Ok(added)
+}

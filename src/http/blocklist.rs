@@ -1,0 +1,121 @@
+//! The admin endpoints of the over-merge guards: the blocked values, blocking one (its clusters
+//! regroup without it) and unblocking one (its holders' clusters merge again).
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Query, State};
+use axum::response::Response;
+use serde_json::json;
+
+use super::identify::{body_error, contact_json, json_ok, parse_query};
+use super::{ApiError, AppState};
+use crate::engine::{BlockedValue, Email, Kind, Phone};
+
+fn entry_json(entry: &BlockedValue) -> serde_json::Value {
+    json!({
+        "kind": entry.kind.field(),
+        "value": entry.value,
+        "reason": entry.reason.as_str(),
+        "blockedAt": entry.blocked_at,
+        "holders": entry.holders,
+    })
+}
+
+/// The one identifier of a blocklist request: `email` or `phoneNumber`, normalized and validated
+/// like a request's.
+fn one_value(email: Option<Email>, phone: Option<Phone>) -> Result<(Kind, String), ApiError> {
+    match (email, phone) {
+        (Some(e), None) => Ok((Kind::Email, e.to_string())),
+        (None, Some(p)) => Ok((Kind::Phone, p.to_string())),
+        (None, None) => Err(ApiError::MissingIdentifier),
+        (Some(_), Some(_)) => Err(ApiError::BadQuery(
+            "give one value: email or phoneNumber, not both".into(),
+        )),
+    }
+}
+
+/// `GET /blocklist`: every blocked value, by kind then value.
+#[utoipa::path(get, path = "/blocklist", tag = "guards",
+    responses((status = 200, description = "The blocked values", body = super::openapi::Blocklist),
+        (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
+        (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
+pub async fn list(State(app): State<AppState>) -> Result<Response, ApiError> {
+    let values = app.store.read(|e| e.blocklist()).await?;
+    let values: Vec<_> = values.iter().map(entry_json).collect();
+    Ok(json_ok(&json!({ "values": values })))
+}
+
+/// `POST /blocklist` with `{"email": ...}` or `{"phoneNumber": ...}`: the value is evidence of
+/// nothing from now on; the clusters that held it regroup by what remains. Blocking a value
+/// already blocked changes nothing.
+#[utoipa::path(post, path = "/blocklist", tag = "guards",
+    request_body(content = super::openapi::BlockRequest, description = "One value: email or phoneNumber"),
+    responses((status = 200, description = "The blocked entry and the identity of every cluster its holders are in now", body = super::openapi::BlockAnswer),
+        (status = 400, description = "Not one valid email or phoneNumber", body = super::openapi::ErrorBody),
+        (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
+        (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody),
+        (status = 507, description = "No room left for the value", body = super::openapi::ErrorBody)))]
+pub async fn block(
+    State(app): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|r| body_error(&r, app.limits.body_bytes))?;
+    let query = parse_query(&body)?;
+    let (kind, value) = one_value(query.email().cloned(), query.phone().cloned())?;
+    let compat = app.compat_key_typo;
+    let (entry, identities) = app
+        .store
+        .block(kind, &value, |i| contact_json(i, compat))
+        .await?;
+    Ok(json_ok(
+        &json!({ "blocked": entry_json(&entry), "identities": identities }),
+    ))
+}
+
+/// `DELETE /blocklist?email=...` or `?phoneNumber=...`: the value is evidence again (and never
+/// blocked as generic after); its holders' clusters merge, the oldest primary first.
+#[utoipa::path(delete, path = "/blocklist", tag = "guards",
+    params(("email" = Option<String>, Query, description = "The email to unblock"),
+        ("phoneNumber" = Option<String>, Query, description = "The phone number to unblock")),
+    responses((status = 200, description = "The value and the identity its holders now share (none if no live contact holds it)", body = super::openapi::UnblockAnswer),
+        (status = 400, description = "Not one valid email or phoneNumber", body = super::openapi::ErrorBody),
+        (status = 404, description = "The value is not blocked", body = super::openapi::ErrorBody),
+        (status = 409, description = "The merge would pass the cluster cap (`cluster_limit`); nothing changed", body = super::openapi::ErrorBody),
+        (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
+        (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
+pub async fn unblock(
+    State(app): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    if let Some(unknown) = params
+        .keys()
+        .find(|k| !["email", "phoneNumber"].contains(&k.as_str()))
+    {
+        return Err(ApiError::BadQuery(format!(
+            "unknown parameter {unknown:?}; use email or phoneNumber"
+        )));
+    }
+    let email = params
+        .get("email")
+        .map(|e| Email::parse(e))
+        .transpose()?
+        .flatten();
+    let phone = params
+        .get("phoneNumber")
+        .map(|p| Phone::parse(p))
+        .transpose()?
+        .flatten();
+    let (kind, value) = one_value(email, phone)?;
+    let compat = app.compat_key_typo;
+    let identities = app
+        .store
+        .unblock(kind, &value, |i| contact_json(i, compat))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("{} {value:?} is not blocked", kind.field())))?;
+    Ok(json_ok(&json!({
+        "unblocked": { "kind": kind.field(), "value": value },
+        "identities": identities,
+    })))
+}

@@ -1,0 +1,202 @@
+//! The over-merge guards over HTTP: a junk-value flood, the blocklist endpoints, the cap, and
+//! the inputs that used to poison the log (ids past u32), each with the real server.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::{spawn_app_in, spawn_app_with, TestApp};
+use identity_engine::import::import;
+use identity_engine::storage::StorageOptions;
+
+fn identify(app: &TestApp, email: &str, phone: &str) -> crate::common::Response {
+    app.identify(&format!(r#"{{"email":"{email}","phoneNumber":"{phone}"}}"#))
+}
+
+fn blocklist(app: &TestApp) -> Vec<Value> {
+    let list = app.get("/blocklist");
+    assert_eq!(list.status, 200, "{}", list.text);
+    list.json()["values"].as_array().unwrap().clone()
+}
+
+#[test]
+fn a_junk_phone_past_the_generic_threshold_is_blocked_and_answers_stay_small() {
+    let tmp = tempfile::tempdir().unwrap();
+    let threshold = |c: &mut identity_engine::config::Config| c.generic_threshold = 5;
+    let app = spawn_app_in(tmp.path(), threshold).unwrap();
+    let other = identify(&app, "someone@else.example", "5550001");
+    assert_eq!(other.status, 200);
+    let mut sizes = Vec::new();
+    for n in 0..40 {
+        let answer = identify(&app, &format!("shopper{n}@shop.example"), "0000000000");
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        sizes.push(
+            answer.json()["contact"]["secondaryContactIds"]
+                .as_array()
+                .unwrap()
+                .len()
+                + 1,
+        );
+    }
+    // Five holders link; the sixth would be one too many: the value is blocked and every later
+    // shopper is a primary of their own.
+    assert_eq!(&sizes[..5], &[1, 2, 3, 4, 5]);
+    assert!(sizes[5..].iter().all(|&s| s == 1), "{sizes:?}");
+    let first = identify(&app, "shopper0@shop.example", "0000000000").json();
+    assert_eq!(
+        first["contact"]["secondaryContactIds"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        first["contact"]["phoneNumbers"],
+        serde_json::json!(["0000000000"])
+    );
+    let listed = blocklist(&app);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["kind"], "phoneNumber");
+    assert_eq!(listed[0]["value"], "0000000000");
+    assert_eq!(listed[0]["reason"], "generic");
+    assert_eq!(listed[0]["holders"], 5);
+    let unaffected = identify(&app, "someone@else.example", "5550001").json();
+    assert_eq!(unaffected["contact"]["primaryContactId"], 1);
+    let metrics = app.get("/metrics").text;
+    assert!(
+        metrics.contains(r#"identity_engine_blocked_values{reason="generic"} 1"#),
+        "{metrics}"
+    );
+    let app = app.restart(threshold);
+    assert_eq!(blocklist(&app), listed, "a restart keeps the block");
+    let again = identify(&app, "shopper39@shop.example", "0000000000").json();
+    assert_eq!(
+        again["contact"]["secondaryContactIds"],
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn blocking_splits_unblocking_merges_and_an_all_blocked_request_is_refused() {
+    let app = spawn_app_with(|_| {});
+    assert_eq!(identify(&app, "doc@hillvalley.edu", "555").status, 200);
+    assert_eq!(identify(&app, "marty@hillvalley.edu", "555").status, 200);
+    let blocked = app.post("/blocklist", r#"{"phoneNumber":" 555 "}"#);
+    assert_eq!(blocked.status, 200, "{}", blocked.text);
+    let body = blocked.json();
+    assert_eq!(body["blocked"]["value"], "555");
+    assert_eq!(body["blocked"]["reason"], "admin");
+    assert_eq!(body["blocked"]["holders"], 2);
+    let primaries: Vec<_> = body["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["primaryContactId"].as_u64().unwrap())
+        .collect();
+    assert_eq!(primaries, [1, 2], "two customers again");
+    let again = app.post("/blocklist", r#"{"phoneNumber":"555"}"#);
+    assert_eq!(again.status, 200, "blocking twice changes nothing");
+    let refused = app.identify(r#"{"phoneNumber":"555"}"#);
+    assert_eq!(
+        (refused.status, refused.error_code().as_str()),
+        (422, "blocked_identifier")
+    );
+    let kept = identify(&app, "biff@hillvalley.edu", "555");
+    assert_eq!(kept.status, 200);
+    assert_eq!(
+        kept.json()["contact"]["phoneNumbers"],
+        serde_json::json!([]),
+        "not stored"
+    );
+    let unblocked = app.delete("/blocklist?phoneNumber=555");
+    assert_eq!(unblocked.status, 200, "{}", unblocked.text);
+    let identities = unblocked.json()["identities"].as_array().unwrap().clone();
+    assert_eq!(identities.len(), 1);
+    assert_eq!(identities[0]["primaryContactId"], 1);
+    assert_eq!(identities[0]["secondaryContactIds"], serde_json::json!([2]));
+    let missing = app.delete("/blocklist?phoneNumber=555");
+    assert_eq!(missing.status, 404);
+    assert_eq!(app.post("/blocklist", "{}").status, 400);
+    assert_eq!(
+        app.post("/blocklist", r#"{"email":"a@b.c","phoneNumber":"1"}"#)
+            .status,
+        400
+    );
+    assert_eq!(
+        app.post("/blocklist", r#"{"email":"not an email"}"#).status,
+        400
+    );
+    assert_eq!(app.delete("/blocklist?fax=1").status, 400);
+}
+
+#[test]
+fn the_cluster_cap_refuses_growth_and_an_unblock_that_would_pass_it() {
+    let app = spawn_app_with(|c| c.max_cluster_size = 3);
+    for n in 0..3 {
+        assert_eq!(
+            identify(&app, &format!("c{n}@x.example"), "777").status,
+            200
+        );
+    }
+    let over = identify(&app, "c3@x.example", "777");
+    assert_eq!(
+        (over.status, over.error_code().as_str()),
+        (409, "cluster_limit")
+    );
+    let rows = app.get("/contacts?after=0&limit=100").json();
+    assert_eq!(
+        rows["contacts"].as_array().unwrap().len(),
+        3,
+        "nothing changed"
+    );
+    // Blocked, 777 splits the three; c0 then merges with two others by their phone 888.
+    assert_eq!(
+        app.post("/blocklist", r#"{"phoneNumber":"777"}"#).status,
+        200
+    );
+    assert_eq!(identify(&app, "d0@x.example", "888").status, 200);
+    assert_eq!(identify(&app, "d1@x.example", "888").status, 200);
+    assert_eq!(identify(&app, "c0@x.example", "888").status, 200);
+    // Unblocking would put c1 and c2 back with c0's cluster of three: five.
+    let refused = app.delete("/blocklist?phoneNumber=777");
+    assert_eq!(
+        (refused.status, refused.error_code().as_str()),
+        (409, "cluster_limit")
+    );
+    assert_eq!(blocklist(&app).len(), 1, "still blocked");
+    let metrics = app.get("/metrics").text;
+    assert!(
+        metrics.contains(r#"identity_engine_refusals_total{reason="cluster_limit"} 2"#),
+        "{metrics}"
+    );
+}
+
+fn import_rows(dir: &Path, csv: &str) {
+    let file = dir.join("rows.csv");
+    std::fs::write(&file, csv).unwrap();
+    import(StorageOptions::new(dir.join("data")), &file, None, false).expect("imports");
+}
+
+#[test]
+fn the_last_contact_id_used_is_507_and_the_data_directory_still_starts_and_checks_clean() {
+    let tmp = tempfile::tempdir().unwrap();
+    import_rows(
+        tmp.path(),
+        "id,phoneNumber,email,linkedId,linkPrecedence,createdAt,updatedAt,deletedAt\n\
+         4294967295,1,last@id.example,,primary,2023-04-01T00:00:00.000Z,2023-04-01T00:00:00.000Z,\n",
+    );
+    let data = tmp.path().join("data");
+    let app = spawn_app_in(&data, |_| {}).unwrap();
+    let refused = identify(&app, "new@id.example", "2");
+    assert_eq!(
+        (refused.status, refused.error_code().as_str()),
+        (507, "capacity_exhausted")
+    );
+    let known = identify(&app, "last@id.example", "1");
+    assert_eq!(
+        known.status, 200,
+        "the server keeps answering: {}",
+        known.text
+    );
+    drop(app);
+    identity_engine::check::check(&data).expect("check finds the directory clean");
+    let app = spawn_app_in(&data, |_| {}).expect("starts again");
+    assert_eq!(identify(&app, "last@id.example", "1").status, 200);
+}
