@@ -2,7 +2,7 @@
 //! order. Each costs the size of what it returns (plus one cluster), never the whole table.
 
 use super::forest::Slot;
-use super::{held, Contact, ContactId, Email, Engine, Phone};
+use super::{held, Contact, ContactId, Email, Engine, Kind, Phone};
 
 impl Engine {
     /// The live rows holding `email` or `phone`, oldest first.
@@ -27,7 +27,14 @@ impl Engine {
                 e.is_some_and(|e| row.email == e) || p.is_some_and(|p| row.phone == p)
             }));
         }
+        // A blocked value's holders sit in any clusters: listed from its block.
+        let blocked = [(Kind::Email, e), (Kind::Phone, p)]
+            .into_iter()
+            .filter_map(|(kind, sym)| self.guards(kind).blocked.get(&sym?))
+            .flat_map(|block| block.holders.iter().copied());
+        slots.extend(blocked);
         slots.sort_unstable_by_key(|&s| self.rows[s as usize].age());
+        slots.dedup();
         slots.into_iter().map(|s| self.contact_at(s)).collect()
     }
 

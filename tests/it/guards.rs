@@ -91,6 +91,12 @@ fn blocking_splits_unblocking_merges_and_an_all_blocked_request_is_refused() {
         .map(|i| i["primaryContactId"].as_u64().unwrap())
         .collect();
     assert_eq!(primaries, [1, 2], "two customers again");
+    let holding = app.get("/contacts?phoneNumber=555").json();
+    assert_eq!(
+        holding["contacts"].as_array().unwrap().len(),
+        2,
+        "its holders are listed"
+    );
     let again = app.post("/blocklist", r#"{"phoneNumber":"555"}"#);
     assert_eq!(again.status, 200, "blocking twice changes nothing");
     let refused = app.identify(r#"{"phoneNumber":"555"}"#);
