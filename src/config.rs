@@ -26,13 +26,26 @@ pub struct Cli {
 pub enum Command {
     /// Start the server (what running with no subcommand does).
     Serve(Config),
-    /// Verify every file of a data directory and print what it holds; change nothing.
+    /// Verify every file of a data directory (or, given FILE, a backup) and print what it
+    /// holds; change nothing.
     Check {
         #[arg(long, env = "IDENTITY_ENGINE_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
+        /// A backup file to verify instead of the data directory.
+        file: Option<PathBuf>,
         /// Cut the log at the first damaged record, after saying what that loses.
         #[arg(long)]
         repair: bool,
+        /// With --repair: go ahead without asking (needed when standard input is a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Build a new data directory from a backup file (from GET /backup); refuses a non-empty one.
+    Restore {
+        #[arg(long, env = "IDENTITY_ENGINE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// The backup file.
+        file: PathBuf,
     },
     /// Write every row (deleted ones too) in id order as CSV or NDJSON.
     Export {
@@ -62,8 +75,11 @@ pub enum Command {
 /// The server's settings, with SPEC.md's defaults.
 #[derive(Args, Debug, Clone)]
 pub struct Config {
-    /// Address to listen on (port 0 picks a free one).
-    #[arg(long, env = "IDENTITY_ENGINE_ADDR", default_value = "127.0.0.1:3000")]
+    /// Address to listen on: host:port (a name works), :port (every interface) or a port
+    /// (loopback); port 0 picks a free one. Default 127.0.0.1:3000, or 0.0.0.0:$PORT when PORT
+    /// is set.
+    #[arg(long, env = "IDENTITY_ENGINE_ADDR", value_parser = crate::addr::parse_addr,
+        default_value_t = crate::addr::default_addr())]
     pub addr: SocketAddr,
     /// Directory for the log and snapshots; one server per directory.
     #[arg(long, env = "IDENTITY_ENGINE_DATA_DIR", default_value = "./data")]

@@ -5,7 +5,9 @@
 //! - [`store`]: the shared handle: one lock around the engine, the log behind it.
 #![forbid(unsafe_code)]
 
+pub mod addr;
 pub mod app;
+pub mod backup;
 pub mod check;
 pub mod config;
 pub mod engine;

@@ -130,6 +130,12 @@ impl Store {
         self.inner.state.lock().engine.stats()
     }
 
+    /// The data directory and where its log ends now, for a backup (which reads files only).
+    pub fn backup_point(&self) -> (std::path::PathBuf, crate::storage::LogEnd) {
+        let storage = &self.inner.storage;
+        (storage.dir().to_owned(), storage.log_end())
+    }
+
     /// Whether the log has failed and the store refuses everything until restart.
     pub fn is_failed(&self) -> bool {
         self.inner.storage.is_failed()

@@ -2,6 +2,7 @@
 //! serve it on port 0 or call it in-process.
 
 mod admin;
+mod backup;
 mod contacts;
 mod error;
 mod identify;
@@ -77,11 +78,13 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(contacts::export))
         .routes(routes!(contacts::contact, contacts::delete))
         .routes(routes!(contacts::identity))
-        .routes(routes!(openapi::docs))
-        .route_layer(admin_guard.clone());
+        .routes(routes!(backup::backup))
+        .route_layer(admin_guard);
     let (routes, mut api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(identify::identify))
         .routes(routes!(ops::healthz))
+        .routes(routes!(ops::health))
+        .routes(routes!(openapi::docs))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
         .merge(admin)
@@ -94,7 +97,7 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
     // `/openapi.json` serves the document built above, so its handler gets it as state.
     let openapi_json = Router::new()
         .route("/openapi.json", get(openapi::openapi_json))
-        .route_layer(admin_guard)
+        .route("/", get(openapi::home))
         .with_state(document);
     // Router::layer wraps each route: the limit layer's clones share one count of requests.
     let limits = limits::LimitLayer::new(&state.limits);
@@ -103,7 +106,7 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .paths
         .keys()
         .cloned()
-        .chain(["/openapi.json".to_owned()]);
+        .chain(["/openapi.json".to_owned(), "/".to_owned()]);
     let observe = observe::ObserveLayer::new(state.store.clone(), templates);
     let router = routes
         .with_state(state.clone())

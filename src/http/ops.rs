@@ -16,6 +16,13 @@ pub async fn healthz() -> Response {
     (StatusCode::OK, axum::Json(json!({ "status": "ok" }))).into_response()
 }
 
+/// The same as `/healthz`, for the checkers that expect this path.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "Alive", body = super::openapi::Status)))]
+pub async fn health() -> Response {
+    healthz().await
+}
+
 /// Ready once recovery has finished (the server binds only after it) and while the log is
 /// writable; 503 with the reason once storage has failed closed.
 #[utoipa::path(get, path = "/readyz", tag = "operations",

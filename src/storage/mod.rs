@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 
 use crate::engine::{Change, Engine};
 pub use recovery::{Mode, Report, TailCut};
+pub use writer::LogEnd;
 use writer::{LogWriter, WriterOptions};
 
 /// When the log is synced to disk, and so what an acknowledged change survives.
@@ -61,7 +62,7 @@ pub enum StorageError {
         "storage is unavailable after a write or sync failure; restart to recover from the log"
     )]
     Unavailable,
-    #[error("{}: corrupt at offset {offset}: {reason}", file.display())]
+    #[error("{}: corrupt at offset {offset}: {reason}{}", file.display(), next_step(file))]
     Corrupt {
         file: PathBuf,
         offset: u64,
@@ -73,6 +74,20 @@ pub enum StorageError {
     File { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+/// What to do about damage in `file`: a log segment can be cut at the damage, a snapshot only
+/// restored from a backup (the segments it covers are gone).
+fn next_step(file: &Path) -> String {
+    let name = file.file_name().unwrap_or_default().to_string_lossy();
+    let dir = file.parent().unwrap_or(Path::new(".")).display();
+    if wal::parse_segment_name(&name).is_some() {
+        format!(". To start from the records before the damage, run `identity-engine check --data-dir {dir} --repair`: it says how many records and contacts that drops before doing it")
+    } else if snapshot::parse_snapshot_name(&name).is_some() {
+        ". Restore the data directory from a backup: `identity-engine restore --data-dir NEW_DIR FILE`".to_owned()
+    } else {
+        String::new()
+    }
 }
 
 impl StorageError {
@@ -181,6 +196,7 @@ impl Storage {
     /// Locks `dir`, recovers the state in it, and starts the log writer after the last record.
     pub fn open(options: StorageOptions) -> Result<(Storage, Engine, Report), StorageError> {
         let lock = lock_dir(&options.dir)?;
+        crate::backup::remove_staging(&options.dir);
         let (engine, report) = recovery::recover(&options.dir, Mode::Open)?;
         let (sealed_tx, sealed_rx) = std::sync::mpsc::channel();
         // A long replay means the last run never snapshotted what it logged (it was killed, or
@@ -231,6 +247,15 @@ impl Storage {
 
     pub fn is_failed(&self) -> bool {
         self.writer.is_failed()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the log ends now: a backup taken from here holds every acknowledged change.
+    pub fn log_end(&self) -> LogEnd {
+        self.writer.end()
     }
 
     /// Syncs the log, stops the writer and the snapshotter, and writes a snapshot of `engine`

@@ -56,8 +56,19 @@ struct Queue {
     stop: bool,
 }
 
+/// Where the log ends, for a backup: the open segment (by its first sequence number), the length
+/// of the whole groups written to it, and the last sequence number among them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogEnd {
+    pub segment: u64,
+    pub bytes: u64,
+    pub last_seq: u64,
+}
+
 struct Shared {
     queue: Mutex<Queue>,
+    /// Updated before a batch is acknowledged, so it covers every acknowledged change.
+    end: Mutex<LogEnd>,
     wake: Condvar,
     durable: AtomicU64,
     failed: AtomicBool,
@@ -87,6 +98,11 @@ impl LogWriter {
                 stop: false,
             }),
             wake: Condvar::new(),
+            end: Mutex::new(LogEnd {
+                segment: last_seq + 1,
+                bytes: FILE_HEADER as u64,
+                last_seq,
+            }),
             durable: AtomicU64::new(last_seq),
             failed: AtomicBool::new(false),
             published,
@@ -134,6 +150,11 @@ impl LogWriter {
         self.shared.failed.load(Ordering::Acquire)
     }
 
+    /// Where the log ends now: everything acknowledged so far lies before it.
+    pub fn end(&self) -> LogEnd {
+        *self.shared.end.lock()
+    }
+
     /// Waits until every record up to `seq` is durable (per the fsync policy).
     pub async fn wait_durable(&self, seq: u64) -> Result<(), StorageError> {
         if self.shared.durable.load(Ordering::Acquire) >= seq {
@@ -178,6 +199,7 @@ pub const PREALLOCATE_BYTES: u64 = 1 << 20;
 struct Segment {
     file: File,
     path: PathBuf,
+    first_seq: u64,
     /// The end of the records.
     bytes: u64,
     /// The file's length: zeros from `bytes` to here.
@@ -202,6 +224,7 @@ impl Segment {
         Ok(Segment {
             file,
             path,
+            first_seq,
             bytes: FILE_HEADER as u64,
             allocated: FILE_HEADER as u64,
             published: FILE_HEADER as u64,
@@ -296,6 +319,11 @@ impl Worker {
         if self.options.policy == FsyncPolicy::Always {
             self.sync()?;
         }
+        *self.shared.end.lock() = LogEnd {
+            segment: self.segment.first_seq,
+            bytes: self.segment.bytes,
+            last_seq,
+        };
         self.publish(last_seq);
         self.segment.published = self.segment.bytes;
         if self.segment.bytes >= self.options.segment_bytes {
@@ -341,6 +369,11 @@ impl Worker {
             Segment::create(&self.options.dir, last_seq + 1).map_err(StorageError::into_io)?;
         tracing::debug!(sealed = %self.segment.path.display(), "log segment sealed");
         self.segment = next;
+        *self.shared.end.lock() = LogEnd {
+            segment: last_seq + 1,
+            bytes: FILE_HEADER as u64,
+            last_seq,
+        };
         if let Some(tx) = &self.options.sealed {
             let _ = tx.send(last_seq);
         }

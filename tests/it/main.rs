@@ -10,9 +10,11 @@ mod model;
 #[allow(dead_code)]
 mod storage_support;
 
+mod backup;
 mod crash;
 mod durability;
 mod engine_model;
+mod first_hour;
 mod http_identify;
 mod lifecycle;
 mod operations;

@@ -18,6 +18,7 @@ use serde_json::Value;
 const ROUTES: &[(&str, &str, &[&str])] = &[
     ("post", "/identify", &["200", "400", "413", "503"]),
     ("get", "/healthz", &["200"]),
+    ("get", "/health", &["200"]),
     ("get", "/readyz", &["200", "503"]),
     ("get", "/metrics", &["200"]),
     ("get", "/contacts", &["200", "400", "401", "403"]),
@@ -33,8 +34,9 @@ const ROUTES: &[(&str, &str, &[&str])] = &[
         "/contacts/{id}/identity",
         &["200", "401", "403", "404"],
     ),
-    ("get", "/openapi.json", &["200", "401", "403"]),
-    ("get", "/docs", &["200", "401", "403"]),
+    ("get", "/openapi.json", &["200"]),
+    ("get", "/backup", &["200", "401", "403", "503"]),
+    ("get", "/docs", &["200"]),
 ];
 
 #[test]
