@@ -30,7 +30,11 @@ pub async fn health() -> Response {
         (status = 503, description = "Storage failed closed; restart to recover", body = super::openapi::ErrorBody)))]
 pub async fn readyz(State(app): State<AppState>) -> Result<Response, ApiError> {
     if app.store.is_failed() {
-        return Err(ApiError::StorageUnavailable);
+        let why = app
+            .store
+            .failure()
+            .unwrap_or_else(|| "storage has failed".into());
+        return Err(ApiError::NotReady(why));
     }
     Ok((StatusCode::OK, axum::Json(json!({ "status": "ready" }))).into_response())
 }

@@ -68,6 +68,8 @@ pub enum StorageError {
         offset: u64,
         reason: String,
     },
+    #[error("the disk holding {} is full: free at least {} MiB there, then start the server again (every acknowledged change is in the log)", dir.display(), need.div_ceil(1 << 20))]
+    DiskFull { dir: PathBuf, need: u64 },
     #[error("data directory {} is in use by another process", .0.display())]
     Locked(PathBuf),
     #[error("{}: {source}", path.display())]
@@ -111,6 +113,23 @@ pub(crate) fn corrupt(file: &Path, offset: u64, reason: String) -> StorageError 
         file: file.to_owned(),
         offset,
         reason,
+    }
+}
+
+/// A full disk under `dir`, which needs `least` bytes for the log plus room for the next
+/// snapshot (as large as the newest one).
+pub(crate) fn disk_full(dir: &Path, least: u64) -> StorageError {
+    let snapshot = recovery::list(dir)
+        .ok()
+        .and_then(|f| {
+            f.snapshots
+                .last()
+                .and_then(|(_, p)| std::fs::metadata(p).ok())
+        })
+        .map_or(0, |m| m.len());
+    StorageError::DiskFull {
+        dir: dir.to_owned(),
+        need: least + snapshot,
     }
 }
 
@@ -247,6 +266,11 @@ impl Storage {
 
     pub fn is_failed(&self) -> bool {
         self.writer.is_failed()
+    }
+
+    /// Why the log failed and what to do, once it has.
+    pub fn failure(&self) -> Option<String> {
+        self.writer.failure()
     }
 
     pub fn dir(&self) -> &Path {

@@ -12,6 +12,7 @@ mod storage_support;
 
 mod backup;
 mod crash;
+mod disk_full;
 mod durability;
 mod engine_model;
 mod first_hour;
