@@ -15,7 +15,7 @@ use crate::common::{spawn_app_in, spawn_app_with, TestApp};
 const CLIENTS: usize = 8;
 
 /// `GET /backup`, the body as bytes.
-fn fetch_backup(addr: SocketAddr) -> Vec<u8> {
+pub fn fetch_backup(addr: SocketAddr) -> Vec<u8> {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))

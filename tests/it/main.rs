@@ -20,3 +20,4 @@ mod http_identify;
 mod lifecycle;
 mod operations;
 mod smoke;
+mod walkthrough;
