@@ -72,7 +72,7 @@ pub enum Command {
     },
 }
 
-/// The server's settings, with SPEC.md's defaults.
+/// The server's settings, with the contract's defaults (docs/API.md).
 #[derive(Args, Debug, Clone)]
 pub struct Config {
     /// Address to listen on: host:port (a name works), :port (every interface) or a port

@@ -1,4 +1,4 @@
-//! `ApiError`: every error answer, as SPEC.md's JSON body with a stable code. 5xx answers say
+//! `ApiError`: every error answer, as docs/API.md's JSON body with a stable code. 5xx answers say
 //! what happened in words for a person and never leak internals.
 
 use axum::http::{header, StatusCode};

@@ -1,4 +1,4 @@
-//! `POST /identify`: the request as SPEC.md reads it, and the answer as SPEC.md writes it.
+//! `POST /identify`: the request as docs/API.md reads it, and the answer as it writes it.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, AppState};
 use crate::engine::{ContactId, Email, IdentityRef, Phone, Query};
 
-/// Reconcile: find or create the identity of an email and/or phone number (SPEC.md rules 1-5).
+/// Reconcile: find or create the identity of an email and/or phone number (docs/API.md, rules 1-5).
 #[utoipa::path(post, path = "/identify", tag = "identity",
     request_body(content = super::openapi::IdentifyRequest, description = "Read as JSON whatever the Content-Type"),
     responses(
@@ -36,7 +36,7 @@ pub async fn identify(
     Ok(json_response(StatusCode::OK, answer))
 }
 
-/// Reads a body as SPEC.md says: JSON whatever the Content-Type, normalized and validated.
+/// Reads a body as docs/API.md says: JSON whatever the Content-Type, normalized and validated.
 pub fn parse_query(body: &[u8]) -> Result<Query, ApiError> {
     let request: IdentifyRequest =
         serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;

@@ -24,7 +24,7 @@ pub use ops::Limits;
 
 use crate::store::Store;
 
-/// SPEC.md's default body limit.
+/// The contract's default body limit (docs/API.md).
 pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024;
 /// How long a request may take before it is answered 503 `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,7 +52,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Default options: no typo key, SPEC.md's limits, no admin token (loopback only).
+    /// Default options: no typo key, the default limits, no admin token (loopback only).
     pub fn new(store: Store) -> AppState {
         AppState {
             store,

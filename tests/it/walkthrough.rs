@@ -95,7 +95,10 @@ fn wait_ready(addr: SocketAddr, server: &mut Child) {
         if up && request(addr, "GET", "/readyz", b"", &[]).status == 200 {
             return;
         }
-        assert!(Instant::now() < deadline, "the server at {addr} never got ready");
+        assert!(
+            Instant::now() < deadline,
+            "the server at {addr} never got ready"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -141,25 +144,35 @@ fn the_readme_quick_start_works_as_written() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data");
     std::fs::create_dir_all(dir.join("examples/data")).unwrap();
     for entry in std::fs::read_dir(&examples).unwrap().flatten() {
-        std::fs::copy(entry.path(), dir.join("examples/data").join(entry.file_name())).unwrap();
+        std::fs::copy(
+            entry.path(),
+            dir.join("examples/data").join(entry.file_name()),
+        )
+        .unwrap();
     }
     let ports = [("3000", free_port()), ("3001", free_port())];
     let port_of = |text: &str| -> u16 {
-        let (_, port) = ports.iter().find(|(p, _)| text.contains(p)).expect("a known port");
+        let (_, port) = ports
+            .iter()
+            .find(|(p, _)| text.contains(p))
+            .expect("a known port");
         *port
     };
     let mut servers = Servers(vec![]);
     let steps = quick_start();
-    assert!(steps.len() >= 8, "the quick start lost its steps: {steps:?}");
+    assert!(
+        steps.len() >= 8,
+        "the quick start lost its steps: {steps:?}"
+    );
     for (line, expected) in &steps {
         let words = words(line);
         match words[0].as_str() {
             "cargo" => {
                 assert_eq!(words[1..3], ["run", "--release"], "{line}");
                 let mut args: Vec<String> = words.iter().skip(4).cloned().collect();
-                let tool = args
-                    .first()
-                    .is_some_and(|a| ["import", "export", "check", "restore"].contains(&a.as_str()));
+                let tool = args.first().is_some_and(|a| {
+                    ["import", "export", "check", "restore"].contains(&a.as_str())
+                });
                 if tool {
                     assert_printed(line, &run_tool(dir, &args), expected);
                     continue;
@@ -204,7 +217,10 @@ fn the_readme_quick_start_works_as_written() {
     for data in ["data", "hillvalley", "hillvalley-copy"] {
         assert!(dir.join(data).is_dir(), "{data} was made");
     }
-    assert!(dir.join("examples/data/hillvalley.csv").is_file(), "the example data is where it was");
+    assert!(
+        dir.join("examples/data/hillvalley.csv").is_file(),
+        "the example data is where it was"
+    );
 }
 
 /// SIGTERM, as Ctrl-C would: each server exits 0 after syncing and snapshotting.
