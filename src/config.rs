@@ -100,9 +100,13 @@ pub struct Config {
     /// Requests served at once; more get 503 `overloaded` immediately.
     #[arg(long, env = "IDENTITY_ENGINE_MAX_CONCURRENT_REQUESTS", default_value_t = crate::http::DEFAULT_CONCURRENT_REQUESTS)]
     pub max_concurrent_requests: usize,
-    /// Seal the log segment and take a snapshot in the background after this many log bytes.
+    /// Seal the log segment after this many bytes; the least log between two snapshots.
     #[arg(long, env = "IDENTITY_ENGINE_SNAPSHOT_EVERY_BYTES", default_value_t = 64 << 20)]
     pub snapshot_every_bytes: u64,
+    /// Take a snapshot once the log since the last one is at least this percentage of that
+    /// snapshot's size (and at least --snapshot-every-bytes); 0 snapshots at every sealed segment.
+    #[arg(long, env = "IDENTITY_ENGINE_SNAPSHOT_LOG_PERCENT", default_value_t = crate::storage::DEFAULT_SNAPSHOT_LOG_PERCENT)]
+    pub snapshot_log_percent: u64,
     /// Token for admin endpoints (`Authorization: Bearer <token>`); without one they answer
     /// loopback clients only.
     #[arg(long, env = "IDENTITY_ENGINE_ADMIN_TOKEN", hide_env_values = true)]
@@ -135,6 +139,7 @@ impl Config {
             dir: self.data_dir.clone(),
             fsync: self.fsync,
             snapshot_every_bytes: self.snapshot_every_bytes,
+            snapshot_log_percent: self.snapshot_log_percent,
             faults: self.faults.clone(),
             observer: None,
         }
