@@ -57,15 +57,18 @@ pub enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
-    /// Add the rows of a CSV or NDJSON file (the Contact table's columns) to a data directory.
+    /// Add the rows of a CSV or NDJSON file (the Contact table's columns, or with --format
+    /// orders a shop's orders) to a data directory.
     Import {
         #[arg(long, env = "IDENTITY_ENGINE_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
         /// The file to read.
         file: PathBuf,
-        /// csv or ndjson; guessed from the extension and the first byte when absent.
+        /// csv or ndjson (Contact rows; guessed from the extension and the first byte when
+        /// absent), or orders: rows of email, phoneNumber and an optional timestamp, run as
+        /// /identify requests in timestamp order.
         #[arg(long, value_enum)]
-        format: Option<crate::export::Format>,
+        format: Option<crate::orders::ImportFormat>,
         /// Import the valid rows and report the invalid ones, instead of importing nothing.
         #[arg(long)]
         skip_invalid: bool,

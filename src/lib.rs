@@ -16,5 +16,6 @@ pub mod http;
 pub mod import;
 pub mod logging;
 pub mod metrics;
+pub mod orders;
 pub mod storage;
 pub mod store;

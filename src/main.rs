@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use identity_engine::app::{shutdown_signal, App};
 use identity_engine::config::{Cli, Command, Config, LogFormat};
+use identity_engine::orders::{self, ImportFormat};
 use identity_engine::storage::StorageOptions;
 use identity_engine::{backup, check, export, import, logging};
 
@@ -55,11 +56,24 @@ fn run_tool(command: Command) -> Result<(), String> {
         Command::Import {
             data_dir,
             file,
-            format,
+            format: Some(ImportFormat::Orders),
             skip_invalid,
-        } => import::import(StorageOptions::new(data_dir), &file, format, skip_invalid)
+        } => orders::import_orders(StorageOptions::new(data_dir), &file, None, skip_invalid)
             .map(|r| r.to_string())
             .map_err(|e| e.to_string()),
+        Command::Import {
+            data_dir,
+            file,
+            format,
+            skip_invalid,
+        } => import::import(
+            StorageOptions::new(data_dir),
+            &file,
+            format.and_then(ImportFormat::syntax),
+            skip_invalid,
+        )
+        .map(|r| r.to_string())
+        .map_err(|e| e.to_string()),
         Command::Serve(_) => unreachable!("serve is not a tool"),
     }?;
     print!("{report}");

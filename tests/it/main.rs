@@ -19,5 +19,6 @@ mod first_hour;
 mod http_identify;
 mod lifecycle;
 mod operations;
+mod orders;
 mod smoke;
 mod walkthrough;
