@@ -4,7 +4,11 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::engine::Change;
+use crate::storage::codec;
+use crate::storage::frame::{read_all, read_frame, Frame, FILE_HEADER};
 use crate::storage::recovery::{self, Mode};
+use crate::storage::wal::Record;
 use crate::storage::{lock_dir, StorageError};
 
 /// Verifies `dir` without changing it; returns the report to print.
@@ -56,9 +60,10 @@ pub fn check(dir: &Path) -> Result<String, StorageError> {
     Ok(out)
 }
 
-/// Cuts the log at the first damaged record and removes the segments after it. Returns what was
-/// done; `say` hears what will be lost before anything is changed.
-pub fn repair(dir: &Path, say: &mut dyn FnMut(&str)) -> Result<String, StorageError> {
+/// Cuts the log at the first damaged record and removes the segments after it. `confirm` hears
+/// what will be lost (records, contacts, bytes) before anything is changed, and says whether to
+/// go ahead. Returns what was done.
+pub fn repair(dir: &Path, confirm: &mut dyn FnMut(&str) -> bool) -> Result<String, StorageError> {
     let lock = lock_dir(dir)?;
     let (file, offset, reason) = match recovery::recover(dir, Mode::ReadOnly) {
         Err(StorageError::Corrupt {
@@ -88,15 +93,26 @@ pub fn repair(dir: &Path, say: &mut dyn FnMut(&str)) -> Result<String, StorageEr
         .filter(|(s, _)| *s > first)
         .map(|(_, p)| p)
         .collect();
-    let size = std::fs::metadata(&file)
-        .map_err(|e| StorageError::file(&file, e))?
-        .len();
-    let mut loss = format!("{}: corrupt at offset {offset} ({reason})\nrepair will drop {} byte(s) of it from that offset", file.display(), size - offset);
+    let read = |path: &Path| read_all(path).map_err(|e| StorageError::file(path, e));
+    let mut lost = records_from(&read(&file)?, offset as usize + 1);
+    lost.records += 1; // the damaged record itself
     for path in &later {
-        let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        write!(loss, "\nand remove {} ({bytes} bytes)", path.display()).ok();
+        let other = records_from(&read(path)?, FILE_HEADER);
+        lost.records += other.records;
+        lost.contacts += other.contacts;
     }
-    say(&loss);
+    let mut loss = format!(
+        "{}: corrupt at offset {offset} ({reason})\nrepair cuts the log there: it drops the damaged record and {} readable record(s) after it, {} of them new contacts",
+        file.display(),
+        lost.records - 1,
+        lost.contacts
+    );
+    for path in &later {
+        write!(loss, "\nand removes {}", path.display()).ok();
+    }
+    if !confirm(&loss) {
+        return Ok("nothing changed\n".into());
+    }
     recovery::truncate(&file, offset)?;
     for path in &later {
         std::fs::remove_file(path).map_err(|e| StorageError::file(path, e))?;
@@ -108,4 +124,49 @@ pub fn repair(dir: &Path, say: &mut dyn FnMut(&str)) -> Result<String, StorageEr
         report.last_seq,
         check(dir)?
     ))
+}
+
+/// Records and new contacts that can still be read in `buf` from `from` on: each frame that
+/// decodes as a record is counted; damage and the zeros filled ahead are skipped a byte at a time.
+#[derive(Debug, Default, Clone, Copy)]
+struct Lost {
+    records: u64,
+    contacts: u64,
+}
+
+fn records_from(buf: &[u8], from: usize) -> Lost {
+    let mut lost = Lost::default();
+    let mut offset = from;
+    while offset < buf.len() {
+        if buf[offset..].iter().all(|&b| b == 0) {
+            break;
+        }
+        let decoded = match read_frame(buf, offset) {
+            Frame::Valid { payload, next } => {
+                codec::decode::<Record>(payload).ok().map(|r| (r, next))
+            }
+            _ => None,
+        };
+        match decoded {
+            Some((record, next)) => {
+                lost.records += 1;
+                lost.contacts += u64::from(matches!(record.change, Change::Created(_)));
+                offset = next;
+            }
+            None => offset += 1,
+        }
+    }
+    lost
+}
+
+/// For `check --repair`: prints what will be lost; on a terminal, goes ahead only with `--yes`
+/// (a person reads the loss first); in a script, goes ahead.
+pub fn confirm(loss: &str, yes: bool) -> bool {
+    use std::io::IsTerminal;
+    eprintln!("{loss}");
+    if yes || !std::io::stdin().is_terminal() {
+        return true;
+    }
+    eprintln!("nothing changed: run again with --yes to cut the log");
+    false
 }

@@ -26,13 +26,26 @@ pub struct Cli {
 pub enum Command {
     /// Start the server (what running with no subcommand does).
     Serve(Config),
-    /// Verify every file of a data directory and print what it holds; change nothing.
+    /// Verify every file of a data directory (or, given FILE, a backup) and print what it
+    /// holds; change nothing.
     Check {
         #[arg(long, env = "IDENTITY_ENGINE_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
+        /// A backup file to verify instead of the data directory.
+        file: Option<PathBuf>,
         /// Cut the log at the first damaged record, after saying what that loses.
         #[arg(long)]
         repair: bool,
+        /// With --repair: go ahead without asking (needed when standard input is a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Build a new data directory from a backup file (from GET /backup); refuses a non-empty one.
+    Restore {
+        #[arg(long, env = "IDENTITY_ENGINE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// The backup file.
+        file: PathBuf,
     },
     /// Write every row (deleted ones too) in id order as CSV or NDJSON.
     Export {
@@ -44,26 +57,32 @@ pub enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
-    /// Add the rows of a CSV or NDJSON file (the Contact table's columns) to a data directory.
+    /// Add the rows of a CSV or NDJSON file (the Contact table's columns, or with --format
+    /// orders a shop's orders) to a data directory.
     Import {
         #[arg(long, env = "IDENTITY_ENGINE_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
         /// The file to read.
         file: PathBuf,
-        /// csv or ndjson; guessed from the extension and the first byte when absent.
+        /// csv or ndjson (Contact rows; guessed from the extension and the first byte when
+        /// absent), or orders: rows of email, phoneNumber and an optional timestamp, run as
+        /// /identify requests in timestamp order.
         #[arg(long, value_enum)]
-        format: Option<crate::export::Format>,
+        format: Option<crate::orders::ImportFormat>,
         /// Import the valid rows and report the invalid ones, instead of importing nothing.
         #[arg(long)]
         skip_invalid: bool,
     },
 }
 
-/// The server's settings, with SPEC.md's defaults.
+/// The server's settings, with the contract's defaults (docs/API.md).
 #[derive(Args, Debug, Clone)]
 pub struct Config {
-    /// Address to listen on (port 0 picks a free one).
-    #[arg(long, env = "IDENTITY_ENGINE_ADDR", default_value = "127.0.0.1:3000")]
+    /// Address to listen on: host:port (a name works), :port (every interface) or a port
+    /// (loopback); port 0 picks a free one. Default 127.0.0.1:3000, or 0.0.0.0:$PORT when PORT
+    /// is set.
+    #[arg(long, env = "IDENTITY_ENGINE_ADDR", value_parser = crate::addr::parse_addr,
+        default_value_t = crate::addr::default_addr())]
     pub addr: SocketAddr,
     /// Directory for the log and snapshots; one server per directory.
     #[arg(long, env = "IDENTITY_ENGINE_DATA_DIR", default_value = "./data")]
@@ -84,9 +103,13 @@ pub struct Config {
     /// Requests served at once; more get 503 `overloaded` immediately.
     #[arg(long, env = "IDENTITY_ENGINE_MAX_CONCURRENT_REQUESTS", default_value_t = crate::http::DEFAULT_CONCURRENT_REQUESTS)]
     pub max_concurrent_requests: usize,
-    /// Seal the log segment and take a snapshot in the background after this many log bytes.
+    /// Seal the log segment after this many bytes; the least log between two snapshots.
     #[arg(long, env = "IDENTITY_ENGINE_SNAPSHOT_EVERY_BYTES", default_value_t = 64 << 20)]
     pub snapshot_every_bytes: u64,
+    /// Take a snapshot once the log since the last one is at least this percentage of that
+    /// snapshot's size (and at least --snapshot-every-bytes); 0 snapshots at every sealed segment.
+    #[arg(long, env = "IDENTITY_ENGINE_SNAPSHOT_LOG_PERCENT", default_value_t = crate::storage::DEFAULT_SNAPSHOT_LOG_PERCENT)]
+    pub snapshot_log_percent: u64,
     /// Token for admin endpoints (`Authorization: Bearer <token>`); without one they answer
     /// loopback clients only.
     #[arg(long, env = "IDENTITY_ENGINE_ADMIN_TOKEN", hide_env_values = true)]
@@ -136,6 +159,7 @@ impl Config {
             dir: self.data_dir.clone(),
             fsync: self.fsync,
             snapshot_every_bytes: self.snapshot_every_bytes,
+            snapshot_log_percent: self.snapshot_log_percent,
             faults: self.faults.clone(),
             observer: None,
         }

@@ -35,7 +35,7 @@ pub enum ImportError {
     Storage(#[from] StorageError),
 }
 
-fn list(errors: &[RowError]) -> String {
+pub(crate) fn list(errors: &[RowError]) -> String {
     let shown: Vec<String> = errors
         .iter()
         .take(50)
@@ -256,7 +256,7 @@ fn read_rows(
     Ok((rows, errors))
 }
 
-fn sniff(path: &Path, start: &[u8]) -> Format {
+pub(crate) fn sniff(path: &Path, start: &[u8]) -> Format {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     if matches!(ext, "ndjson" | "jsonl")
         || start.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
@@ -410,7 +410,7 @@ fn positive_id(text: Option<&str>, name: &str) -> Result<Option<ContactId>, Stri
 }
 
 /// A bar on a terminal, plain lines every tenth otherwise.
-struct Progress {
+pub(crate) struct Progress {
     bar: Option<indicatif::ProgressBar>,
     total: u64,
     label: &'static str,
@@ -418,7 +418,7 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(total: u64, label: &'static str) -> Progress {
+    pub(crate) fn new(total: u64, label: &'static str) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new(total);
             bar.set_message(label);
@@ -432,7 +432,7 @@ impl Progress {
         }
     }
 
-    fn tick(&self, done: u64) {
+    pub(crate) fn tick(&self, done: u64) {
         match &self.bar {
             Some(bar) if done.is_multiple_of(1024) || done == self.total => bar.set_position(done),
             Some(_) => {}
@@ -444,7 +444,7 @@ impl Progress {
         }
     }
 
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }

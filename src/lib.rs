@@ -5,7 +5,9 @@
 //! - [`store`]: the shared handle: one lock around the engine, the log behind it.
 #![forbid(unsafe_code)]
 
+pub mod addr;
 pub mod app;
+pub mod backup;
 pub mod blocklist;
 pub mod check;
 pub mod config;
@@ -15,5 +17,6 @@ pub mod http;
 pub mod import;
 pub mod logging;
 pub mod metrics;
+pub mod orders;
 pub mod storage;
 pub mod store;

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use identity_engine::app::{shutdown_signal, App};
 use identity_engine::config::{Cli, Command, Config, LogFormat};
+use identity_engine::orders::{self, ImportFormat};
 use identity_engine::storage::StorageOptions;
-use identity_engine::{check, export, import, logging};
+use identity_engine::{backup, check, export, import, logging};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -30,13 +31,23 @@ fn main() -> ExitCode {
 fn run_tool(command: Command) -> Result<(), String> {
     let report = match command {
         Command::Check {
+            file: Some(file), ..
+        } => backup::check(&file).map_err(|e| e.to_string()),
+        Command::Check {
             data_dir,
             repair: false,
+            ..
         } => check::check(&data_dir).map_err(|e| e.to_string()),
         Command::Check {
             data_dir,
             repair: true,
-        } => check::repair(&data_dir, &mut |loss| eprintln!("{loss}")).map_err(|e| e.to_string()),
+            yes,
+            ..
+        } => check::repair(&data_dir, &mut |loss| check::confirm(loss, yes))
+            .map_err(|e| e.to_string()),
+        Command::Restore { data_dir, file } => {
+            backup::restore_dir(&file, &data_dir).map_err(|e| e.to_string())
+        }
         Command::Export {
             data_dir,
             format,
@@ -45,11 +56,24 @@ fn run_tool(command: Command) -> Result<(), String> {
         Command::Import {
             data_dir,
             file,
-            format,
+            format: Some(ImportFormat::Orders),
             skip_invalid,
-        } => import::import(StorageOptions::new(data_dir), &file, format, skip_invalid)
+        } => orders::import_orders(StorageOptions::new(data_dir), &file, None, skip_invalid)
             .map(|r| r.to_string())
             .map_err(|e| e.to_string()),
+        Command::Import {
+            data_dir,
+            file,
+            format,
+            skip_invalid,
+        } => import::import(
+            StorageOptions::new(data_dir),
+            &file,
+            format.and_then(ImportFormat::syntax),
+            skip_invalid,
+        )
+        .map(|r| r.to_string())
+        .map_err(|e| e.to_string()),
         Command::Serve(_) => unreachable!("serve is not a tool"),
     }?;
     print!("{report}");
@@ -57,6 +81,11 @@ fn run_tool(command: Command) -> Result<(), String> {
 }
 
 fn serve(config: Config) -> Result<(), String> {
+    if config.addr == identity_engine::addr::DEFAULT_ADDR {
+        if let Some(problem) = identity_engine::addr::port_problem() {
+            return Err(problem);
+        }
+    }
     let _logs = logging::init(config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

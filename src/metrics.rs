@@ -214,6 +214,13 @@ impl Metrics {
             .inc();
     }
 
+    /// The snapshot recovery started from was finished at `at` (its file's modification time),
+    /// so the last snapshot's time is known before this process writes one.
+    pub fn observe_loaded_snapshot(&self, at: std::time::SystemTime) {
+        let at = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        self.last_snapshot_timestamp.set(at.as_secs_f64());
+    }
+
     /// The text exposition, with the engine's counts as of now.
     pub fn render(&self, stats: Stats, guards: GuardStats) -> String {
         for (reason, n) in [

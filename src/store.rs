@@ -25,6 +25,9 @@ pub enum StoreError {
     /// A guard or a limit refused the change; nothing changed.
     #[error(transparent)]
     Refused(#[from] Refusal),
+    /// A read refused because the log has failed: memory may hold what the log lacks.
+    #[error("reads are refused after a storage failure")]
+    ReadRefused,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -64,6 +67,10 @@ impl Store {
         let (storage, mut engine, report) = Storage::open(options)?;
         engine.set_limits(limits);
         metrics.observe_recovery(report.elapsed);
+        let loaded = report.snapshot.as_deref().map(std::fs::metadata);
+        if let Some(Ok(at)) = loaded.map(|m| m.and_then(|m| m.modified())) {
+            metrics.observe_loaded_snapshot(at);
+        }
         let state = State {
             engine,
             applied_seq: report.last_seq,
@@ -202,10 +209,14 @@ impl Store {
     /// Reads with `f`; returns once everything `f` could have seen is durable.
     pub async fn read<T>(&self, f: impl FnOnce(&Engine) -> T) -> Result<T> {
         let (out, seq) = {
-            let state = self.lock_healthy()?;
+            let state = self.lock_healthy().map_err(|_| StoreError::ReadRefused)?;
             (f(&state.engine), state.applied_seq)
         };
-        self.inner.storage.wait_durable(seq).await?;
+        self.inner
+            .storage
+            .wait_durable(seq)
+            .await
+            .map_err(|_| StoreError::ReadRefused)?;
         Ok(out)
     }
 
@@ -215,6 +226,17 @@ impl Store {
 
     pub fn guard_stats(&self) -> GuardStats {
         self.inner.state.lock().engine.guard_stats()
+    }
+
+    /// The data directory and where its log ends now, for a backup (which reads files only).
+    pub fn backup_point(&self) -> (std::path::PathBuf, crate::storage::LogEnd) {
+        let storage = &self.inner.storage;
+        (storage.dir().to_owned(), storage.log_end())
+    }
+
+    /// Why the log failed and what to do, once it has.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.storage.failure()
     }
 
     /// Whether the log has failed and the store refuses everything until restart.

@@ -1,4 +1,4 @@
-//! `ApiError`: every error answer, as SPEC.md's JSON body with a stable code. 5xx answers say
+//! `ApiError`: every error answer, as docs/API.md's JSON body with a stable code. 5xx answers say
 //! what happened in words for a person and never leak internals.
 
 use axum::http::{header, StatusCode};
@@ -32,10 +32,12 @@ pub enum ApiError {
     Unauthorized,
     #[error("admin endpoints answer loopback clients only unless the server is started with --admin-token")]
     Forbidden,
-    #[error(
-        "storage is unavailable; the change was not made. The server must be restarted to recover"
-    )]
+    #[error("storage has failed, so this request was not carried out and nothing changed; the server refuses requests that read or change contacts until it is restarted (GET /readyz says why)")]
     StorageUnavailable,
+    #[error("storage has failed, so reads are refused too (memory may hold changes the log lacks); restart the server (GET /readyz says why)")]
+    ReadRefused,
+    #[error("not ready: {0}")]
+    NotReady(String),
     #[error("the request took longer than the server's time limit; its outcome is unknown, and repeating it is safe")]
     Timeout,
     #[error("the server is at its limit of concurrent requests; try again shortly")]
@@ -63,7 +65,9 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StorageUnavailable | ApiError::ReadRefused | ApiError::NotReady(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Timeout | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ClusterLimit(_) => StatusCode::CONFLICT,
             ApiError::BlockedIdentifier => StatusCode::UNPROCESSABLE_ENTITY,
@@ -86,7 +90,9 @@ impl ApiError {
             ApiError::Forbidden => "forbidden",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::BadQuery(_) => "invalid_query",
-            ApiError::StorageUnavailable => "storage_unavailable",
+            ApiError::StorageUnavailable | ApiError::ReadRefused | ApiError::NotReady(_) => {
+                "storage_unavailable"
+            }
             ApiError::Timeout => "timeout",
             ApiError::Overloaded => "overloaded",
             ApiError::ClusterLimit(_) => "cluster_limit",
@@ -115,6 +121,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
             StoreError::Storage(StorageError::Unavailable) => ApiError::StorageUnavailable,
+            StoreError::ReadRefused => ApiError::ReadRefused,
             StoreError::Storage(error) => {
                 tracing::error!(%error, "storage error");
                 ApiError::StorageUnavailable

@@ -1,4 +1,4 @@
-//! `POST /identify`: the request as SPEC.md reads it, and the answer as SPEC.md writes it.
+//! `POST /identify`: the request as docs/API.md reads it, and the answer as it writes it.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -14,13 +14,16 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, AppState};
 use crate::engine::{ContactId, Email, IdentityRef, Phone, Query};
 
-/// Reconcile: find or create the identity of an email and/or phone number (SPEC.md rules 1-5).
+/// Reconcile: find or create the identity of an email and/or phone number (docs/API.md, rules 1-5).
 #[utoipa::path(post, path = "/identify", tag = "identity",
     request_body(content = super::openapi::IdentifyRequest, description = "Read as JSON whatever the Content-Type"),
     responses(
         (status = 200, description = "The whole cluster", body = super::openapi::Answer),
         (status = 400, description = "Not a JSON object, a wrong or repeated field, no identifier, or an implausible email or phone", body = super::openapi::ErrorBody),
         (status = 413, description = "Body over the size limit (default 16 KiB)", body = super::openapi::ErrorBody),
+        (status = 409, description = "The request would leave an identity larger than the cluster cap (cluster_limit); nothing changed", body = super::openapi::ErrorBody),
+        (status = 422, description = "Every identifier in the request is blocked (blocked_identifier); nothing changed", body = super::openapi::ErrorBody),
+        (status = 507, description = "No room left for the change: contact ids or identifier storage (capacity_exhausted); nothing changed", body = super::openapi::ErrorBody),
         (status = 503, description = "The change could not be made durable (storage_unavailable), the time limit passed (timeout), or too many requests at once (overloaded)", body = super::openapi::ErrorBody)))]
 pub async fn identify(
     State(app): State<AppState>,
@@ -36,7 +39,7 @@ pub async fn identify(
     Ok(json_response(StatusCode::OK, answer))
 }
 
-/// Reads a body as SPEC.md says: JSON whatever the Content-Type, normalized and validated.
+/// Reads a body as docs/API.md says: JSON whatever the Content-Type, normalized and validated.
 pub fn parse_query(body: &[u8]) -> Result<Query, ApiError> {
     let request: IdentifyRequest =
         serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;

@@ -2,6 +2,7 @@
 //! serve it on port 0 or call it in-process.
 
 mod admin;
+mod backup;
 mod blocklist;
 mod contacts;
 mod error;
@@ -24,7 +25,7 @@ pub use ops::Limits;
 
 use crate::store::Store;
 
-/// SPEC.md's default body limit.
+/// The contract's default body limit (docs/API.md).
 pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024;
 /// How long a request may take before it is answered 503 `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,7 +53,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Default options: no typo key, SPEC.md's limits, no admin token (loopback only).
+    /// Default options: no typo key, the default limits, no admin token (loopback only).
     pub fn new(store: Store) -> AppState {
         AppState {
             store,
@@ -83,11 +84,13 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
             blocklist::block,
             blocklist::unblock
         ))
-        .routes(routes!(openapi::docs))
-        .route_layer(admin_guard.clone());
+        .routes(routes!(backup::backup))
+        .route_layer(admin_guard);
     let (routes, mut api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(identify::identify))
         .routes(routes!(ops::healthz))
+        .routes(routes!(ops::health))
+        .routes(routes!(openapi::docs))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
         .merge(admin)
@@ -100,7 +103,7 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
     // `/openapi.json` serves the document built above, so its handler gets it as state.
     let openapi_json = Router::new()
         .route("/openapi.json", get(openapi::openapi_json))
-        .route_layer(admin_guard)
+        .route("/", get(openapi::home))
         .with_state(document);
     // Router::layer wraps each route: the limit layer's clones share one count of requests.
     let limits = limits::LimitLayer::new(&state.limits);
@@ -109,7 +112,7 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .paths
         .keys()
         .cloned()
-        .chain(["/openapi.json".to_owned()]);
+        .chain(["/openapi.json".to_owned(), "/".to_owned()]);
     let observe = observe::ObserveLayer::new(state.store.clone(), templates);
     let router = routes
         .with_state(state.clone())

@@ -116,9 +116,7 @@ pub struct Status {
 
 /// `GET /openapi.json`: this document.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
-    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json"),
-        (status = 401, description = "Admin token missing or wrong", body = ErrorBody),
-        (status = 403, description = "Not loopback and no admin token configured", body = ErrorBody)))]
+    responses((status = 200, description = "The OpenAPI 3.1 document; public, as it holds no data", content_type = "application/json")))]
 pub async fn openapi_json(
     axum::extract::State(doc): axum::extract::State<std::sync::Arc<String>>,
 ) -> Response {
@@ -131,9 +129,7 @@ pub async fn openapi_json(
 
 /// `GET /docs`: the document rendered for a person.
 #[utoipa::path(get, path = "/docs", tag = "operations",
-    responses((status = 200, description = "An HTML page rendering /openapi.json", content_type = "text/html"),
-        (status = 401, description = "Admin token missing or wrong", body = ErrorBody),
-        (status = 403, description = "Not loopback and no admin token configured", body = ErrorBody)))]
+    responses((status = 200, description = "An HTML page rendering /openapi.json; public, as it holds no data", content_type = "text/html")))]
 pub async fn docs() -> Html<&'static str> {
     Html(include_str!("docs.html"))
 }
@@ -182,4 +178,13 @@ pub struct UnblockedValue {
 pub struct UnblockAnswer {
     unblocked: UnblockedValue,
     identities: Vec<Identity>,
+}
+
+/// `GET /`: a person who opens the server's address is sent to the API description.
+pub async fn home() -> Response {
+    (
+        axum::http::StatusCode::SEE_OTHER,
+        [(header::LOCATION, "/docs")],
+    )
+        .into_response()
 }

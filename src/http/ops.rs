@@ -16,6 +16,13 @@ pub async fn healthz() -> Response {
     (StatusCode::OK, axum::Json(json!({ "status": "ok" }))).into_response()
 }
 
+/// The same as `/healthz`, for the checkers that expect this path.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "Alive", body = super::openapi::Status)))]
+pub async fn health() -> Response {
+    healthz().await
+}
+
 /// Ready once recovery has finished (the server binds only after it) and while the log is
 /// writable; 503 with the reason once storage has failed closed.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
@@ -23,7 +30,11 @@ pub async fn healthz() -> Response {
         (status = 503, description = "Storage failed closed; restart to recover", body = super::openapi::ErrorBody)))]
 pub async fn readyz(State(app): State<AppState>) -> Result<Response, ApiError> {
     if app.store.is_failed() {
-        return Err(ApiError::StorageUnavailable);
+        let why = app
+            .store
+            .failure()
+            .unwrap_or_else(|| "storage has failed".into());
+        return Err(ApiError::NotReady(why));
     }
     Ok((StatusCode::OK, axum::Json(json!({ "status": "ready" }))).into_response())
 }

@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 
 use crate::engine::{Change, Engine};
 pub use recovery::{Mode, Report, TailCut};
+pub use writer::LogEnd;
 use writer::{LogWriter, WriterOptions};
 
 /// When the log is synced to disk, and so what an acknowledged change survives.
@@ -61,18 +62,34 @@ pub enum StorageError {
         "storage is unavailable after a write or sync failure; restart to recover from the log"
     )]
     Unavailable,
-    #[error("{}: corrupt at offset {offset}: {reason}", file.display())]
+    #[error("{}: corrupt at offset {offset}: {reason}{}", file.display(), next_step(file))]
     Corrupt {
         file: PathBuf,
         offset: u64,
         reason: String,
     },
+    #[error("the disk holding {} is full: free at least {} MiB there, then start the server again (every acknowledged change is in the log)", dir.display(), need.div_ceil(1 << 20))]
+    DiskFull { dir: PathBuf, need: u64 },
     #[error("data directory {} is in use by another process", .0.display())]
     Locked(PathBuf),
     #[error("{}: {source}", path.display())]
     File { path: PathBuf, source: io::Error },
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+/// What to do about damage in `file`: a log segment can be cut at the damage, a snapshot only
+/// restored from a backup (the segments it covers are gone).
+fn next_step(file: &Path) -> String {
+    let name = file.file_name().unwrap_or_default().to_string_lossy();
+    let dir = file.parent().unwrap_or(Path::new(".")).display();
+    if wal::parse_segment_name(&name).is_some() {
+        format!(". To start from the records before the damage, run `identity-engine check --data-dir {dir} --repair`: it says how many records and contacts that drops before doing it")
+    } else if snapshot::parse_snapshot_name(&name).is_some() {
+        ". Restore the data directory from a backup: `identity-engine restore --data-dir NEW_DIR FILE`".to_owned()
+    } else {
+        String::new()
+    }
 }
 
 impl StorageError {
@@ -99,6 +116,23 @@ pub(crate) fn corrupt(file: &Path, offset: u64, reason: String) -> StorageError 
     }
 }
 
+/// A full disk under `dir`, which needs `least` bytes for the log plus room for the next
+/// snapshot (as large as the newest one).
+pub(crate) fn disk_full(dir: &Path, least: u64) -> StorageError {
+    let snapshot = recovery::list(dir)
+        .ok()
+        .and_then(|f| {
+            f.snapshots
+                .last()
+                .and_then(|(_, p)| std::fs::metadata(p).ok())
+        })
+        .map_or(0, |m| m.len());
+    StorageError::DiskFull {
+        dir: dir.to_owned(),
+        need: least + snapshot,
+    }
+}
+
 /// Makes a new or renamed file's directory entry durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     File::open(dir)
@@ -110,8 +144,11 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 pub struct StorageOptions {
     pub dir: PathBuf,
     pub fsync: FsyncPolicy,
-    /// A segment is sealed (and a snapshot taken in the background) once it holds this many bytes.
+    /// A segment is sealed once it holds this many bytes (the least log between snapshots).
     pub snapshot_every_bytes: u64,
+    /// A snapshot is taken when the sealed log since the last one reaches this percentage of
+    /// that snapshot's size; 0: at every sealed segment.
+    pub snapshot_log_percent: u64,
     pub faults: Option<Arc<Faults>>,
     pub observer: Option<Arc<dyn LogObserver>>,
 }
@@ -131,6 +168,7 @@ impl StorageOptions {
             dir: dir.into(),
             fsync: FsyncPolicy::Always,
             snapshot_every_bytes: 64 << 20,
+            snapshot_log_percent: DEFAULT_SNAPSHOT_LOG_PERCENT,
             faults: None,
             observer: None,
         }
@@ -165,6 +203,11 @@ pub fn lock_dir(dir: &Path) -> Result<File, StorageError> {
     }
 }
 
+/// Like Redis's `auto-aof-rewrite-percentage 100`: a snapshot once the log since the last one
+/// is as large as that snapshot, so writing snapshots costs about one byte per byte of log
+/// whatever the state's size (a fixed interval costs the state's size per interval).
+pub const DEFAULT_SNAPSHOT_LOG_PERCENT: u64 = 100;
+
 /// Records replayed at start-up past which a snapshot is taken at once.
 const REPLAY_SNAPSHOT_THRESHOLD: u64 = 100_000;
 
@@ -181,6 +224,7 @@ impl Storage {
     /// Locks `dir`, recovers the state in it, and starts the log writer after the last record.
     pub fn open(options: StorageOptions) -> Result<(Storage, Engine, Report), StorageError> {
         let lock = lock_dir(&options.dir)?;
+        crate::backup::remove_staging(&options.dir);
         let (engine, report) = recovery::recover(&options.dir, Mode::Open)?;
         let (sealed_tx, sealed_rx) = std::sync::mpsc::channel();
         // A long replay means the last run never snapshotted what it logged (it was killed, or
@@ -202,9 +246,10 @@ impl Storage {
         )?;
         let dir = options.dir.clone();
         let observer = options.observer.clone();
+        let percent = options.snapshot_log_percent;
         let snapshotter = std::thread::Builder::new()
             .name("snapshotter".into())
-            .spawn(move || snapshot_sealed(&dir, sealed_rx, observer.as_deref()))?;
+            .spawn(move || snapshot_sealed(&dir, sealed_rx, percent, observer.as_deref()))?;
         let storage = Storage {
             observer: options.observer,
             dir: options.dir,
@@ -236,6 +281,20 @@ impl Storage {
     /// Fails closed for a reason found outside the log (see `LogWriter::fail_closed`).
     pub fn fail_closed(&self, reason: String) {
         self.writer.fail_closed(reason);
+    }
+
+    /// Why the log failed and what to do, once it has.
+    pub fn failure(&self) -> Option<String> {
+        self.writer.failure()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the log ends now: a backup taken from here holds every acknowledged change.
+    pub fn log_end(&self) -> LogEnd {
+        self.writer.end()
     }
 
     /// Syncs the log, stops the writer and the snapshotter, and writes a snapshot of `engine`
@@ -273,11 +332,19 @@ impl Drop for Storage {
 fn snapshot_sealed(
     dir: &Path,
     sealed: std::sync::mpsc::Receiver<u64>,
+    percent: u64,
     observer: Option<&dyn LogObserver>,
 ) {
     while let Ok(mut seq) = sealed.recv() {
         while let Ok(later) = sealed.try_recv() {
             seq = later;
+        }
+        match snapshot_due(dir, seq, percent) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(error) => {
+                tracing::warn!(%error, "could not size the log; snapshotting anyway");
+            }
         }
         let started = Instant::now();
         let result = recovery::recover(dir, Mode::UpTo(seq))
@@ -296,6 +363,32 @@ fn snapshot_sealed(
             }
         }
     }
+}
+
+/// Whether the sealed log up to `seq` not yet in a snapshot has reached `percent` of the newest
+/// snapshot's size (always, without a snapshot or with `percent` 0).
+fn snapshot_due(dir: &Path, seq: u64, percent: u64) -> Result<bool, StorageError> {
+    let files = recovery::list(dir)?;
+    let Some((covered, snapshot)) = files.snapshots.last() else {
+        return Ok(true);
+    };
+    let size = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.len())
+            .map_err(|e| StorageError::file(p, e))
+    };
+    let snapshot_bytes = size(snapshot)?;
+    let mut log_bytes = 0;
+    for (i, (first, path)) in files.segments.iter().enumerate() {
+        let in_snapshot = files
+            .segments
+            .get(i + 1)
+            .is_some_and(|(next, _)| *next <= covered + 1);
+        if *first <= seq && !in_snapshot {
+            log_bytes += size(path)?;
+        }
+    }
+    Ok(log_bytes.saturating_mul(100) >= snapshot_bytes.saturating_mul(percent))
 }
 
 /// Removes snapshots older than `seq` and segments whose records are all covered by it (the
@@ -317,4 +410,32 @@ fn remove_covered(dir: &Path, seq: u64, including_newest: bool) -> Result<(), St
         }
     }
     sync_dir(dir)
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::snapshot_due;
+    use crate::storage::snapshot::snapshot_name;
+    use crate::storage::wal::segment_name;
+
+    fn file(dir: &std::path::Path, name: String, bytes: usize) {
+        std::fs::write(dir.join(name), vec![1u8; bytes]).unwrap();
+    }
+
+    #[test]
+    fn a_snapshot_is_due_once_the_log_since_the_last_reaches_its_percentage_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        assert!(snapshot_due(dir, 10, 100).unwrap(), "no snapshot yet");
+        file(dir, segment_name(1), 7000); // covered by the snapshot at 10
+        file(dir, snapshot_name(10), 10_000);
+        file(dir, segment_name(11), 5000);
+        file(dir, segment_name(20), 4000);
+        file(dir, segment_name(30), 9000); // the open segment
+        assert!(!snapshot_due(dir, 29, 100).unwrap(), "9,000 of 10,000");
+        assert!(snapshot_due(dir, 29, 90).unwrap(), "9,000 of 9,000");
+        assert!(snapshot_due(dir, 29, 0).unwrap(), "0: every sealed segment");
+        file(dir, segment_name(40), 0);
+        assert!(snapshot_due(dir, 39, 100).unwrap(), "18,000 of 10,000");
+    }
 }

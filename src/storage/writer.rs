@@ -58,8 +58,21 @@ struct Queue {
     poison: Option<String>,
 }
 
+/// Where the log ends, for a backup: the open segment (by its first sequence number), the length
+/// of the whole groups written to it, and the last sequence number among them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogEnd {
+    pub segment: u64,
+    pub bytes: u64,
+    pub last_seq: u64,
+}
+
 struct Shared {
     queue: Mutex<Queue>,
+    /// Why the log failed, for a person: set once, before `failed`.
+    reason: Mutex<Option<String>>,
+    /// Updated before a batch is acknowledged, so it covers every acknowledged change.
+    end: Mutex<LogEnd>,
     wake: Condvar,
     durable: AtomicU64,
     failed: AtomicBool,
@@ -76,7 +89,7 @@ impl LogWriter {
     /// Starts the writer on segment `wal-<last_seq + 1>`, creating it (or emptying a leftover
     /// segment of that name, which can hold no record).
     pub fn start(options: WriterOptions, last_seq: u64) -> Result<LogWriter, StorageError> {
-        let segment = Segment::create(&options.dir, last_seq + 1)?;
+        let segment = Segment::create(&options.dir, last_seq + 1, options.segment_bytes)?;
         let (published, _) = watch::channel(Durable {
             seq: last_seq,
             failed: false,
@@ -90,6 +103,12 @@ impl LogWriter {
                 poison: None,
             }),
             wake: Condvar::new(),
+            reason: Mutex::new(None),
+            end: Mutex::new(LogEnd {
+                segment: last_seq + 1,
+                bytes: FILE_HEADER as u64,
+                last_seq,
+            }),
             durable: AtomicU64::new(last_seq),
             failed: AtomicBool::new(false),
             published,
@@ -149,6 +168,16 @@ impl LogWriter {
         self.shared.failed.load(Ordering::Acquire)
     }
 
+    /// Why the log failed and what to do, once it has.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.reason.lock().clone()
+    }
+
+    /// Where the log ends now: everything acknowledged so far lies before it.
+    pub fn end(&self) -> LogEnd {
+        *self.shared.end.lock()
+    }
+
     /// Waits until every record up to `seq` is durable (per the fsync policy).
     pub async fn wait_durable(&self, seq: u64) -> Result<(), StorageError> {
         if self.shared.durable.load(Ordering::Acquire) >= seq {
@@ -189,10 +218,21 @@ impl Drop for LogWriter {
 
 /// Zeros written ahead of the records at a time.
 pub const PREALLOCATE_BYTES: u64 = 1 << 20;
+/// The least room a new segment must find on the disk; less is reported as a full disk.
+pub const MIN_RESERVE: u64 = 64 << 10;
+
+/// Whether `e` means the disk (or the process's quota) has no room left.
+fn is_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
 
 struct Segment {
     file: File,
     path: PathBuf,
+    first_seq: u64,
     /// The end of the records.
     bytes: u64,
     /// The file's length: zeros from `bytes` to here.
@@ -202,9 +242,17 @@ struct Segment {
 }
 
 impl Segment {
-    fn create(dir: &Path, first_seq: u64) -> Result<Segment, StorageError> {
+    /// Creates the segment and fills zeros ahead of its first records: as many as fit, down to
+    /// [`MIN_RESERVE`], below which the disk is reported full (so a server on a full disk says so
+    /// at start-up instead of failing its first write).
+    fn create(dir: &Path, first_seq: u64, limit: u64) -> Result<Segment, StorageError> {
         let path = dir.join(segment_name(first_seq));
-        let io = |e| StorageError::file(path.clone(), e);
+        let io = |e: io::Error| match e.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                super::disk_full(dir, MIN_RESERVE)
+            }
+            _ => StorageError::file(path.clone(), e),
+        };
         let mut file = OpenOptions::new()
             .create(true)
             .write(true)
@@ -212,29 +260,60 @@ impl Segment {
             .open(&path)
             .map_err(io)?;
         write_file_header(&mut file, WAL_MAGIC, FORMAT_VERSION, first_seq).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        sync_dir(dir)?;
-        Ok(Segment {
+        let mut segment = Segment {
             file,
-            path,
+            path: path.clone(),
+            first_seq,
             bytes: FILE_HEADER as u64,
             allocated: FILE_HEADER as u64,
             published: FILE_HEADER as u64,
-        })
+        };
+        let mut reserve = PREALLOCATE_BYTES.min(limit.saturating_sub(FILE_HEADER as u64));
+        while let Err(e) = segment.fill(FILE_HEADER as u64, FILE_HEADER as u64 + reserve) {
+            if reserve <= MIN_RESERVE || !is_full(&e) {
+                return Err(io(e));
+            }
+            reserve /= 2;
+        }
+        segment.file.sync_all().map_err(io)?;
+        sync_dir(dir)?;
+        Ok(segment)
+    }
+
+    /// Zeros from `from` (or the end of the zeros already there) to `target`; on failure the
+    /// zeros written stay, so `allocated` becomes the file's length.
+    fn fill(&mut self, from: u64, target: u64) -> io::Result<()> {
+        let from = from.max(self.allocated);
+        if target <= from {
+            return Ok(());
+        }
+        let result = self
+            .file
+            .write_all_at(&vec![0; (target - from) as usize], from);
+        self.allocated = match &result {
+            Ok(()) => target,
+            Err(_) => self.file.metadata()?.len().max(self.allocated),
+        };
+        result
     }
 
     /// Writes `batch` after the records, first zero-filling the file ahead of them when the
     /// zeros run out (up to `limit`, the size at which the segment is sealed).
+    /// When the disk has no room for the zeros, the batch is written without them (each sync
+    /// then also commits the file's new size); only a batch that does not fit fails.
     fn append(&mut self, batch: &[u8], limit: u64) -> io::Result<()> {
         let end = self.bytes + batch.len() as u64;
         if end > self.allocated {
             let target = limit.min(self.allocated + PREALLOCATE_BYTES).max(end);
-            let zeros = vec![0; (target - end) as usize];
-            self.file.write_all_at(&zeros, end)?;
-            self.allocated = target;
+            match self.fill(end, target) {
+                Err(e) if is_full(&e) => tracing::warn!(file = %self.path.display(),
+                    "the disk is nearly full: writing the log without filling ahead"),
+                other => other?,
+            }
         }
         self.file.write_all_at(batch, self.bytes)?;
         self.bytes = end;
+        self.allocated = self.allocated.max(end);
         Ok(())
     }
 
@@ -315,6 +394,11 @@ impl Worker {
         if self.options.policy == FsyncPolicy::Always {
             self.sync()?;
         }
+        *self.shared.end.lock() = LogEnd {
+            segment: self.segment.first_seq,
+            bytes: self.segment.bytes,
+            last_seq,
+        };
         self.publish(last_seq);
         self.segment.published = self.segment.bytes;
         if self.segment.bytes >= self.options.segment_bytes {
@@ -356,10 +440,15 @@ impl Worker {
     fn roll(&mut self, last_seq: u64) -> io::Result<()> {
         self.segment.trim()?;
         self.sync()?;
-        let next =
-            Segment::create(&self.options.dir, last_seq + 1).map_err(StorageError::into_io)?;
+        let next = Segment::create(&self.options.dir, last_seq + 1, self.options.segment_bytes)
+            .map_err(StorageError::into_io)?;
         tracing::debug!(sealed = %self.segment.path.display(), "log segment sealed");
         self.segment = next;
+        *self.shared.end.lock() = LogEnd {
+            segment: last_seq + 1,
+            bytes: FILE_HEADER as u64,
+            last_seq,
+        };
         if let Some(tx) = &self.options.sealed {
             let _ = tx.send(last_seq);
         }
@@ -374,8 +463,14 @@ impl Worker {
     }
 
     fn fail(&self, error: io::Error) {
-        tracing::error!(file = %self.segment.path.display(), %error,
-            "write-ahead log failed; refusing changes until restart");
+        let reason = if is_full(&error) {
+            super::disk_full(&self.options.dir, PREALLOCATE_BYTES).to_string()
+        } else {
+            format!("writing the log in {} failed ({error}); restart the server to recover from the log", self.options.dir.display())
+        };
+        tracing::error!(file = %self.segment.path.display(), %error, next_step = %reason,
+            "write-ahead log failed; refusing every request that reads or changes contacts until restart");
+        *self.shared.reason.lock() = Some(reason);
         // Every request of the failed batch is answered 503 ("nothing changed"), so its bytes,
         // though written, must not come back at the restart's replay: cut the segment back to
         // what was published. Best effort, as the disk is failing; never past a published byte.

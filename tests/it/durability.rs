@@ -587,7 +587,12 @@ fn a_flipped_byte_in_an_early_record_stops_start_up_until_repair_cuts_the_log_th
             );
 
             let mut heard = String::new();
-            check::repair(dir.path(), &mut |loss| heard.push_str(loss)).expect("repair");
+            let report = check::repair(dir.path(), &mut |loss| {
+                heard.push_str(loss);
+                true
+            })
+            .expect("repair");
+            assert!(report.starts_with("repaired"), "{case}: {report}");
             assert_names_the_damage(&heard);
             let before: Vec<Located> = records.iter().filter(|l| l.end <= start).cloned().collect();
             let expected = shown(&replayed(&before));

@@ -201,7 +201,7 @@ fn dir_with(rows: &[&str]) -> (tempfile::TempDir, PathBuf) {
 }
 
 fn hillvalley() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/examples/hillvalley.csv")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/hillvalley.csv")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,11 +10,16 @@ mod model;
 #[allow(dead_code)]
 mod storage_support;
 
+mod backup;
 mod crash;
+mod disk_full;
 mod durability;
 mod engine_model;
+mod first_hour;
 mod guards;
 mod http_identify;
 mod lifecycle;
 mod operations;
+mod orders;
 mod smoke;
+mod walkthrough;

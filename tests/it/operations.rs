@@ -16,8 +16,13 @@ use serde_json::Value;
 
 /// Every route the server serves, with the statuses its documentation must list.
 const ROUTES: &[(&str, &str, &[&str])] = &[
-    ("post", "/identify", &["200", "400", "413", "503"]),
+    (
+        "post",
+        "/identify",
+        &["200", "400", "409", "413", "422", "503", "507"],
+    ),
     ("get", "/healthz", &["200"]),
+    ("get", "/health", &["200"]),
     ("get", "/readyz", &["200", "503"]),
     ("get", "/metrics", &["200"]),
     ("get", "/contacts", &["200", "400", "401", "403"]),
@@ -33,8 +38,16 @@ const ROUTES: &[(&str, &str, &[&str])] = &[
         "/contacts/{id}/identity",
         &["200", "401", "403", "404"],
     ),
-    ("get", "/openapi.json", &["200", "401", "403"]),
-    ("get", "/docs", &["200", "401", "403"]),
+    ("get", "/openapi.json", &["200"]),
+    ("get", "/backup", &["200", "401", "403", "503"]),
+    ("get", "/docs", &["200"]),
+    ("get", "/blocklist", &["200", "401", "403"]),
+    ("post", "/blocklist", &["200", "400", "401", "403", "507"]),
+    (
+        "delete",
+        "/blocklist",
+        &["200", "400", "401", "403", "404", "409"],
+    ),
 ];
 
 #[test]
