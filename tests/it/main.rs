@@ -13,6 +13,7 @@ mod storage_support;
 mod crash;
 mod durability;
 mod engine_model;
+mod golden;
 mod http_identify;
 mod lifecycle;
 mod operations;
