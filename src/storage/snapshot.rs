@@ -2,11 +2,15 @@
 //! record up to `seq`. Written to a temporary file, synced, renamed into place, the directory
 //! synced; a reader trusts a snapshot only if its checksum covers all of it.
 //!
-//! Format 2 (written): the file header, then the engine's tables as they are in memory (an
-//! image, see `codec`), then a trailer `[length u64][crc32 u32]` of all that precedes it. The
-//! header's sequence number must match the file name. Loading it
-//! is a decode straight from the file and a bounds check: no identifier is rehashed and no fact
-//! replayed, which is what made a 10M-contact start-up take 8 to 11 s.
+//! Format 3 (written): the file header, then the engine's tables as they are in memory (an
+//! image laid out by storage's own schema, see `schema`), then a trailer `[length u64][crc32
+//! u32]` of all that precedes it. The header's sequence number must match the file name.
+//! Loading it is a decode straight from the file and a check of the tables
+//! (`Engine::from_parts`): no identifier is rehashed and no fact replayed, which is what made a
+//! 10M-contact start-up take 8 to 11 s.
+//!
+//! Format 2 (still read): the same with the tables as serde derived them from the engine's
+//! structs; decoded into the same parts and through the same check.
 //!
 //! Format 1 (still read): one frame per fact, then a closing frame counting and checksumming
 //! them, loaded by applying each fact.
@@ -18,13 +22,16 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::frame::{self, read_file_header, Frame, FILE_HEADER, FORMAT_VERSION};
-use super::{codec, corrupt, sync_dir, StorageError};
+use super::{codec, corrupt, schema, sync_dir, StorageError};
 use crate::engine::{Change, Engine};
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"IDENTSNP";
 
-/// The format written: an image of the engine.
-pub const IMAGE_VERSION: u32 = 2;
+/// The format written: an image of the engine's tables.
+pub const IMAGE_VERSION: u32 = schema::VERSION;
+
+/// The formats read: facts (1), and images (2 and 3).
+const VERSIONS: [u32; 3] = [FORMAT_VERSION, 2, IMAGE_VERSION];
 
 /// `[length u64][crc32 u32]` of the header and image before it.
 const TRAILER: usize = 12;
@@ -59,7 +66,7 @@ pub fn write(dir: &Path, engine: &Engine, seq: u64) -> Result<(PathBuf, u64), St
     // Buffered before the checksum, so that it sums large chunks, not each field.
     let mut out = BufWriter::with_capacity(1 << 20, Summed::new(file));
     frame::write_file_header(&mut out, SNAPSHOT_MAGIC, IMAGE_VERSION, seq).map_err(io)?;
-    codec::encode_image(engine, &mut out).map_err(io)?;
+    schema::encode(&engine.parts(), &mut out).map_err(io)?;
     let summed = out.into_inner().map_err(|e| io(e.into_error()))?;
     let (mut file, len, crc) = (summed.inner, summed.len, summed.crc.finalize());
     let mut trailer = [0; TRAILER];
@@ -124,9 +131,8 @@ pub fn load(path: &Path) -> Result<(Engine, u64), StorageError> {
         .take(FILE_HEADER as u64)
         .read_to_end(&mut header)
         .map_err(io)?;
-    let (version, seq) =
-        read_file_header(&header, SNAPSHOT_MAGIC, &[FORMAT_VERSION, IMAGE_VERSION])
-            .map_err(|e| corrupt(path, 0, format!("bad header: {e:?}")))?;
+    let (version, seq) = read_file_header(&header, SNAPSHOT_MAGIC, &VERSIONS)
+        .map_err(|e| corrupt(path, 0, format!("bad header: {e:?}")))?;
     let named = path
         .file_name()
         .and_then(|n| parse_snapshot_name(&n.to_string_lossy()));
@@ -134,8 +140,8 @@ pub fn load(path: &Path) -> Result<(Engine, u64), StorageError> {
         let why = format!("the header says record {seq}, the name differs");
         return Err(corrupt(path, 12, why));
     }
-    let engine = if version == IMAGE_VERSION {
-        load_image(path, file, &header, size)?
+    let engine = if version != FORMAT_VERSION {
+        load_image(path, version, file, &header, size)?
     } else {
         let mut buf = header;
         file.read_to_end(&mut buf).map_err(io)?;
@@ -144,9 +150,16 @@ pub fn load(path: &Path) -> Result<(Engine, u64), StorageError> {
     Ok((engine, seq))
 }
 
-/// Decodes the image that follows `header` in `file` (of `size` bytes) as it reads it: no copy
-/// of the file is held, so a load touches the engine's memory and little more.
-fn load_image(path: &Path, file: File, header: &[u8], size: u64) -> Result<Engine, StorageError> {
+/// Decodes the image (of format `version`) that follows `header` in `file` (of `size` bytes) as
+/// it reads it: no copy of the file is held, so a load touches the engine's memory and little
+/// more.
+fn load_image(
+    path: &Path,
+    version: u32,
+    file: File,
+    header: &[u8],
+    size: u64,
+) -> Result<Engine, StorageError> {
     let damaged = |offset: u64, why: String| corrupt(path, offset, why);
     let io = |e| StorageError::file(path.to_owned(), e);
     let end = size
@@ -162,7 +175,7 @@ fn load_image(path: &Path, file: File, header: &[u8], size: u64) -> Result<Engin
     let mut summed = Summed::new(file.take(image_len));
     summed.sum(header);
     let mut input = BufReader::with_capacity(1 << 20, summed);
-    let decoded = match codec::decode_image::<Engine>(&mut input, image_len) {
+    let decoded = match schema::decode(version, &mut input, image_len) {
         // The disk failed to read: not damage, and not the file's fault.
         Err(e)
             if !matches!(
@@ -190,15 +203,12 @@ fn load_image(path: &Path, file: File, header: &[u8], size: u64) -> Result<Engin
     if summed.len != end || summed.crc.finalize() != crc {
         return Err(damaged(0, "the checksum does not match".into()));
     }
-    let engine = decoded.map_err(|e| damaged(FILE_HEADER as u64, e.to_string()))?;
+    let parts = decoded.map_err(|e| damaged(FILE_HEADER as u64, e.to_string()))?;
     if leftover != 0 {
         let why = format!("{leftover} bytes after the image");
         return Err(damaged(end - leftover, why));
     }
-    engine
-        .check_image()
-        .map_err(|why| damaged(FILE_HEADER as u64, why))?;
-    Ok(engine)
+    Engine::from_parts(parts).map_err(|why| damaged(FILE_HEADER as u64, why.to_string()))
 }
 
 /// Writes `engine` as a format 1 snapshot (facts), as earlier versions did.
