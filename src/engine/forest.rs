@@ -223,17 +223,18 @@ impl Forest {
                 "the forest's node of slot {x} names what does not exist"
             ));
         }
-        let mut reached = vec![0u32; slots];
+        // Each slot's root, and how many live slots reach each root.
+        let (mut top, mut reached) = (vec![0; slots], vec![0u32; slots]);
         for (x, node) in self.nodes.iter().enumerate() {
             let root = node.parent as usize == x;
-            if !root && node.list != NO_LIST {
-                return Err(format!("slot {x} is not a root but has a member array"));
+            if !root && (node.list != NO_LIST || node.size == 0) {
+                return Err(format!("slot {x} is not a root but is marked as one"));
             }
-            let top = self
+            top[x] = self
                 .root_within(x as Slot, 64)
                 .ok_or_else(|| format!("slot {x} reaches no root (a cycle of parents)"))?;
             if !root || node.size != 0 {
-                reached[top as usize] += 1;
+                reached[top[x] as usize] += 1;
             }
         }
         let mut used = vec![false; self.lists.len()];
@@ -261,7 +262,7 @@ impl Forest {
             if std::mem::replace(&mut used[node.list as usize], true) {
                 return Err(format!("two sets share member array {}", node.list));
             }
-            self.check_members(x as Slot, node, &older)?;
+            self.check_members(x as Slot, node, &top, &older)?;
         }
         self.check_free(&used)?;
         Ok(census)
@@ -273,14 +274,13 @@ impl Forest {
         &self,
         root: Slot,
         node: &Node,
+        top: &[Slot],
         older: &impl Fn(Slot, Slot) -> bool,
     ) -> Result<(), String> {
         let members = &self.lists[node.list as usize];
         let whole = members.len() == node.size as usize
             && members.first() == Some(&node.label)
-            && members
-                .iter()
-                .all(|&m| (m as usize) < self.nodes.len() && self.find(m) == root)
+            && (members.iter()).all(|&m| top.get(m as usize) == Some(&root))
             && members.windows(2).all(|w| older(w[0], w[1]));
         if whole {
             Ok(())

@@ -116,8 +116,21 @@ impl Engine {
         let census = forest
             .check(rows.len(), |a, b| super::older(&rows, a, b))
             .map_err(ImageError)?;
-        let emails = Interner::from_parts(parts.emails).map_err(ImageError)?;
-        let phones = Interner::from_parts(parts.phones).map_err(ImageError)?;
+        // An identifier's holder is NONE, or a live row holding it.
+        let holds = |field: fn(&Row) -> Sym| {
+            let (rows, forest) = (&rows, &forest);
+            move |sym: Sym, holder: u32| {
+                holder == NONE
+                    || rows
+                        .get(holder as usize)
+                        .is_some_and(|row| field(row) == sym)
+                        && !forest.is_removed(holder)
+            }
+        };
+        let (emails, email_set) = Interner::from_parts(parts.emails, holds(|r| r.email))
+            .map_err(|e| ImageError(format!("emails: {e}")))?;
+        let (phones, phone_set) = Interner::from_parts(parts.phones, holds(|r| r.phone))
+            .map_err(|e| ImageError(format!("phones: {e}")))?;
         let engine = Engine {
             rows,
             displaced: map("displaced ids", parts.displaced)?,
@@ -132,19 +145,17 @@ impl Engine {
             clock: parts.clock,
             stats: parts.stats,
         };
-        engine.check_tables(census)?;
+        engine.check_tables(census, &email_set, &phone_set)?;
         Ok(engine)
     }
 
     /// Everything but the forest and the arenas, which were checked as they were built.
-    fn check_tables(&self, census: Census) -> Checked {
+    fn check_tables(&self, census: Census, emails: &SymbolSet, phones: &SymbolSet) -> Checked {
         let slots = self.rows.len();
         let live = |s: u32| (s as usize) < slots && !self.forest.is_removed(s);
-        let emails = self.holders_check(&self.emails, "email", |r| r.email)?;
-        let phones = self.holders_check(&self.phones, "phone", |r| r.phone)?;
-        self.check_rows(&emails, &phones)?;
+        self.check_rows(emails, phones)?;
         self.check_deletions(census, &live)?;
-        let joins = self.check_joins(&emails, &phones)?;
+        let joins = self.check_joins(emails, phones)?;
         let links = self.check_links(&live)?;
         let counted = Stats {
             contacts: slots,
@@ -159,28 +170,6 @@ impl Engine {
             ));
         }
         Ok(())
-    }
-
-    /// Which symbols start a string of `index`; refused unless each string's holder is NONE or
-    /// a live row holding it (`field` of its row).
-    fn holders_check(
-        &self,
-        index: &Interner,
-        kind: &str,
-        field: impl Fn(&Row) -> Sym,
-    ) -> Checked<SymbolSet> {
-        let holds = |sym: Sym, holder: u32| {
-            holder == NONE
-                || self
-                    .rows
-                    .get(holder as usize)
-                    .is_some_and(|row| !self.forest.is_removed(holder) && field(row) == sym)
-        };
-        index.symbol_set(holds).or_else(|sym| {
-            refuse(format!(
-                "the {kind} at offset {sym} names a holder that is not a live row holding it"
-            ))
-        })
     }
 
     /// Every row has an id (found at its slot: natural, or through `displaced`, which lists
@@ -585,5 +574,105 @@ mod tests {
         let copy = Engine::from_parts(engine.parts()).unwrap();
         assert_same(&copy, &engine);
         assert_eq!(copy.parts(), engine.parts());
+    }
+
+    /// A small generator of numbers, so that the mutations are the same on every run.
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 = (self.0.wrapping_mul(6364136223846793005)).wrapping_add(1442695040888963407);
+            ((self.0 >> 33) as usize) % n.max(1)
+        }
+
+        /// A value a field might be given: near the table sizes, or at the edges.
+        fn value(&mut self, near: usize) -> u32 {
+            match self.below(4) {
+                0 => u32::MAX,
+                1 => 0,
+                _ => self.below(near + 2) as u32,
+            }
+        }
+    }
+
+    fn mutate(p: &mut Parts<'static>, rng: &mut Lcg) {
+        let (slots, n) = (p.rows.len(), p.rows.len());
+        let at = rng.below(n);
+        let v = rng.value(slots);
+        match rng.below(12) {
+            0 => p.rows.to_mut()[at].id = v,
+            1 => p.rows.to_mut()[at].email = v,
+            2 => p.rows.to_mut()[at].phone = v,
+            3 => p.rows.to_mut()[at].created = i64::from(v),
+            4 => p.nodes.to_mut()[at].parent = v,
+            5 => p.nodes.to_mut()[at].list = v,
+            6 => p.nodes.to_mut()[at].size = v,
+            7 => p.nodes.to_mut()[at].label = v,
+            8 => {
+                let lists = p.lists.to_mut();
+                let list = rng.below(lists.len());
+                if let Some(slot) = lists[list].first_mut() {
+                    *slot = v;
+                }
+            }
+            9 => p.free.to_mut().push(v),
+            10 => p.links.push((v, vec![rng.value(slots)])),
+            _ => p.displaced.push((v, rng.value(slots))),
+        }
+    }
+
+    /// Everything a request can make the engine do, on `engine` as it is.
+    fn exercise(engine: &Engine) {
+        let contacts: Vec<_> = engine.contacts().collect();
+        for id in 0..=engine.max_id().saturating_add(1).min(10_000) {
+            let _ = engine.identity(id);
+            let _ = engine.contact(id);
+            if let Ok(plan) = engine.plan_delete(id, Timestamp(i64::MAX / 4)) {
+                let mut copy = engine.clone();
+                for change in &plan.changes {
+                    let _ = copy.apply(change);
+                }
+            }
+        }
+        for c in &contacts {
+            let email = c
+                .email
+                .as_deref()
+                .and_then(|e| Email::parse(e).ok().flatten());
+            let phone = c
+                .phone_number
+                .as_deref()
+                .and_then(|p| Phone::parse(p).ok().flatten());
+            let other = Phone::parse("999").unwrap();
+            for query in [Query::new(email.clone(), phone), Query::new(email, other)]
+                .into_iter()
+                .flatten()
+            {
+                let mut copy = engine.clone();
+                let plan = copy.plan_identify(&query, Timestamp(i64::MAX / 4));
+                for change in &plan.changes {
+                    let _ = copy.apply(change);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_image_that_passes_the_check_never_makes_the_engine_panic() {
+        let image = image();
+        let mut rng = Lcg(11);
+        let mut accepted = 0;
+        for _ in 0..400 {
+            let mut damaged = image.clone();
+            for _ in 0..1 + rng.below(2) {
+                mutate(&mut damaged, &mut rng);
+            }
+            if let Ok(engine) = Engine::from_parts(damaged) {
+                exercise(&engine);
+                accepted += 1;
+            }
+        }
+        // Some mutations change nothing that matters (a time, a value set to what it was).
+        assert!(accepted < 400, "some damage is refused");
     }
 }

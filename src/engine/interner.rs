@@ -231,25 +231,17 @@ impl Interner {
         })
     }
 
-    /// Which offsets start a string, for checking what a loaded image's other tables name;
-    /// the first symbol whose value fails `value_ok(sym, value)` if one does.
-    pub fn symbol_set(&self, value_ok: impl Fn(Sym, u32) -> bool) -> Result<SymbolSet, Sym> {
-        let mut bits = vec![0u64; self.arena.len().div_ceil(64)];
-        for sym in self.symbols() {
-            if !value_ok(sym, self.value(sym)) {
-                return Err(sym);
-            }
-            bits[sym as usize / 64] |= 1 << (sym % 64);
-        }
-        Ok(SymbolSet(bits))
-    }
-
     /// An interner from an image's parts, once they are shown to be whole: every entry of the
-    /// arena in bounds with 7-bit headers, and the table holding exactly the entries' symbols
-    /// (as many, with the same fingerprint: a sum of each symbol mixed). The table is rebuilt if
-    /// this build hashes the probe texts differently (another version of foldhash), since a
-    /// table from another hash would find nothing.
-    pub fn from_parts(parts: Strings<'_>) -> Result<Interner, String> {
+    /// arena in bounds with 7-bit headers and a value (holder) that `value_ok(sym, value)`
+    /// accepts, and the table holding exactly the entries' symbols (as many, with the same
+    /// fingerprint: a sum of each symbol mixed). Returns it with the set of its symbols, for
+    /// checking what the other tables name. The table is rebuilt if this build hashes the probe
+    /// texts differently (another version of foldhash), since a table from another hash would
+    /// find nothing.
+    pub fn from_parts(
+        parts: Strings<'_>,
+        value_ok: impl Fn(Sym, u32) -> bool,
+    ) -> Result<(Interner, SymbolSet), String> {
         let Strings {
             arena,
             groups,
@@ -262,12 +254,20 @@ impl Interner {
         if bytes.len() >= NONE as usize {
             return Err("identifier arena larger than 4 GiB".into());
         }
+        let mut starts = vec![0u64; bytes.len().div_ceil(64)];
         let (mut entries, mut fingerprint, mut at) = (0, 0u64, 0);
         while at < bytes.len() {
             fingerprint = fingerprint.wrapping_add(mix(at as u64));
-            at = checked_end(bytes, at)
+            let end = checked_end(bytes, at)
                 .ok_or_else(|| format!("identifier arena damaged at byte {at}"))?;
+            if !value_ok(at as Sym, unwide(&bytes[at..at + VALUE])) {
+                return Err(format!(
+                    "the identifier at offset {at} names a holder that is not a live row holding it"
+                ));
+            }
+            starts[at / 64] |= 1 << (at % 64);
             entries += 1;
+            at = end;
         }
         let table = SymTable::from_parts(groups.into_owned(), len);
         if table.check(entries, |sym| mix(u64::from(sym)))? != fingerprint {
@@ -277,7 +277,7 @@ impl Interner {
         if interner.probe_hash() != probe {
             interner.grow_to(entries);
         }
-        Ok(interner)
+        Ok((interner, SymbolSet(starts)))
     }
 
     /// The interner's tables as they are, for an image.
