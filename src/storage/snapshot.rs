@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::frame::{self, read_file_header, Frame, FILE_HEADER, FORMAT_VERSION};
 use super::{codec, corrupt, schema, sync_dir, StorageError};
+use crate::engine::image::Parts;
 use crate::engine::{Change, Engine};
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"IDENTSNP";
@@ -59,6 +60,15 @@ pub fn parse_snapshot_name(name: &str) -> Option<u64> {
 
 /// Writes `engine` as the snapshot covering records up to `seq`; returns its path and size.
 pub fn write(dir: &Path, engine: &Engine, seq: u64) -> Result<(PathBuf, u64), StorageError> {
+    write_parts(dir, &engine.parts(), seq)
+}
+
+/// Writes an engine's tables as the snapshot covering records up to `seq`.
+pub fn write_parts(
+    dir: &Path,
+    parts: &Parts<'_>,
+    seq: u64,
+) -> Result<(PathBuf, u64), StorageError> {
     let path = dir.join(snapshot_name(seq));
     let tmp = path.with_extension("snap.tmp");
     let io = |e| StorageError::file(tmp.clone(), e);
@@ -66,7 +76,7 @@ pub fn write(dir: &Path, engine: &Engine, seq: u64) -> Result<(PathBuf, u64), St
     // Buffered before the checksum, so that it sums large chunks, not each field.
     let mut out = BufWriter::with_capacity(1 << 20, Summed::new(file));
     frame::write_file_header(&mut out, SNAPSHOT_MAGIC, IMAGE_VERSION, seq).map_err(io)?;
-    schema::encode(&engine.parts(), &mut out).map_err(io)?;
+    schema::encode(parts, &mut out).map_err(io)?;
     let summed = out.into_inner().map_err(|e| io(e.into_error()))?;
     let (mut file, len, crc) = (summed.inner, summed.len, summed.crc.finalize());
     let mut trailer = [0; TRAILER];
@@ -351,5 +361,50 @@ mod tests {
             refused(&flipped, &format!("byte {at} flipped"));
         }
         refused(&[bytes.clone(), vec![0; 16]].concat(), "zeros appended");
+    }
+
+    #[test]
+    fn a_crafted_image_with_a_good_checksum_is_refused_at_load_saying_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = busy_engine();
+        // Two more clusters of two.
+        for (email, phone) in [
+            ("p1@x.io", "91"),
+            ("p2@x.io", "91"),
+            ("p3@x.io", "92"),
+            ("p4@x.io", "92"),
+        ] {
+            let query = Query::new(Email::parse(email).unwrap(), Phone::parse(phone).unwrap());
+            let plan = engine.plan_identify(&query.unwrap(), Timestamp(3_000));
+            for change in &plan.changes {
+                engine.apply(change).unwrap();
+            }
+        }
+        let parts = engine.parts().into_owned();
+        type Craft = (&'static str, fn(&mut Parts<'static>));
+        let crafted: [Craft; 4] = [
+            ("share member array", |p| {
+                let roots: Vec<usize> = (0..p.nodes.len())
+                    .filter(|&x| p.nodes[x].parent as usize == x && p.nodes[x].list != u32::MAX)
+                    .collect();
+                let list = p.nodes[roots[0]].list;
+                p.nodes.to_mut()[roots[1]].list = list;
+            }),
+            ("only one way", |p| {
+                p.joins_by_phone.pop();
+            }),
+            ("max_id", |p| p.max_id -= 1),
+            ("counters", |p| p.stats.clusters += 1),
+        ];
+        for (says, craft) in crafted {
+            let mut damaged = parts.clone();
+            craft(&mut damaged);
+            let (path, _) = write_parts(dir.path(), &damaged, 5).unwrap();
+            let message = load(&path).err().unwrap().to_string();
+            assert!(
+                message.contains("corrupt") && message.contains(says),
+                "{says}: {message}"
+            );
+        }
     }
 }
