@@ -8,8 +8,7 @@
 
 use super::interner::Sym;
 
-/// Symbols a group holds.
-pub const SLOTS: usize = 12;
+const SLOTS: usize = 12;
 
 /// One cache line of the table.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
