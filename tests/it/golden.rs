@@ -78,7 +78,8 @@ fn a_crafted_format_2_image_is_refused_by_the_same_check() {
     let name = snapshot_name(28);
     let bytes = std::fs::read(golden.join(&name)).unwrap();
     let image_end = bytes.len() - 12;
-    let crafts: [(&str, usize, fn(&mut [u8])); 2] = [
+    type Craft = (&'static str, usize, fn(&mut [u8]));
+    let crafts: [Craft; 2] = [
         ("counters", image_end - 16, |clusters| clusters[0] += 1),
         ("max_id", image_end - 44, |max_id| max_id[0] -= 1),
     ];
@@ -90,7 +91,7 @@ fn a_crafted_format_2_image_is_refused_by_the_same_check() {
         crafted[image_end + 8..].copy_from_slice(&crc.to_le_bytes());
         let path = dir.path().join(&name);
         std::fs::write(&path, &crafted).unwrap();
-        let message = snapshot::load(&path).err().expect("refused").to_string();
+        let message = snapshot::load(&path).expect_err("refused").to_string();
         assert!(
             message.contains("corrupt") && message.contains(says),
             "{message}"
