@@ -672,7 +672,8 @@ mod tests {
                 accepted += 1;
             }
         }
-        // Some mutations change nothing that matters (a time, a value set to what it was).
-        assert!(accepted < 400, "some damage is refused");
+        // Some mutations change nothing the check can see (a creation time that keeps the
+        // order, a value set to what it was): those engines were exercised. (61 of 400 today.)
+        assert!(accepted > 0 && accepted < 400, "{accepted} accepted");
     }
 }
