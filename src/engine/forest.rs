@@ -11,42 +11,20 @@
 /// An index into the engine's rows, dense from 0.
 pub type Slot = u32;
 
-use serde::{Deserialize, Serialize};
-
 /// Marks a node with no member array: a set of one, or a slot that is not a root.
-const NO_LIST: u32 = u32::MAX;
+pub const NO_LIST: u32 = u32::MAX;
 
 /// One slot's place in the forest, all in one place: `find` on a singleton (most contacts) and
 /// everything a reader then needs of its root is one cache line.
-#[derive(Clone, Copy, Debug)]
-struct Node {
-    parent: Slot,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Node {
+    pub parent: Slot,
     /// At a root of two or more: the index of its member array in `Forest::lists`.
-    list: u32,
+    pub list: u32,
     /// At a root: the number of members; 0 marks a removed slot (a deleted row).
-    size: u32,
+    pub size: u32,
     /// At a root: the slot of the set's primary.
-    label: Slot,
-}
-
-impl super::packed::Packed for Node {
-    const SIZE: usize = 16;
-
-    fn pack(&self, out: &mut Vec<u8>) {
-        for n in [self.parent, self.list, self.size, self.label] {
-            out.extend_from_slice(&n.to_le_bytes());
-        }
-    }
-
-    fn unpack(b: &[u8]) -> Node {
-        use super::packed::u32_at;
-        Node {
-            parent: u32_at(b, 0),
-            list: u32_at(b, 4),
-            size: u32_at(b, 8),
-            label: u32_at(b, 12),
-        }
-    }
+    pub label: Slot,
 }
 
 impl Node {
@@ -60,28 +38,27 @@ impl Node {
     }
 }
 
-#[derive(Default, Debug, Clone, Serialize, Deserialize)]
+#[derive(Default, Debug, Clone)]
 pub struct Forest {
-    #[serde(with = "super::packed")]
     nodes: Vec<Node>,
     /// The members of each set of two or more, oldest first; an empty array is free for reuse.
     lists: Vec<Vec<Slot>>,
     free: Vec<u32>,
-    /// How many sets there are of each size, for the largest; rebuilt by `recount` on load.
-    #[serde(skip)]
-    census: Census,
+    /// How many sets there are of each size, for the largest; not in an image: `recount`
+    /// rebuilds it.
+    sizes: SizeCensus,
 }
 
 /// The number of sets of each size and the largest size: kept as sets join and split, so the
 /// largest cluster is known without a scan.
 #[derive(Default, Debug, Clone)]
-struct Census {
+struct SizeCensus {
     /// `sets[k]`: how many sets have `k` members.
     sets: Vec<u32>,
     largest: usize,
 }
 
-impl Census {
+impl SizeCensus {
     fn add(&mut self, size: usize) {
         if self.sets.len() <= size {
             self.sets.resize(size + 1, 0);
@@ -103,23 +80,23 @@ impl Forest {
     pub fn push(&mut self) -> Slot {
         let slot = self.nodes.len() as Slot;
         self.nodes.push(Node::alone(slot));
-        self.census.add(1);
+        self.sizes.add(1);
         slot
     }
 
     /// Counts the sets again (after loading a forest, whose census is not saved).
     pub fn recount(&mut self) {
-        self.census = Census::default();
+        self.sizes = SizeCensus::default();
         for (x, node) in self.nodes.iter().enumerate() {
             if node.parent as usize == x && node.size > 0 {
-                self.census.add(node.size as usize);
+                self.sizes.add(node.size as usize);
             }
         }
     }
 
     /// The number of members of the largest set (0 when every slot is removed).
     pub fn largest(&self) -> usize {
-        self.census.largest
+        self.sizes.largest
     }
 
     /// The number of members of `x`'s set.
@@ -191,9 +168,9 @@ impl Forest {
         let label = members[0];
         let small_size = self.nodes[small as usize].size;
         let big_size = self.nodes[big as usize].size;
-        self.census.take(small_size as usize);
-        self.census.take(big_size as usize);
-        self.census.add((small_size + big_size) as usize);
+        self.sizes.take(small_size as usize);
+        self.sizes.take(big_size as usize);
+        self.sizes.add((small_size + big_size) as usize);
         self.nodes[small as usize] = Node {
             parent: big,
             list: NO_LIST,
@@ -242,11 +219,11 @@ impl Forest {
         for &s in slots {
             let node = self.nodes[s as usize];
             if node.parent == s {
-                self.census.take(node.size as usize);
+                self.sizes.take(node.size as usize);
             }
         }
         for &s in slots {
-            self.census.add(1);
+            self.sizes.add(1);
             let list = self.nodes[s as usize].list;
             if list != NO_LIST {
                 self.lists[list as usize] = Vec::new();
@@ -260,7 +237,7 @@ impl Forest {
     /// is never joined again (a deleted row).
     pub fn remove(&mut self, x: Slot) {
         debug_assert!(self.is_alone(x));
-        self.census.take(1);
+        self.sizes.take(1);
         self.nodes[x as usize].size = 0;
     }
 
@@ -269,46 +246,163 @@ impl Forest {
         self.nodes[x as usize].size == 0
     }
 
-    /// Checks a forest read from a snapshot for `slots` slots: every slot, label and member
-    /// array it names exists; a root's member array holds its `size` members, oldest (its label)
-    /// first; a root of one has none; and every slot reaches a root (no cycle: union by size
-    /// keeps a path under 32 steps).
-    pub fn check(&self, slots: usize) -> Result<(), String> {
-        let slot_ok = |s: Slot| (s as usize) < slots;
-        let list_ok = |l: u32| (l as usize) < self.lists.len();
-        let arrays_ok = self.lists.iter().flatten().all(|&s| slot_ok(s))
-            && self.free.iter().all(|&l| list_ok(l));
-        if self.nodes.len() != slots || !arrays_ok {
-            return Err(format!("the forest names slots beyond its {slots} slots"));
+    /// A forest from an image's tables, unchecked: [`Forest::check`] it before any other use.
+    pub fn from_parts(nodes: Vec<Node>, lists: Vec<Vec<Slot>>, free: Vec<u32>) -> Forest {
+        // The census of sizes is counted once the forest is checked (`recount`): a damaged
+        // size must not size an allocation.
+        Forest {
+            nodes,
+            lists,
+            free,
+            sizes: SizeCensus::default(),
         }
+    }
+
+    /// The tables as they are, for an image.
+    pub fn parts(&self) -> (&[Node], &[Vec<Slot>], &[u32]) {
+        (&self.nodes, &self.lists, &self.free)
+    }
+
+    /// Checks a forest read from an image for `slots` slots whose age order is `older`:
+    /// - every slot, label and member array a node names exists, and every slot reaches a root
+    ///   (no cycle: union by size keeps a path under 32 steps);
+    /// - a root's size is the number of slots that reach it (0 for a removed slot, which no
+    ///   other slot reaches); a root of one has no member array and is its own label;
+    /// - a root of two or more has a member array of its own (no other root's) holding exactly
+    ///   the slots that reach it, oldest (its label) first, strictly in age order;
+    /// - every other array is empty and listed once in the free list, which lists nothing else.
+    ///
+    /// Returns how many live sets and removed slots there are.
+    pub fn check(
+        &self,
+        slots: usize,
+        older: impl Fn(Slot, Slot) -> bool,
+    ) -> Result<Census, String> {
+        let slot_ok = |s: Slot| (s as usize) < slots;
+        let list_ok = |l: u32| l == NO_LIST || (l as usize) < self.lists.len();
+        if self.nodes.len() != slots {
+            return Err(format!(
+                "the forest has {} nodes for {slots} rows",
+                self.nodes.len()
+            ));
+        }
+        let named = |node: &Node| slot_ok(node.parent) && slot_ok(node.label) && list_ok(node.list);
+        if let Some(x) = self.nodes.iter().position(|node| !named(node)) {
+            return Err(format!(
+                "the forest's node of slot {x} names what does not exist"
+            ));
+        }
+        // Each slot's root, and how many live slots reach each root.
+        let (mut top, mut reached) = (vec![0; slots], vec![0u32; slots]);
         for (x, node) in self.nodes.iter().enumerate() {
-            let in_bounds = slot_ok(node.parent) && slot_ok(node.label);
             let root = node.parent as usize == x;
-            let whole = in_bounds
-                && match (root, node.list) {
-                    (true, NO_LIST) => node.size <= 1 && node.label as usize == x,
-                    (true, list) => self.lists.get(list as usize).is_some_and(|members| {
-                        members.len() == node.size as usize && members.first() == Some(&node.label)
-                    }),
-                    (false, list) => list == NO_LIST && self.reaches_a_root(x as Slot),
-                };
-            if !whole {
-                return Err(format!("the forest's set of slot {x} is damaged"));
+            if !root && (node.list != NO_LIST || node.size == 0) {
+                return Err(format!("slot {x} is not a root but is marked as one"));
             }
+            top[x] = self
+                .root_within(x as Slot, 64)
+                .ok_or_else(|| format!("slot {x} reaches no root (a cycle of parents)"))?;
+            if !root || node.size != 0 {
+                reached[top[x] as usize] += 1;
+            }
+        }
+        let mut used = vec![false; self.lists.len()];
+        let mut census = Census::default();
+        for (x, node) in self.nodes.iter().enumerate() {
+            if node.parent as usize != x {
+                continue;
+            }
+            if node.size != reached[x] {
+                return Err(format!(
+                    "the set of slot {x} says {} members, {} slots reach it",
+                    node.size, reached[x]
+                ));
+            }
+            match node.size {
+                0 => census.removed += 1,
+                _ => census.sets += 1,
+            }
+            if node.list == NO_LIST {
+                if node.size > 1 || node.label as usize != x {
+                    return Err(format!("the set of slot {x} has no member array"));
+                }
+                continue;
+            }
+            if std::mem::replace(&mut used[node.list as usize], true) {
+                return Err(format!("two sets share member array {}", node.list));
+            }
+            self.check_members(x as Slot, node, &top, &older)?;
+        }
+        self.check_free(&used)?;
+        Ok(census)
+    }
+
+    /// The member array of root `root` holds exactly the slots that reach it (as many as its
+    /// size, each reaching it, strictly in age order so none twice), its label first.
+    fn check_members(
+        &self,
+        root: Slot,
+        node: &Node,
+        top: &[Slot],
+        older: &impl Fn(Slot, Slot) -> bool,
+    ) -> Result<(), String> {
+        let members = &self.lists[node.list as usize];
+        let whole = members.len() == node.size as usize
+            && members.first() == Some(&node.label)
+            && (members.iter()).all(|&m| top.get(m as usize) == Some(&root))
+            && members.windows(2).all(|w| older(w[0], w[1]));
+        if whole {
+            Ok(())
+        } else {
+            Err(format!(
+                "the member array of slot {root} is not exactly its members in age order"
+            ))
+        }
+    }
+
+    /// Every array no set uses is empty and listed once in the free list; nothing else is.
+    fn check_free(&self, used: &[bool]) -> Result<(), String> {
+        let mut listed = vec![false; self.lists.len()];
+        for &list in &self.free {
+            let ok = (list as usize) < self.lists.len()
+                && !used[list as usize]
+                && self.lists[list as usize].is_empty()
+                && !std::mem::replace(&mut listed[list as usize], true);
+            if !ok {
+                return Err(format!(
+                    "the free list names member array {list}, which is not a free one"
+                ));
+            }
+        }
+        let in_use = used.iter().filter(|&&u| u).count();
+        if in_use + self.free.len() != self.lists.len() {
+            return Err(format!(
+                "{} member arrays, {in_use} in use and {} free",
+                self.lists.len(),
+                self.free.len()
+            ));
         }
         Ok(())
     }
 
-    fn reaches_a_root(&self, mut x: Slot) -> bool {
-        for _ in 0..64 {
+    /// The root of `x` if it is at most `steps` parents away.
+    fn root_within(&self, mut x: Slot, steps: usize) -> Option<Slot> {
+        for _ in 0..steps {
             let parent = self.nodes[x as usize].parent;
             if parent == x {
-                return true;
+                return Some(x);
             }
             x = parent;
         }
-        false
+        None
     }
+}
+
+/// What a checked forest holds: live sets (clusters) and removed slots (deleted rows).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Census {
+    pub sets: usize,
+    pub removed: usize,
 }
 
 /// Merges `incoming` (in order) into `members` (in order), keeping the order.

@@ -103,7 +103,7 @@ pub enum Refusal {
 }
 
 /// One blocked value.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Block {
     pub reason: BlockReason,
     pub at: i64,
@@ -112,7 +112,7 @@ pub(super) struct Block {
 }
 
 /// The guards' state for one kind of identifier.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default)]
 pub(super) struct KindGuards {
     pub blocked: HashMap<Sym, Block>,
     /// Values an admin unblocked: never blocked as generic again.

@@ -15,9 +15,9 @@
 use std::hash::BuildHasher;
 
 use foldhash::fast::FixedState;
-use serde::{de::Error as _, Deserialize, Deserializer, Serialize, Serializer};
+use std::borrow::Cow;
 
-use super::symtable::{Home, SymTable};
+use super::symtable::{Group, Home, SymTable};
 
 /// A number standing for one distinct string: its offset in the arena.
 pub type Sym = u32;
@@ -240,42 +240,45 @@ impl Interner {
         })
     }
 
-    /// Which offsets start a string, for checking what a loaded snapshot's other tables name;
-    /// none if some string's value fails `value_ok`.
-    pub fn symbol_set(&self, value_ok: impl Fn(u32) -> bool) -> Option<SymbolSet> {
-        let mut bits = vec![0u64; self.arena.len().div_ceil(64)];
-        for sym in self.symbols() {
-            if !value_ok(self.value(sym)) {
-                return None;
-            }
-            bits[sym as usize / 64] |= 1 << (sym % 64);
-        }
-        Some(SymbolSet(bits))
-    }
-
-    /// An interner from a snapshot's parts, once they are shown to be whole: every entry of the
-    /// arena in bounds with 7-bit headers, and the table holding exactly the entries' symbols
-    /// (as many, with the same fingerprint: a sum of each symbol mixed). The table is rebuilt if
-    /// this build hashes the probe texts differently (another version of foldhash), since a
-    /// table from another hash would find nothing.
-    fn from_image(image: Image) -> Result<Interner, String> {
-        let Image {
+    /// An interner from an image's parts, once they are shown to be whole: every entry of the
+    /// arena in bounds with 7-bit headers and a value (holder) that `value_ok(sym, value)`
+    /// accepts, and the table holding exactly the entries' symbols (as many, with the same
+    /// fingerprint: a sum of each symbol mixed). Returns it with the set of its symbols, for
+    /// checking what the other tables name. The table is rebuilt if this build hashes the probe
+    /// texts differently (another version of foldhash), since a table from another hash would
+    /// find nothing.
+    pub fn from_parts(
+        parts: Strings<'_>,
+        value_ok: impl Fn(Sym, u32) -> bool,
+    ) -> Result<(Interner, SymbolSet), String> {
+        let Strings {
             arena,
-            table,
+            groups,
+            len,
             seed,
             probe,
-        } = image;
+        } = parts;
+        let arena = arena.into_owned();
         let bytes = arena.as_bytes();
         if bytes.len() >= NONE as usize {
             return Err("identifier arena larger than 4 GiB".into());
         }
+        let mut starts = vec![0u64; bytes.len().div_ceil(64)];
         let (mut entries, mut fingerprint, mut at) = (0, 0u64, 0);
         while at < bytes.len() {
             fingerprint = fingerprint.wrapping_add(mix(at as u64));
-            at = checked_end(bytes, at)
+            let end = checked_end(bytes, at)
                 .ok_or_else(|| format!("identifier arena damaged at byte {at}"))?;
+            if !value_ok(at as Sym, unwide(&bytes[at..at + VALUE])) {
+                return Err(format!(
+                    "the identifier at offset {at} names a holder that is not a live row holding it"
+                ));
+            }
+            starts[at / 64] |= 1 << (at % 64);
             entries += 1;
+            at = end;
         }
+        let table = SymTable::from_parts(groups.into_owned(), len);
         if table.check(entries, |sym| mix(u64::from(sym)))? != fingerprint {
             return Err("the identifier table names offsets that start no string".into());
         }
@@ -283,7 +286,18 @@ impl Interner {
         if interner.probe_hash() != probe {
             interner.grow_to(entries);
         }
-        Ok(interner)
+        Ok((interner, SymbolSet(starts)))
+    }
+
+    /// The interner's tables as they are, for an image.
+    pub fn parts(&self) -> Strings<'_> {
+        Strings {
+            arena: Cow::Borrowed(&self.arena),
+            groups: Cow::Borrowed(self.table.groups()),
+            len: self.table.len(),
+            seed: self.seed,
+            probe: self.probe_hash(),
+        }
     }
 
     /// The string of `sym`.
@@ -308,38 +322,27 @@ impl Interner {
 /// and long strings by different paths, and a change to any of them must show.
 const PROBE_LENGTHS: [usize; 10] = [0, 3, 8, 15, 16, 17, 64, 255, 256, 1000];
 
-/// An interner as a snapshot holds it.
-#[derive(Serialize)]
-struct ImageRef<'a> {
-    arena: &'a str,
-    table: &'a SymTable,
-    seed: u64,
-    probe: u64,
+/// An interner's tables as an image holds them: the arena of entries `[value][length][text]`,
+/// the hash table's groups and count, the hash seed, and the probe hash of the build that wrote
+/// them (see `probe_hash`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Strings<'a> {
+    pub arena: Cow<'a, str>,
+    pub groups: Cow<'a, [Group]>,
+    pub len: usize,
+    pub seed: u64,
+    pub probe: u64,
 }
 
-#[derive(Deserialize)]
-struct Image {
-    arena: String,
-    table: SymTable,
-    seed: u64,
-    probe: u64,
-}
-
-impl Serialize for Interner {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        ImageRef {
-            arena: &self.arena,
-            table: &self.table,
+impl Strings<'_> {
+    pub fn into_owned(self) -> Strings<'static> {
+        Strings {
+            arena: Cow::Owned(self.arena.into_owned()),
+            groups: Cow::Owned(self.groups.into_owned()),
+            len: self.len,
             seed: self.seed,
-            probe: self.probe_hash(),
+            probe: self.probe,
         }
-        .serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Interner {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Interner, D::Error> {
-        Interner::from_image(Image::deserialize(d)?).map_err(D::Error::custom)
     }
 }
 

@@ -9,9 +9,8 @@ mod apply;
 pub mod change;
 mod forest;
 pub mod guards;
-mod image;
+pub mod image;
 mod interner;
-mod packed;
 mod plan;
 mod queries;
 mod regroup;
@@ -20,14 +19,16 @@ pub mod time;
 pub mod types;
 
 use hashbrown::HashMap;
-use serde::{Deserialize, Serialize};
 
 pub use change::{Change, NewContact};
-use forest::{Forest, Slot};
+use forest::Forest;
+pub use forest::{Node, Slot};
 pub use guards::{BlockReason, BlockedValue, GuardStats, Kind, Limits, Refusal};
 use guards::{KindGuards, BLOCKED};
-use interner::{Interner, Sym};
+use interner::Interner;
+pub use interner::{Strings, Sym};
 pub use plan::{DeletePlan, Plan};
+pub use symtable::Group;
 pub use types::{
     Contact, ContactId, Email, IdentifierError, Identity, Phone, Precedence, Query, Timestamp,
 };
@@ -37,38 +38,14 @@ use interner::NONE;
 
 /// One contact in 32 bytes: identifiers as interned symbols, `linked` 0 for a primary. Whether
 /// it is deleted is kept in the forest, and when in `Engine::deleted_at` (deletions are rare).
-#[derive(Clone, Debug)]
-struct Row {
-    id: ContactId,
-    email: Sym,
-    phone: Sym,
-    linked: ContactId,
-    created: i64,
-    updated: i64,
-}
-
-impl packed::Packed for Row {
-    const SIZE: usize = 32;
-
-    fn pack(&self, out: &mut Vec<u8>) {
-        for n in [self.id, self.email, self.phone, self.linked] {
-            out.extend_from_slice(&n.to_le_bytes());
-        }
-        out.extend_from_slice(&self.created.to_le_bytes());
-        out.extend_from_slice(&self.updated.to_le_bytes());
-    }
-
-    fn unpack(b: &[u8]) -> Row {
-        use packed::{i64_at, u32_at};
-        Row {
-            id: u32_at(b, 0),
-            email: u32_at(b, 4),
-            phone: u32_at(b, 8),
-            linked: u32_at(b, 12),
-            created: i64_at(b, 16),
-            updated: i64_at(b, 24),
-        }
-    }
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Row {
+    pub id: ContactId,
+    pub email: Sym,
+    pub phone: Sym,
+    pub linked: ContactId,
+    pub created: i64,
+    pub updated: i64,
 }
 
 impl Row {
@@ -110,7 +87,7 @@ pub enum EngineError {
 }
 
 /// Counts for metrics and reports.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     pub contacts: usize,
     pub deleted: usize,
@@ -118,11 +95,10 @@ pub struct Stats {
     pub joins: usize,
 }
 
-/// Serialized, the engine is its tables as they are (a snapshot's image, loaded with no
-/// rehashing or replay); a deserialized engine must pass [`Engine::check_image`] before use.
-#[derive(Default, Debug, Clone, Serialize, Deserialize)]
+/// A snapshot holds the engine's tables as they are ([`image::Parts`], loaded with no
+/// rehashing or replay); [`Engine::from_parts`] checks them whole before it builds an engine.
+#[derive(Default, Debug, Clone)]
 pub struct Engine {
-    #[serde(with = "packed")]
     rows: Vec<Row>,
     /// The slots of ids whose row is not at slot `id - 1`. The service counts ids up from 1 and
     /// adds rows in that order, so this stays empty unless an import brings other ids.
@@ -149,7 +125,6 @@ pub struct Engine {
     /// Blocked, exempt and shared values, by kind (emails, then phones).
     guards: [KindGuards; 2],
     /// The guards' settings (not state: a snapshot does not keep them).
-    #[serde(skip)]
     limits: Limits,
 }
 

@@ -6,46 +6,23 @@
 //! random lines. Here a lookup reads one line, then the string; an insert writes one line. Nothing
 //! is ever removed, and a group fills from its first slot, so a group with room ends a probe.
 
-use serde::{Deserialize, Serialize};
-
 use super::interner::Sym;
 
 const SLOTS: usize = 12;
 
-#[derive(Clone, Copy, Debug, Default)]
+/// One cache line of the table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(align(64))]
-struct Group {
+pub struct Group {
     /// Slots `0..len` are in use.
-    len: u8,
-    tags: [u8; SLOTS],
-    syms: [Sym; SLOTS],
+    pub len: u8,
+    pub tags: [u8; SLOTS],
+    pub syms: [Sym; SLOTS],
 }
 
-impl super::packed::Packed for Group {
-    const SIZE: usize = 1 + SLOTS + 4 * SLOTS;
-
-    fn pack(&self, out: &mut Vec<u8>) {
-        out.push(self.len);
-        out.extend_from_slice(&self.tags);
-        for sym in self.syms {
-            out.extend_from_slice(&sym.to_le_bytes());
-        }
-    }
-
-    fn unpack(b: &[u8]) -> Group {
-        let syms = &b[1 + SLOTS..];
-        Group {
-            len: b[0],
-            tags: b[1..1 + SLOTS].try_into().expect("SLOTS tags"),
-            syms: std::array::from_fn(|i| super::packed::u32_at(syms, 4 * i)),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default)]
 pub struct SymTable {
     /// A power of two of groups, or none before the first insert.
-    #[serde(with = "super::packed")]
     groups: Vec<Group>,
     len: usize,
 }
@@ -63,6 +40,15 @@ impl SymTable {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// A table from an image's groups and count, unchecked: [`SymTable::check`] it before use.
+    pub fn from_parts(groups: Vec<Group>, len: usize) -> SymTable {
+        SymTable { groups, len }
+    }
+
+    pub fn groups(&self) -> &[Group] {
+        &self.groups
     }
 
     /// How many symbols fit before the table must grow.

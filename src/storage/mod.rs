@@ -7,7 +7,9 @@
 
 pub mod codec;
 pub mod frame;
+mod packed;
 pub mod recovery;
+pub mod schema;
 pub mod snapshot;
 pub mod wal;
 mod writer;

@@ -16,6 +16,7 @@ mod disk_full;
 mod durability;
 mod engine_model;
 mod first_hour;
+mod golden;
 mod guards;
 mod http_identify;
 mod lifecycle;

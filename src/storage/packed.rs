@@ -2,7 +2,8 @@
 //! not field by field. A 10M-contact engine holds about 150M such fields (rows, forest nodes,
 //! table groups), and decoding them one at a time through the reader was most of a load.
 //!
-//! For `#[serde(with = "packed")]`: a sequence of byte blocks, each a whole number of records.
+//! On disk: a sequence of byte blocks (about 64 KiB each), each a whole number of records in the
+//! record's [`Layout`].
 
 use std::marker::PhantomData;
 
@@ -10,33 +11,49 @@ use serde::de::{Error, SeqAccess, Visitor};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A record of `SIZE` bytes, little-endian.
-pub trait Packed: Sized {
+/// How an `Item` is laid out as a record of `SIZE` bytes, little-endian.
+pub trait Layout {
+    type Item;
     const SIZE: usize;
-    fn pack(&self, out: &mut Vec<u8>);
+    fn pack(item: &Self::Item, out: &mut Vec<u8>);
     /// Reads a record from exactly `SIZE` bytes.
-    fn unpack(bytes: &[u8]) -> Self;
+    fn unpack(bytes: &[u8]) -> Self::Item;
+}
+
+/// Items to write as blocks of records.
+pub struct BlocksRef<'a, L: Layout>(pub &'a [L::Item]);
+
+/// Items read from blocks of records.
+pub struct Blocks<L: Layout>(pub Vec<L::Item>);
+
+impl<L: Layout> Serialize for BlocksRef<'_, L> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize::<L, S>(self.0, s)
+    }
+}
+
+impl<'de, L: Layout> Deserialize<'de> for Blocks<L> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Blocks<L>, D::Error> {
+        d.deserialize_seq(BlocksVisitor::<L>(PhantomData))
+            .map(Blocks)
+    }
 }
 
 /// About this many bytes a block.
 const BLOCK: usize = 1 << 16;
 
-pub fn serialize<T: Packed, S: Serializer>(items: &[T], s: S) -> Result<S::Ok, S::Error> {
-    let per_block = BLOCK / T::SIZE;
+fn serialize<L: Layout, S: Serializer>(items: &[L::Item], s: S) -> Result<S::Ok, S::Error> {
+    let per_block = BLOCK / L::SIZE;
     let mut seq = s.serialize_seq(Some(items.len().div_ceil(per_block)))?;
-    let mut block = Vec::with_capacity(per_block * T::SIZE);
+    let mut block = Vec::with_capacity(per_block * L::SIZE);
     for chunk in items.chunks(per_block) {
         block.clear();
         for item in chunk {
-            item.pack(&mut block);
+            L::pack(item, &mut block);
         }
         seq.serialize_element(&Bytes(&block))?;
     }
     seq.end()
-}
-
-pub fn deserialize<'de, T: Packed, D: Deserializer<'de>>(d: D) -> Result<Vec<T>, D::Error> {
-    d.deserialize_seq(Blocks(PhantomData))
 }
 
 struct Bytes<'a>(&'a [u8]);
@@ -47,22 +64,22 @@ impl Serialize for Bytes<'_> {
     }
 }
 
-struct Blocks<T>(PhantomData<T>);
+struct BlocksVisitor<L>(PhantomData<L>);
 
-impl<'de, T: Packed> Visitor<'de> for Blocks<T> {
-    type Value = Vec<T>;
+impl<'de, L: Layout> Visitor<'de> for BlocksVisitor<L> {
+    type Value = Vec<L::Item>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "blocks of {}-byte records", T::SIZE)
+        write!(f, "blocks of {}-byte records", L::SIZE)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut blocks: A) -> Result<Vec<T>, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut blocks: A) -> Result<Vec<L::Item>, A::Error> {
         let mut items = Vec::new();
         while let Some(Block(bytes)) = blocks.next_element()? {
-            if bytes.len() % T::SIZE != 0 {
+            if bytes.len() % L::SIZE != 0 {
                 return Err(A::Error::custom("a block ends inside a record"));
             }
-            items.extend(bytes.chunks_exact(T::SIZE).map(T::unpack));
+            items.extend(bytes.chunks_exact(L::SIZE).map(L::unpack));
         }
         items.shrink_to_fit();
         Ok(items)
@@ -93,15 +110,6 @@ impl<'de> Visitor<'de> for BlockVisitor {
 
     fn visit_bytes<E: Error>(self, bytes: &[u8]) -> Result<Block, E> {
         Ok(Block(bytes.to_vec()))
-    }
-
-    /// Formats without a byte type (JSON, in tests) give a sequence of numbers.
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Block, A::Error> {
-        let mut bytes = Vec::new();
-        while let Some(b) = seq.next_element()? {
-            bytes.push(b);
-        }
-        Ok(Block(bytes))
     }
 }
 
