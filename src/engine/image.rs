@@ -755,6 +755,100 @@ mod tests {
         }
     }
 
+    /// An engine whose guards hold every kind of state: a value blocked as generic, one blocked
+    /// by an admin, an exempt one, shared counts and a join's time.
+    fn guarded_image() -> Parts<'static> {
+        let mut engine = Engine::with_limits(crate::engine::Limits {
+            generic_threshold: 2,
+            max_cluster_size: 0,
+        });
+        let requests = [
+            ("a@x.io", "9"),
+            ("b@x.io", "9"),
+            ("c@x.io", "9"),
+            ("d@x.io", "5"),
+            ("e@x.io", "5"),
+            ("f@x.io", "7"),
+            ("f@x.io", "8"),
+            ("g@x.io", "6"),
+            ("g@x.io", "5"),
+        ];
+        let mut now = 1_000;
+        for (email, phone) in requests {
+            let query = Query::new(Email::parse(email).unwrap(), Phone::parse(phone).unwrap());
+            now += 1;
+            let plan = engine
+                .plan_identify(&query.unwrap(), Timestamp(now))
+                .unwrap();
+            for change in &plan.changes {
+                engine.apply(change).unwrap();
+            }
+        }
+        let act = |engine: &mut Engine, changes: Vec<crate::engine::Change>| {
+            for change in &changes {
+                engine.apply(change).unwrap();
+            }
+        };
+        let block = engine.plan_block(Kind::Email, "a@x.io", BlockReason::Admin, Timestamp(2_000));
+        act(&mut engine, block.unwrap());
+        let block = engine.plan_block(Kind::Email, "z@x.io", BlockReason::Admin, Timestamp(2_001));
+        act(&mut engine, block.unwrap());
+        let unblock = engine.plan_unblock(Kind::Email, "z@x.io", Timestamp(2_002));
+        act(&mut engine, vec![unblock.unwrap().unwrap()]);
+        engine.check_invariants().unwrap();
+        engine.parts().into_owned()
+    }
+
+    #[test]
+    fn crafted_guard_state_is_refused() {
+        let image = guarded_image();
+        let (emails, phones) = (&image.guards[0], &image.guards[1]);
+        assert!(
+            !phones.blocked.is_empty() && !emails.blocked.is_empty(),
+            "both kinds blocked"
+        );
+        assert!(!emails.exempt.is_empty() && phones.shared.as_ref().is_some_and(|s| !s.is_empty()));
+        assert!(!image.join_times.is_empty());
+        assert!(Engine::from_parts(image.clone()).is_ok());
+        let crafts: [Damage; 6] = [
+            (
+                "a blocked value's holder left out",
+                "live rows holding it",
+                |p| {
+                    p.guards[1].blocked[0].holders.pop();
+                },
+            ),
+            ("a blocked value's holder twice", "oldest first", |p| {
+                let holder = p.guards[1].blocked[0].holders[0];
+                p.guards[1].blocked[0].holders.push(holder);
+            }),
+            ("a shared count off by one", "miscounted", |p| {
+                p.guards[1].shared.as_mut().unwrap()[0].1 += 1;
+            }),
+            ("an exempt value that is blocked", "exempt", |p| {
+                let blocked = p.guards[0].blocked[0].sym;
+                p.guards[0].exempt.push(blocked);
+            }),
+            ("a join time of no join", "join time", |p| {
+                p.join_times.push((u64::MAX, 0));
+            }),
+            (
+                "a value indexed as blocked with no entry",
+                "not a live row",
+                |p| {
+                    p.guards[0].blocked.clear();
+                },
+            ),
+        ];
+        for (what, says, damage) in crafts {
+            let mut damaged = image.clone();
+            damage(&mut damaged);
+            let message = Engine::from_parts(damaged).err().map(|e| e.to_string());
+            let message = message.unwrap_or_default();
+            assert!(message.contains(says), "{what}: {message:?}");
+        }
+    }
+
     #[test]
     fn an_identifier_table_or_arena_that_disagrees_is_refused() {
         let image = image();
