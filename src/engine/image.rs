@@ -156,6 +156,7 @@ impl Engine {
     /// image. Whatever the tables hold, this never panics, and an engine it returns never
     /// panics later on account of them.
     pub fn from_parts(parts: Parts<'_>) -> Result<Engine, ImageError> {
+        let parts = realigned(parts)?;
         let rows = parts.rows.into_owned();
         if rows.len() >= NONE as usize {
             return refuse(format!("{} rows, more than slots can number", rows.len()));
@@ -480,6 +481,67 @@ impl Engine {
         }
         Ok(halves / 2)
     }
+}
+
+/// An image whose arenas are packed (from before aligned arenas) with its strings laid out
+/// aligned and every symbol the tables name renumbered; an aligned one as it is. The
+/// renumbering keeps order, so sorted lists stay sorted.
+fn realigned(parts: Parts<'_>) -> Checked<Parts<'_>> {
+    if parts.emails.aligned && parts.phones.aligned {
+        return Ok(parts);
+    }
+    let mut parts = parts;
+    let renumber = |strings: &mut Strings<'_>| -> Checked<Option<Vec<(Sym, Sym)>>> {
+        if strings.aligned {
+            return Ok(None);
+        }
+        let old = std::mem::replace(strings, Strings::empty());
+        let (new, map) = old.realigned().map_err(ImageError)?;
+        *strings = new;
+        Ok(Some(map))
+    };
+    let maps = [renumber(&mut parts.emails)?, renumber(&mut parts.phones)?];
+    let remap = |kind: Kind, sym: Sym| -> Checked<Sym> {
+        match &maps[kind as usize] {
+            Some(map) if sym != NONE => map
+                .binary_search_by_key(&sym, |&(old, _)| old)
+                .map(|i| map[i].1)
+                .or_else(|_| refuse(format!("an {} names no string", kind.field()))),
+            _ => Ok(sym),
+        }
+    };
+    for row in parts.rows.to_mut() {
+        row.email = remap(Kind::Email, row.email)?;
+        row.phone = remap(Kind::Phone, row.phone)?;
+    }
+    let joins = |list: &mut Vec<(Sym, Vec<Sym>)>, key: Kind, value: Kind| -> Checked {
+        for (k, vs) in list {
+            *k = remap(key, *k)?;
+            for v in vs {
+                *v = remap(value, *v)?;
+            }
+        }
+        Ok(())
+    };
+    joins(&mut parts.joins_by_email, Kind::Email, Kind::Phone)?;
+    joins(&mut parts.joins_by_phone, Kind::Phone, Kind::Email)?;
+    for (key, _) in &mut parts.join_times {
+        let (e, p) = ((*key >> 32) as Sym, *key as Sym);
+        *key = super::join_key(remap(Kind::Email, e)?, remap(Kind::Phone, p)?);
+    }
+    for kind in Kind::BOTH {
+        let g = &mut parts.guards[kind as usize];
+        for b in &mut g.blocked {
+            b.sym = remap(kind, b.sym)?;
+        }
+        for e in &mut g.exempt {
+            *e = remap(kind, *e)?;
+        }
+        for (sym, _) in g.shared.iter_mut().flatten() {
+            *sym = remap(kind, *sym)?;
+        }
+    }
+    Ok(parts)
 }
 
 /// A kind's guards from an image, refused if a value is listed twice.

@@ -25,8 +25,25 @@ pub type Sym = u32;
 /// No symbol: no string, or (as a value) no holder.
 pub const NONE: u32 = u32::MAX;
 
-/// Offsets at or past this are never symbols (they would read as NONE).
-const BLOCKED_OFFSET: usize = (u32::MAX - 1) as usize;
+/// Entries start at multiples of `1 << SHIFT` bytes and a symbol is its entry's offset shifted
+/// right by `SHIFT`, so a `u32` symbol reaches 16 GiB of arena: more than the rest of the engine
+/// leaves room for beside it on a machine of this class, so identifier storage is bounded by
+/// memory, not by the symbol's width. The padding costs 1.5 bytes a string on average.
+pub const SHIFT: u32 = 2;
+const ALIGN: usize = 1 << SHIFT;
+
+/// The most arena symbols can reach (the symbol NONE is never an entry's).
+const MAX_ARENA: usize = (NONE as usize) << SHIFT;
+
+/// Where the entry of `sym` starts in the arena.
+fn offset(sym: Sym) -> usize {
+    (sym as usize) << SHIFT
+}
+
+/// `at` rounded up to where an entry may start.
+fn aligned(at: usize) -> usize {
+    at.next_multiple_of(ALIGN)
+}
 
 /// A length below this takes one byte; a longer one is this byte, then the length in `WIDE`.
 const LONG: u8 = 0x7F;
@@ -107,11 +124,11 @@ impl Interner {
         )
     }
 
-    /// Whether `text` can be added: a symbol is an offset in the arena, so the arena holds at
-    /// most 4 GiB. Plans check this before anything is logged.
+    /// Whether `text` can be added: symbols reach `MAX_ARENA` bytes of arena (see `SHIFT`).
+    /// Plans check this before anything is logged.
     pub fn has_room(&self, text: &str) -> bool {
         let entry = VALUE + 1 + WIDE + text.len();
-        (self.arena.len() + entry) < BLOCKED_OFFSET
+        aligned(self.arena.len()) + entry <= MAX_ARENA
     }
 
     /// The symbol of `text`, interning it with `value` if it is new.
@@ -137,7 +154,7 @@ impl Interner {
     fn guess<'t>(&self, probe: Option<Probe<'t>>) -> Option<Probe<'t>> {
         let mut probe = probe?;
         let sym = probe.home.and_then(|home| home.first_match());
-        probe.guess = sym.map(|s| (s, self.arena.as_bytes()[s as usize + VALUE]));
+        probe.guess = sym.map(|s| (s, self.arena.as_bytes()[offset(s) + VALUE]));
         Some(probe)
     }
 
@@ -169,10 +186,11 @@ impl Interner {
         if let Some(sym) = self.settle(Some(probe)) {
             return sym;
         }
-        let sym = Sym::try_from(self.arena.len())
-            .ok()
-            .filter(|&s| s != NONE)
-            .expect("identifier arena exceeds 4 GiB");
+        assert!(self.has_room(text), "plans check the arena's room first");
+        let start = aligned(self.arena.len());
+        self.arena
+            .extend(std::iter::repeat_n('\0', start - self.arena.len()));
+        let sym = (start >> SHIFT) as Sym;
         self.arena.push_str(ascii(&wide(value)));
         match u8::try_from(text.len()) {
             Ok(len) if len < LONG => self.arena.push(char::from(len)),
@@ -234,8 +252,8 @@ impl Interner {
         let arena = self.arena.as_bytes();
         let mut at = 0;
         std::iter::from_fn(move || {
-            let sym = (at < arena.len()).then_some(at as Sym)?;
-            at = span(arena, sym).end;
+            let sym = (at < arena.len()).then_some((at >> SHIFT) as Sym)?;
+            at = aligned(span(arena, sym).end);
             Some(sym)
         })
     }
@@ -257,26 +275,35 @@ impl Interner {
             len,
             seed,
             probe,
+            aligned: is_aligned,
         } = parts;
+        if !is_aligned {
+            return Err("a packed arena must be realigned first".into());
+        }
         let arena = arena.into_owned();
         let bytes = arena.as_bytes();
-        if bytes.len() >= NONE as usize {
-            return Err("identifier arena larger than 4 GiB".into());
+        if bytes.len() > MAX_ARENA {
+            return Err("identifier arena larger than symbols can reach".into());
         }
-        let mut starts = vec![0u64; bytes.len().div_ceil(64)];
+        let mut starts = vec![0u64; (bytes.len() >> SHIFT).div_ceil(64)];
         let (mut entries, mut fingerprint, mut at) = (0, 0u64, 0);
         while at < bytes.len() {
-            fingerprint = fingerprint.wrapping_add(mix(at as u64));
+            let sym = (at >> SHIFT) as Sym;
+            fingerprint = fingerprint.wrapping_add(mix(u64::from(sym)));
             let end = checked_end(bytes, at)
                 .ok_or_else(|| format!("identifier arena damaged at byte {at}"))?;
-            if !value_ok(at as Sym, unwide(&bytes[at..at + VALUE])) {
+            if !value_ok(sym, unwide(&bytes[at..at + VALUE])) {
                 return Err(format!(
                     "the identifier at offset {at} names a holder that is not a live row holding it"
                 ));
             }
-            starts[at / 64] |= 1 << (at % 64);
+            let next = aligned(end).min(bytes.len());
+            if bytes[end..next].iter().any(|&b| b != 0) {
+                return Err(format!("identifier arena damaged at byte {end}: padding"));
+            }
+            starts[sym as usize / 64] |= 1 << (sym % 64);
             entries += 1;
-            at = end;
+            at = aligned(end);
         }
         let table = SymTable::from_parts(groups.into_owned(), len);
         if table.check(entries, |sym| mix(u64::from(sym)))? != fingerprint {
@@ -297,6 +324,7 @@ impl Interner {
             len: self.table.len(),
             seed: self.seed,
             probe: self.probe_hash(),
+            aligned: true,
         }
     }
 
@@ -307,12 +335,12 @@ impl Interner {
 
     /// The value kept with `sym`.
     pub fn value(&self, sym: Sym) -> u32 {
-        let at = sym as usize;
+        let at = offset(sym);
         unwide(&self.arena.as_bytes()[at..at + VALUE])
     }
 
     pub fn set_value(&mut self, sym: Sym, value: u32) {
-        let at = sym as usize;
+        let at = offset(sym);
         self.arena
             .replace_range(at..at + VALUE, ascii(&wide(value)));
     }
@@ -332,6 +360,9 @@ pub struct Strings<'a> {
     pub len: usize,
     pub seed: u64,
     pub probe: u64,
+    /// Whether entries start at multiples of `1 << SHIFT` (symbols are offsets shifted by
+    /// `SHIFT`), as since format 3; before, entries were packed and symbols byte offsets.
+    pub aligned: bool,
 }
 
 impl Strings<'_> {
@@ -342,11 +373,53 @@ impl Strings<'_> {
             len: self.len,
             seed: self.seed,
             probe: self.probe,
+            aligned: self.aligned,
         }
+    }
+
+    /// No strings.
+    pub fn empty() -> Strings<'static> {
+        Interner::default().parts().into_owned()
+    }
+
+    /// Packed strings (an image from before aligned arenas) laid out aligned, with their table
+    /// built anew, and each old symbol (a byte offset) with its new one, in order. Damage in
+    /// the old arena is refused.
+    pub fn realigned(self) -> Result<(Strings<'static>, Vec<(Sym, Sym)>), String> {
+        let bytes = self.arena.as_bytes();
+        if bytes.len() >= NONE as usize {
+            return Err("identifier arena larger than 4 GiB".into());
+        }
+        let mut arena = String::with_capacity(bytes.len() + bytes.len() / 8);
+        let (mut map, mut at) = (Vec::new(), 0);
+        while at < bytes.len() {
+            let end = checked_end(bytes, at)
+                .ok_or_else(|| format!("identifier arena damaged at byte {at}"))?;
+            let start = aligned(arena.len());
+            arena.extend(std::iter::repeat_n('\0', start - arena.len()));
+            arena.push_str(ascii_or_text(&self.arena, at, end)?);
+            map.push((at as Sym, (start >> SHIFT) as Sym));
+            at = end;
+        }
+        let mut interner = Interner {
+            arena,
+            table: SymTable::default(),
+            seed: self.seed,
+        };
+        interner.grow_to(map.len());
+        let strings = interner.parts().into_owned();
+        Ok((strings, map))
     }
 }
 
-/// The offsets that start a string in an arena.
+/// The entry `at..end` of `arena` (its header 7-bit, checked; its text a whole `str`).
+fn ascii_or_text(arena: &str, at: usize, end: usize) -> Result<&str, String> {
+    arena
+        .get(at..end)
+        .ok_or_else(|| format!("identifier arena damaged at byte {at}"))
+}
+
+/// The symbols of an arena's strings.
 pub struct SymbolSet(Vec<u64>);
 
 impl SymbolSet {
@@ -399,7 +472,7 @@ fn unwide(bytes: &[u8]) -> u32 {
 
 /// Where the text of `sym` lies in the arena (the next entry starts at its end).
 fn span(arena: &[u8], sym: Sym) -> std::ops::Range<usize> {
-    let at = sym as usize + VALUE;
+    let at = offset(sym) + VALUE;
     let (start, len) = match arena[at] {
         LONG => (
             at + 1 + WIDE,

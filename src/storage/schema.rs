@@ -316,6 +316,7 @@ impl StringsV3 {
             len: count(self.len),
             seed: self.seed,
             probe: self.probe,
+            aligned: true,
         }
     }
 }
@@ -399,6 +400,7 @@ impl StringsV2 {
             len: count(self.table.len),
             seed: self.seed,
             probe: self.probe,
+            aligned: false,
         }
     }
 }
