@@ -72,6 +72,16 @@ pub enum Command {
         /// Import the valid rows and report the invalid ones, instead of importing nothing.
         #[arg(long)]
         skip_invalid: bool,
+        /// A value held by more live contacts than this is blocked as generic (0: never).
+        #[arg(long, env = "IDENTITY_ENGINE_GENERIC_THRESHOLD", default_value_t = crate::engine::Limits::DEFAULT_GENERIC_THRESHOLD)]
+        generic_threshold: u32,
+        /// An import that would leave a cluster of more live contacts than this is refused
+        /// whole (0: no cap).
+        #[arg(long, env = "IDENTITY_ENGINE_MAX_CLUSTER_SIZE", default_value_t = crate::engine::Limits::DEFAULT_MAX_CLUSTER_SIZE)]
+        max_cluster_size: u32,
+        /// Values to block before the rows are added, one a line: `email:VALUE` or `phone:VALUE`.
+        #[arg(long, env = "IDENTITY_ENGINE_BLOCKLIST")]
+        blocklist: Option<PathBuf>,
     },
 }
 

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
 
-use crate::engine::{Change, ContactId, Email, Engine, NewContact, Phone, Precedence, Timestamp};
+use crate::engine::{
+    BlockReason, Change, ContactId, Email, Engine, Kind, Limits, NewContact, Phone, Precedence,
+    Timestamp,
+};
 use crate::export::{Format, COLUMNS};
 use crate::storage::{Storage, StorageError, StorageOptions};
 
@@ -33,6 +36,17 @@ pub enum ImportError {
     Invalid(Vec<RowError>),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// An over-merge guard or a capacity limit refused the import; nothing was imported.
+    #[error("{0}; nothing was imported")]
+    Refused(String),
+}
+
+/// The over-merge guards an import obeys: their settings, and values to block (as an admin's
+/// blocks) before its rows are added.
+#[derive(Debug, Clone, Default)]
+pub struct ImportGuards {
+    pub limits: Limits,
+    pub blocklist: Vec<(Kind, String)>,
 }
 
 pub(crate) fn list(errors: &[RowError]) -> String {
@@ -59,6 +73,9 @@ pub struct ImportReport {
     pub corrected: usize,
     /// Rows already in the data directory relinked because imported rows joined their cluster.
     pub existing_relinked: usize,
+    /// Values blocked from the blocklist given, and those the import's rows made generic.
+    pub blocked: Vec<(Kind, String)>,
+    pub generic: Vec<(Kind, String)>,
     pub elapsed: Duration,
 }
 
@@ -85,6 +102,34 @@ impl std::fmt::Display for ImportReport {
                 self.existing_relinked
             )?;
         }
+        let values = |list: &[(Kind, String)]| {
+            let shown: Vec<String> = (list.iter().take(20))
+                .map(|(kind, value)| format!("{} {value}", kind.field()))
+                .collect();
+            let more = list.len().saturating_sub(20);
+            shown.join(", ")
+                + &if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+        };
+        if !self.blocked.is_empty() {
+            writeln!(
+                f,
+                "blocked {} value(s) from the blocklist: {}",
+                self.blocked.len(),
+                values(&self.blocked)
+            )?;
+        }
+        if !self.generic.is_empty() {
+            writeln!(
+                f,
+                "blocked {} value(s) as generic (held by more contacts than the threshold): {}",
+                self.generic.len(),
+                values(&self.generic)
+            )?;
+        }
         if !self.skipped.is_empty() {
             writeln!(
                 f,
@@ -97,21 +142,54 @@ impl std::fmt::Display for ImportReport {
     }
 }
 
-/// Imports `file` into the data directory of `storage` (which must not be in use).
+/// Imports `file` into the data directory of `storage` (which must not be in use), under the
+/// default guards.
 pub fn import(
     storage: StorageOptions,
     file: &Path,
     format: Option<Format>,
     skip_invalid: bool,
 ) -> Result<ImportReport, ImportError> {
+    import_guarded(
+        storage,
+        file,
+        format,
+        skip_invalid,
+        &ImportGuards::default(),
+    )
+}
+
+/// Imports `file` under `guards`: the blocklist's values are blocked first; a value the rows
+/// give more holders than the generic threshold is blocked as generic (and reported); a
+/// cluster left over the cap refuses the whole import, naming its values.
+pub fn import_guarded(
+    storage: StorageOptions,
+    file: &Path,
+    format: Option<Format>,
+    skip_invalid: bool,
+    guards: &ImportGuards,
+) -> Result<ImportReport, ImportError> {
     let started = Instant::now();
     let (store, mut engine, _) = Storage::open(storage)?;
+    engine.set_limits(guards.limits);
     let (rows, errors) = read_rows(file, format, &engine)?;
     if !errors.is_empty() && !skip_invalid {
         return Err(ImportError::Invalid(errors));
     }
     let progress = Progress::new(rows.len() as u64, "applying");
     let mut facts: Vec<Change> = Vec::with_capacity(rows.len() * 2);
+    let now = Timestamp::now();
+    let mut blocked = Vec::new();
+    for (kind, value) in &guards.blocklist {
+        let changes = engine
+            .plan_block(*kind, value, BlockReason::Admin, now)
+            .map_err(|refusal| ImportError::Refused(refusal.to_string()))?;
+        for fact in changes {
+            engine.apply(&fact).expect("a planned block applies");
+            blocked.push((*kind, value.clone()));
+            facts.push(fact);
+        }
+    }
     // Applied to memory before the log: nothing reads this engine, and if logging fails the
     // process exits without it, so memory never shows what the log lacks.
     for (i, (_, row)) in rows.iter().enumerate() {
@@ -142,12 +220,14 @@ pub fn import(
             facts.push(fact);
         }
     }
+    let generic = block_generic(&mut engine, &rows, now, &mut facts);
     let live_ids: Vec<ContactId> = rows
         .iter()
         .filter(|(_, r)| r.contact.deleted_at.is_none())
         .map(|(_, r)| r.contact.id)
         .collect();
-    let relinks = engine.relinks_for_clusters_of(&live_ids, Timestamp::now());
+    refuse_over_cap(&engine, &live_ids)?;
+    let relinks = engine.relinks_for_clusters_of(&live_ids, now);
     for fact in &relinks {
         engine.apply(fact).expect("relinking a live row applies");
     }
@@ -159,7 +239,55 @@ pub fn import(
         .map_err(StorageError::Io)?;
     runtime.block_on(store.wait_durable(seq))?;
     store.close(&engine)?;
-    Ok(report(&rows, &relinks, &engine, errors, started.elapsed()))
+    let mut report = report(&rows, &relinks, &engine, errors, started.elapsed());
+    (report.blocked, report.generic) = (blocked, generic);
+    Ok(report)
+}
+
+/// Blocks as generic every value the imported rows hold that now has more live holders than
+/// the threshold allows; returns them.
+fn block_generic(
+    engine: &mut Engine,
+    rows: &[(u64, Row)],
+    now: Timestamp,
+    facts: &mut Vec<Change>,
+) -> Vec<(Kind, String)> {
+    let mut generic = Vec::new();
+    for (_, row) in rows.iter().filter(|(_, r)| r.contact.deleted_at.is_none()) {
+        let values = [
+            (Kind::Email, row.contact.email.as_deref()),
+            (Kind::Phone, row.contact.phone.as_deref()),
+        ];
+        for (kind, value) in values {
+            let Some(value) = value else { continue };
+            if let Some(fact) = engine.plan_generic_block(kind, value, now) {
+                engine.apply(&fact).expect("a planned block applies");
+                facts.push(fact);
+                generic.push((kind, value.to_owned()));
+            }
+        }
+    }
+    generic
+}
+
+/// Refuses the import if it leaves a cluster over the cap, naming that cluster's values.
+fn refuse_over_cap(engine: &Engine, live_ids: &[ContactId]) -> Result<(), ImportError> {
+    let Some((id, size)) = live_ids
+        .iter()
+        .find_map(|&id| engine.over_cap(id).map(|size| (id, size)))
+    else {
+        return Ok(());
+    };
+    let identity = engine.identity(id).expect("a live contact has an identity");
+    let mut values: Vec<&str> = identity.emails.clone();
+    values.extend(&identity.phone_numbers);
+    values.truncate(20);
+    Err(ImportError::Refused(format!(
+        "the import would leave an identity of {size} contacts (primary {}), more than the cap of {}; its values include {}",
+        identity.primary_contact_id,
+        engine.limits().max_cluster_size,
+        values.join(", ")
+    )))
 }
 
 fn report(
@@ -192,6 +320,7 @@ fn report(
         corrected,
         existing_relinked,
         elapsed,
+        ..ImportReport::default()
     }
 }
 

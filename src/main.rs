@@ -56,24 +56,39 @@ fn run_tool(command: Command) -> Result<(), String> {
         Command::Import {
             data_dir,
             file,
-            format: Some(ImportFormat::Orders),
-            skip_invalid,
-        } => orders::import_orders(StorageOptions::new(data_dir), &file, None, skip_invalid)
-            .map(|r| r.to_string())
-            .map_err(|e| e.to_string()),
-        Command::Import {
-            data_dir,
-            file,
             format,
             skip_invalid,
-        } => import::import(
-            StorageOptions::new(data_dir),
-            &file,
-            format.and_then(ImportFormat::syntax),
-            skip_invalid,
-        )
-        .map(|r| r.to_string())
-        .map_err(|e| e.to_string()),
+            generic_threshold,
+            max_cluster_size,
+            blocklist,
+        } => {
+            let limits = identity_engine::engine::Limits {
+                generic_threshold,
+                max_cluster_size,
+            };
+            let blocklist = match &blocklist {
+                Some(path) => identity_engine::blocklist::read(path)?,
+                None => Vec::new(),
+            };
+            let guards = import::ImportGuards { limits, blocklist };
+            let storage = StorageOptions::new(data_dir);
+            match format {
+                Some(ImportFormat::Orders) => {
+                    orders::import_orders(storage, &file, None, skip_invalid, &guards)
+                        .map(|r| r.to_string())
+                        .map_err(|e| e.to_string())
+                }
+                format => import::import_guarded(
+                    storage,
+                    &file,
+                    format.and_then(ImportFormat::syntax),
+                    skip_invalid,
+                    &guards,
+                )
+                .map(|r| r.to_string())
+                .map_err(|e| e.to_string()),
+            }
+        }
         Command::Serve(_) => unreachable!("serve is not a tool"),
     }?;
     print!("{report}");

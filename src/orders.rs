@@ -102,6 +102,7 @@ pub fn import_orders(
     file: &Path,
     syntax: Option<Format>,
     skip_invalid: bool,
+    guards: &crate::import::ImportGuards,
 ) -> Result<OrdersReport, ImportError> {
     let started = Instant::now();
     let (orders, skipped) = read(file, syntax)?;
@@ -109,13 +110,24 @@ pub fn import_orders(
         return Err(ImportError::Invalid(skipped));
     }
     let (store, mut engine, _) = Storage::open(storage)?;
+    engine.set_limits(guards.limits);
+    let now = Timestamp::now();
+    for (kind, value) in &guards.blocklist {
+        let changes = (engine.plan_block(*kind, value, crate::engine::BlockReason::Admin, now))
+            .map_err(|refusal| ImportError::Refused(refusal.to_string()))?;
+        if !changes.is_empty() {
+            store.append(&changes)?;
+            for change in &changes {
+                engine.apply(change).expect("a planned block applies");
+            }
+        }
+    }
     let mut report = OrdersReport {
         rows: orders.len(),
         skipped,
         ..OrdersReport::default()
     };
     let progress = Progress::new(orders.len() as u64, "orders");
-    let now = Timestamp::now();
     let mut last_seq = None;
     for (i, order) in orders.iter().enumerate() {
         // An order a guard refuses (every identifier blocked, or a cluster past the cap)

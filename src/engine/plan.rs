@@ -318,6 +318,30 @@ impl Engine {
         }])
     }
 
+    /// The block of `value` as generic if more live contacts hold it than the threshold allows
+    /// (it is not blocked or exempt yet): what an import adds after its rows.
+    pub fn plan_generic_block(&self, kind: Kind, value: &str, now: Timestamp) -> Option<Change> {
+        let threshold = self.limits.generic_threshold;
+        let sym = self.index(kind).lookup(value)?;
+        let over = threshold > 0
+            && !self.is_blocked(kind, sym)
+            && !self.guards(kind).exempt.contains(&sym)
+            && self.holders(kind, sym) > threshold;
+        over.then(|| Change::Blocked {
+            kind,
+            value: value.to_owned(),
+            reason: BlockReason::Generic,
+            at: Timestamp(now.0.max(self.clock)),
+        })
+    }
+
+    /// The size of `id`'s cluster if it is over the cap.
+    pub fn over_cap(&self, id: ContactId) -> Option<usize> {
+        let slot = self.live_slot(id).ok()?;
+        let size = self.forest.size(slot);
+        self.limits.over_cap(size).then_some(size)
+    }
+
     /// What unblocking `value` implies: one fact, unless the merge of its holders' clusters
     /// would pass the cap. `Ok(None)` if it is not blocked.
     pub fn plan_unblock(

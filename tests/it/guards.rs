@@ -206,3 +206,123 @@ fn the_last_contact_id_used_is_507_and_the_data_directory_still_starts_and_check
     let app = spawn_app_in(&data, |_| {}).expect("starts again");
     assert_eq!(identify(&app, "last@id.example", "1").status, 200);
 }
+
+const HEADER: &str = "id,phoneNumber,email,linkedId,linkPrecedence,createdAt,updatedAt,deletedAt";
+
+/// `n` primaries that share `phone`, one a minute from 2023-04-01.
+fn rows_sharing(phone: &str, n: u32) -> String {
+    let rows: Vec<String> = (1..=n)
+        .map(|i| {
+            let at = format!("2023-04-01T00:{:02}:00.000Z", i);
+            format!("{i},{phone},c{i}@shop.example,,primary,{at},{at},")
+        })
+        .collect();
+    format!("{HEADER}\n{}\n", rows.join("\n"))
+}
+
+fn import_guarded(
+    dir: &Path,
+    csv: &str,
+    guards: &identity_engine::import::ImportGuards,
+) -> Result<identity_engine::import::ImportReport, identity_engine::import::ImportError> {
+    let file = dir.join("rows.csv");
+    std::fs::write(&file, csv).unwrap();
+    let storage = StorageOptions::new(dir.join("data"));
+    identity_engine::import::import_guarded(storage, &file, None, false, guards)
+}
+
+fn limits(generic_threshold: u32, max_cluster_size: u32) -> identity_engine::import::ImportGuards {
+    identity_engine::import::ImportGuards {
+        limits: identity_engine::engine::Limits {
+            generic_threshold,
+            max_cluster_size,
+        },
+        blocklist: Vec::new(),
+    }
+}
+
+#[test]
+fn an_import_blocks_as_generic_a_value_its_rows_share_past_the_threshold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let report = import_guarded(tmp.path(), &rows_sharing("0000000000", 5), &limits(3, 0)).unwrap();
+    let generic = vec![(
+        identity_engine::engine::Kind::Phone,
+        "0000000000".to_owned(),
+    )];
+    assert_eq!(report.generic, generic);
+    assert!(
+        report.to_string().contains("blocked 1 value(s) as generic"),
+        "{report}"
+    );
+    let app = spawn_app_in(&tmp.path().join("data"), |_| {}).unwrap();
+    let one = identify(&app, "c1@shop.example", "0000000000").json();
+    assert_eq!(
+        one["contact"]["secondaryContactIds"],
+        serde_json::json!([]),
+        "not linked"
+    );
+    assert_eq!(blocklist(&app)[0]["reason"], "generic");
+}
+
+#[test]
+fn an_import_that_would_pass_the_cap_is_refused_whole_naming_the_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let refused = import_guarded(tmp.path(), &rows_sharing("5550000", 3), &limits(0, 2));
+    let message = refused.expect_err("refused").to_string();
+    assert!(
+        message.contains("more than the cap of 2") && message.contains("5550000"),
+        "{message}"
+    );
+    let app = spawn_app_in(&tmp.path().join("data"), |_| {}).unwrap();
+    let rows = app.get("/contacts?after=0&limit=10").json();
+    assert_eq!(
+        rows["contacts"],
+        serde_json::json!([]),
+        "nothing was imported"
+    );
+}
+
+#[test]
+fn an_import_with_a_blocklist_blocks_its_values_before_the_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut guards = limits(0, 0);
+    let list =
+        identity_engine::blocklist::parse("# junk\nphone: 5550000 \nemail:NOBODY@shop.example\n");
+    guards.blocklist = list.unwrap();
+    let report = import_guarded(tmp.path(), &rows_sharing("5550000", 3), &guards).unwrap();
+    assert_eq!(report.blocked.len(), 2);
+    assert_eq!(
+        report.blocked[1].1, "nobody@shop.example",
+        "normalized like a request"
+    );
+    let app = spawn_app_in(&tmp.path().join("data"), |_| {}).unwrap();
+    let listed = blocklist(&app);
+    assert_eq!(listed.len(), 2);
+    let holders: Vec<_> = listed
+        .iter()
+        .map(|v| v["holders"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        holders,
+        [0, 3],
+        "the email no one holds, the phone three rows hold"
+    );
+    assert!(identity_engine::blocklist::parse("fax:1").is_err());
+}
+
+#[test]
+fn a_blocklist_file_at_start_up_blocks_its_values_and_a_bad_one_stops_start_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("blocklist.txt");
+    std::fs::write(&file, "phone:0000000000\nemail:noemail@shop.example\n").unwrap();
+    let data = tmp.path().join("data");
+    let with_file = |c: &mut identity_engine::config::Config| c.blocklist = Some(file.clone());
+    let app = spawn_app_in(&data, with_file).unwrap();
+    assert_eq!(blocklist(&app).len(), 2);
+    let refused = app.identify(r#"{"phoneNumber":"0000000000"}"#);
+    assert_eq!(refused.status, 422);
+    drop(app);
+    std::fs::write(&file, "phone:not a phone\n").unwrap();
+    let error = spawn_app_in(&data, with_file).err().expect("refused");
+    assert!(error.to_string().contains("line 1"), "{error}");
+}

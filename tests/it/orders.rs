@@ -106,8 +106,14 @@ fn imported_orders_give_the_models_rows_and_the_answers_of_the_same_requests() {
         let file = work.path().join(name);
         std::fs::write(&file, text).unwrap();
         let dir = work.path().join(format!("{name}-data"));
-        let report = import_orders(StorageOptions::new(&dir), &file, None, false)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let report = import_orders(
+            StorageOptions::new(&dir),
+            &file,
+            None,
+            false,
+            &Default::default(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(report.rows, orders.len(), "{name}");
         assert_eq!(report.contacts, model.rows().len(), "{name}: {report}");
         assert!(
@@ -162,13 +168,27 @@ fn a_bad_order_stops_the_import_before_anything_is_written_unless_skipped() {
     )
     .unwrap();
     let dir = work.path().join("data");
-    let refused = import_orders(StorageOptions::new(&dir), &file, None, false).unwrap_err();
+    let refused = import_orders(
+        StorageOptions::new(&dir),
+        &file,
+        None,
+        false,
+        &Default::default(),
+    )
+    .unwrap_err();
     let message = refused.to_string();
     for line in ["line 3", "line 4", "line 5"] {
         assert!(message.contains(line), "{message}");
     }
     assert!(!dir.exists(), "nothing written: {message}");
-    let report = import_orders(StorageOptions::new(&dir), &file, None, true).expect("skip");
+    let report = import_orders(
+        StorageOptions::new(&dir),
+        &file,
+        None,
+        true,
+        &Default::default(),
+    )
+    .expect("skip");
     assert_eq!((report.rows, report.skipped.len()), (2, 3), "{report}");
     assert_eq!((report.primaries, report.secondaries), (2, 0), "{report}");
     assert!(
