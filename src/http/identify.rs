@@ -161,15 +161,23 @@ impl<'a> ContactJson<'a> {
     }
 }
 
-#[derive(Serialize)]
+/// One cluster, as every answer spells it: its primary, its distinct identifiers primary-first,
+/// its secondaries oldest-first. The one declaration of the answer: serde writes it (the
+/// reference `answer_json` is tested against) and the OpenAPI document describes it.
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ContactJson<'a> {
+#[schema(as = Identity)]
+pub struct ContactJson<'a> {
     primary_contact_id: ContactId,
-    /// The task statement's misspelling, for clients that expect it (`--compat-key-typo`).
+    /// Only with `--compat-key-typo`: the same value under the task statement's spelling.
     #[serde(rename = "primaryContatctId", skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
     typo: Option<ContactId>,
+    #[schema(value_type = Vec<String>)]
     emails: &'a [&'a str],
+    #[schema(value_type = Vec<String>)]
     phone_numbers: &'a [&'a str],
+    #[schema(value_type = Vec<u32>)]
     secondary_contact_ids: &'a [ContactId],
 }
 

@@ -40,22 +40,11 @@ pub struct IdentifyRequest {
 /// The answer of `/identify`: the whole cluster.
 #[derive(ToSchema, Serialize)]
 pub struct Answer {
-    contact: Identity,
+    contact: Identity<'static>,
 }
 
-/// One cluster: its primary, its distinct identifiers primary-first, its secondaries oldest-first.
-#[derive(ToSchema, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Identity {
-    primary_contact_id: u32,
-    /// Only with `--compat-key-typo`: the same value under the task statement's spelling.
-    #[serde(rename = "primaryContatctId")]
-    #[schema(required = false)]
-    primary_contatct_id: Option<u32>,
-    emails: Vec<String>,
-    phone_numbers: Vec<String>,
-    secondary_contact_ids: Vec<u32>,
-}
+/// The answer's one declaration lives with its renderer.
+pub use super::identify::ContactJson as Identity;
 
 /// A row of the Contact table.
 #[derive(ToSchema, Serialize)]
@@ -93,7 +82,7 @@ pub struct ErrorDetail {
 #[derive(ToSchema, Serialize)]
 pub struct DeleteAnswer {
     deleted: ContactRow,
-    identities: Vec<Identity>,
+    identities: Vec<Identity<'static>>,
 }
 
 #[derive(ToSchema, Serialize)]
@@ -165,7 +154,7 @@ pub struct BlockRequest {
 #[derive(ToSchema, Serialize)]
 pub struct BlockAnswer {
     blocked: BlockedEntry,
-    identities: Vec<Identity>,
+    identities: Vec<Identity<'static>>,
 }
 
 #[derive(ToSchema, Serialize)]
@@ -177,7 +166,7 @@ pub struct UnblockedValue {
 #[derive(ToSchema, Serialize)]
 pub struct UnblockAnswer {
     unblocked: UnblockedValue,
-    identities: Vec<Identity>,
+    identities: Vec<Identity<'static>>,
 }
 
 /// `GET /`: a person who opens the server's address is sent to the API description.
