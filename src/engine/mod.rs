@@ -5,6 +5,7 @@
 //! only mutator, used both live and when the log is replayed, so replay cannot drift from live.
 
 pub mod change;
+pub mod evidence;
 mod forest;
 mod image;
 mod interner;
