@@ -110,19 +110,96 @@ pub fn import(
     if !errors.is_empty() && !skip_invalid {
         return Err(ImportError::Invalid(errors));
     }
-    let progress = Progress::new(rows.len() as u64, "applying");
-    let mut facts: Vec<Change> = Vec::with_capacity(rows.len() * 2);
     // Applied to memory before the log: nothing reads this engine, and if logging fails the
     // process exits without it, so memory never shows what the log lacks.
-    for (i, (_, row)) in rows.iter().enumerate() {
+    let progress = Progress::new(rows.len() as u64, "applying");
+    let (facts, relinks) = apply_rows(&mut engine, &rows, |done| progress.tick(done))?;
+    progress.finish();
+    let seq = store.append(&facts)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(StorageError::Io)?;
+    runtime.block_on(store.wait_durable(seq))?;
+    store.close(&engine)?;
+    Ok(report(&rows, &relinks, &engine, errors, started.elapsed()))
+}
+
+/// Rows read and checked, ready to apply: what an import of a file or of a request body holds
+/// between checking and applying.
+pub struct CheckedFile {
+    rows: Vec<(u64, Row)>,
+    pub errors: Vec<RowError>,
+}
+
+impl CheckedFile {
+    /// Reads and checks `bytes` (CSV, or NDJSON when the first non-blank byte is `{` or
+    /// `format` says so); `exists` tells which ids are already taken.
+    pub fn read(
+        bytes: &[u8],
+        format: Option<Format>,
+        exists: impl Fn(ContactId) -> bool,
+    ) -> Result<CheckedFile, ImportError> {
+        let format = format.unwrap_or_else(|| sniff(Path::new(""), bytes));
+        let raw = match format {
+            Format::Csv => read_csv(bytes)?,
+            Format::Ndjson => read_ndjson(bytes).map_err(|source| ImportError::Read {
+                path: PathBuf::from("the request body"),
+                source,
+            })?,
+        };
+        let (rows, errors) = check_rows(raw, exists);
+        Ok(CheckedFile { rows, errors })
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The first row whose id `exists` now says is taken (ids taken since the check).
+    pub fn taken_id(&self, exists: impl Fn(ContactId) -> bool) -> Option<RowError> {
+        self.rows
+            .iter()
+            .find(|(_, r)| exists(r.contact.id))
+            .map(|(line, r)| RowError {
+                line: *line,
+                message: format!("id {} already exists", r.contact.id),
+            })
+    }
+
+    /// Applies the rows to `engine` and returns the facts to log as one group and the report.
+    /// The ids must be free in `engine` (see [`CheckedFile::taken_id`]): then nothing can fail.
+    pub fn apply(
+        self,
+        engine: &mut Engine,
+        started: Instant,
+    ) -> Result<(Vec<Change>, ImportReport), ImportError> {
+        let (facts, relinks) = apply_rows(engine, &self.rows, |_| {})?;
+        let report = report(&self.rows, &relinks, engine, self.errors, started.elapsed());
+        Ok((facts, report))
+    }
+}
+
+/// Applies each row, then each live secondary's `linkedId` as a link, then the relinks that
+/// make every touched cluster point at its oldest member. Returns every fact, and the relinks.
+fn apply_rows(
+    engine: &mut Engine,
+    rows: &[(u64, Row)],
+    tick: impl Fn(u64),
+) -> Result<(Vec<Change>, Vec<Change>), ImportError> {
+    let mut facts: Vec<Change> = Vec::with_capacity(rows.len() * 2);
+    for (i, (line, row)) in rows.iter().enumerate() {
         let fact = Change::Created(row.contact.clone());
         engine
             .apply(&fact)
-            .map_err(|e| invalid(rows[i].0, e.to_string()))?;
+            .map_err(|e| invalid(*line, e.to_string()))?;
         facts.push(fact);
-        progress.tick(i as u64 + 1);
+        tick(i as u64 + 1);
     }
-    for (_, row) in &rows {
+    for (_, row) in rows {
         let Some(primary) = row
             .contact
             .linked_id
@@ -152,14 +229,7 @@ pub fn import(
         engine.apply(fact).expect("relinking a live row applies");
     }
     facts.extend(relinks.iter().cloned());
-    progress.finish();
-    let seq = store.append(&facts)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .map_err(StorageError::Io)?;
-    runtime.block_on(store.wait_durable(seq))?;
-    store.close(&engine)?;
-    Ok(report(&rows, &relinks, &engine, errors, started.elapsed()))
+    Ok((facts, relinks))
 }
 
 fn report(
@@ -233,6 +303,11 @@ fn read_rows(
         Format::Csv => read_csv(reader)?,
         Format::Ndjson => read_ndjson(reader).map_err(read_err)?,
     };
+    Ok(check_rows(raw, |id| engine.contact(id).is_some()))
+}
+
+/// Checks every row; returns the good rows sorted by id and the errors by line.
+fn check_rows(raw: RawRows, exists: impl Fn(ContactId) -> bool) -> CheckedRows {
     let mut rows = Vec::with_capacity(raw.len());
     let mut errors = Vec::new();
     let mut first_line: HashMap<ContactId, u64> = HashMap::new();
@@ -242,7 +317,7 @@ fn read_rows(
             if let Some(first) = first_line.insert(id, line) {
                 return Err(format!("id {id} appears again (first on line {first})"));
             }
-            if engine.contact(id).is_some() {
+            if exists(id) {
                 return Err(format!("id {id} already exists in the data directory"));
             }
             Ok(row)
@@ -253,7 +328,7 @@ fn read_rows(
         }
     }
     rows.sort_by_key(|(_, r)| r.contact.id);
-    Ok((rows, errors))
+    (rows, errors)
 }
 
 fn sniff(path: &Path, start: &[u8]) -> Format {

@@ -366,6 +366,11 @@ impl Engine {
         hops
     }
 
+    /// Whether a row (live or deleted) has this id.
+    pub fn has_contact(&self, id: ContactId) -> bool {
+        self.slot(id).is_ok()
+    }
+
     /// The number of slots, for walking [`Engine::largest_clusters`] in ranges.
     pub fn slots(&self) -> usize {
         self.rows.len()
@@ -386,8 +391,11 @@ impl Engine {
             if top.len() == n && members.len() <= smallest {
                 continue;
             }
+            // A cluster that grew between two calls of a walk is listed once, as last seen.
+            let primary = self.rows[members[0] as usize].id;
+            top.retain(|c| c.primary != primary);
             top.push(ClusterSize {
-                primary: self.rows[members[0] as usize].id,
+                primary,
                 size: members.len(),
             });
             top.sort_by(|x, y| y.size.cmp(&x.size).then(x.primary.cmp(&y.primary)));

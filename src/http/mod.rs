@@ -2,13 +2,17 @@
 //! serve it on port 0 or call it in-process.
 
 mod admin;
+mod console;
 mod contacts;
 mod error;
+mod graph;
 mod identify;
+mod import;
 mod limits;
 mod observe;
 mod openapi;
 mod ops;
+mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,18 +76,29 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
     use utoipa::OpenApi;
     use utoipa_axum::{router::OpenApiRouter, routes};
     let admin_guard = axum::middleware::from_fn_with_state(state.clone(), admin::require_admin);
+    // The import's body is a file: its own limit, above the one for requests.
+    let import = OpenApiRouter::new()
+        .routes(routes!(import::import))
+        .layer(DefaultBodyLimit::max(import::IMPORT_BODY_LIMIT));
     let admin = OpenApiRouter::new()
         .routes(routes!(contacts::list))
         .routes(routes!(contacts::export))
         .routes(routes!(contacts::contact, contacts::delete))
         .routes(routes!(contacts::identity))
         .routes(routes!(openapi::docs))
+        .routes(routes!(graph::graph))
+        .routes(routes!(graph::why))
+        .routes(routes!(stats::stats))
+        .merge(import)
         .route_layer(admin_guard.clone());
     let (routes, mut api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(identify::identify))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
+        .routes(routes!(console::page))
+        .routes(routes!(console::asset))
+        .routes(routes!(console::root))
         .merge(admin)
         .split_for_parts();
     api.info.version = env!("CARGO_PKG_VERSION").to_owned();
