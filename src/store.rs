@@ -130,7 +130,11 @@ impl Store {
             let mut state = self.lock_healthy().map_err(StoreError::from)?;
             let (facts, out) = f(&mut state.engine)?;
             if !facts.is_empty() {
-                let seq = self.inner.storage.append(&facts).map_err(StoreError::from)?;
+                let seq = self
+                    .inner
+                    .storage
+                    .append(&facts)
+                    .map_err(StoreError::from)?;
                 state.applied_seq = seq;
             }
             (out, state.applied_seq)

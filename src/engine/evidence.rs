@@ -466,8 +466,10 @@ mod tests {
         let chain = e.evidence_chain(1, 3).unwrap().unwrap();
         assert_eq!(chain.len(), 2, "{chain:?}");
         assert_eq!((chain[0].from, chain[1].to), (1, 3));
-        assert!(matches!(&chain[0].evidence, Evidence::Join { email, phone_number, .. }
-            if email == "a@x.io" && phone_number == "2"));
+        assert!(
+            matches!(&chain[0].evidence, Evidence::Join { email, phone_number, .. }
+            if email == "a@x.io" && phone_number == "2")
+        );
         assert!(matches!(&chain[1].evidence, Evidence::Email { email } if email == "b@x.io"));
     }
 
@@ -477,7 +479,10 @@ mod tests {
         let other = identify(&mut e, Some("other@x.io"), None);
         assert_eq!(e.evidence_chain(1, other), Ok(None));
         assert_eq!(e.evidence_chain(2, 2), Ok(Some(vec![])));
-        assert_eq!(e.evidence_chain(1, 99), Err(EvidenceError::NoLiveContact(99)));
+        assert_eq!(
+            e.evidence_chain(1, 99),
+            Err(EvidenceError::NoLiveContact(99))
+        );
     }
 
     #[test]

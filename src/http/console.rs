@@ -15,10 +15,26 @@ pub const CYTOSCAPE: &[u8] = include_bytes!("console/vendor/cytoscape.min.js");
 
 /// Each asset: its name under `/console/`, its media type and its bytes.
 pub const ASSETS: [(&str, &str, &[u8]); 4] = [
-    ("app.js", "text/javascript; charset=utf-8", include_bytes!("console/app.js")),
-    ("graph.js", "text/javascript; charset=utf-8", include_bytes!("console/graph.js")),
-    ("style.css", "text/css; charset=utf-8", include_bytes!("console/style.css")),
-    ("cytoscape.min.js", "text/javascript; charset=utf-8", CYTOSCAPE),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("console/app.js"),
+    ),
+    (
+        "graph.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("console/graph.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_bytes!("console/style.css"),
+    ),
+    (
+        "cytoscape.min.js",
+        "text/javascript; charset=utf-8",
+        CYTOSCAPE,
+    ),
 ];
 
 const INDEX: &str = include_str!("console/index.html");

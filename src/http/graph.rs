@@ -33,7 +33,8 @@ pub async fn graph(
     State(app): State<AppState>,
     id: Result<Path<ContactId>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let Path(id) = id.map_err(|_| ApiError::NotFound("contact ids are positive integers".into()))?;
+    let Path(id) =
+        id.map_err(|_| ApiError::NotFound("contact ids are positive integers".into()))?;
     let graph = app.store.read(|e| e.cluster_graph(id)).await??;
     Ok(json_ok(&graph))
 }

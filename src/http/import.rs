@@ -46,9 +46,10 @@ impl From<ImportError> for Refusal {
     fn from(e: ImportError) -> Refusal {
         match e {
             ImportError::Invalid(rows) => Refusal::Invalid(rows),
-            ImportError::Read { source, .. } => {
-                Refusal::Invalid(vec![RowError { line: 0, message: source.to_string() }])
-            }
+            ImportError::Read { source, .. } => Refusal::Invalid(vec![RowError {
+                line: 0,
+                message: source.to_string(),
+            }]),
             ImportError::Storage(e) => Refusal::Api(StoreError::Storage(e).into()),
         }
     }
@@ -99,9 +100,8 @@ pub async fn import(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Refusal> {
     let started = Instant::now();
-    let body = body.map_err(|r| {
-        Refusal::Api(super::identify::body_error(&r, IMPORT_BODY_LIMIT))
-    })?;
+    let body =
+        body.map_err(|r| Refusal::Api(super::identify::body_error(&r, IMPORT_BODY_LIMIT)))?;
     let (format, skip_invalid) = options(&params).map_err(Refusal::Api)?;
     // Checking is most of the work: no lock, and off the request threads.
     // Ids above the highest one are free without asking the engine (the usual case).
@@ -141,7 +141,10 @@ pub async fn import(
 }
 
 fn options(params: &HashMap<String, String>) -> Result<(Option<Format>, bool), ApiError> {
-    if let Some(unknown) = params.keys().find(|k| *k != "format" && *k != "skipInvalid") {
+    if let Some(unknown) = params
+        .keys()
+        .find(|k| *k != "format" && *k != "skipInvalid")
+    {
         return Err(ApiError::BadQuery(format!(
             "unknown parameter {unknown:?}; use format and skipInvalid"
         )));
@@ -155,7 +158,11 @@ fn options(params: &HashMap<String, String>) -> Result<(Option<Format>, bool), A
     let skip = match params.get("skipInvalid").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,
-        Some(_) => return Err(ApiError::BadQuery("skipInvalid must be true or false".into())),
+        Some(_) => {
+            return Err(ApiError::BadQuery(
+                "skipInvalid must be true or false".into(),
+            ))
+        }
     };
     Ok((format, skip))
 }

@@ -6,7 +6,6 @@
 //! a join is remembered only when it is new evidence, and a join is forgotten once no live row
 //! holds its email or its phone.
 
-
 pub type Id = u32;
 
 /// One contact row; timestamps in milliseconds. A primary has `linked_id` None.
