@@ -10,6 +10,7 @@ mod model;
 #[allow(dead_code)]
 mod storage_support;
 
+mod browser;
 mod console_api;
 mod crash;
 mod durability;
