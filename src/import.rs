@@ -110,10 +110,11 @@ pub fn import(
     if !errors.is_empty() && !skip_invalid {
         return Err(ImportError::Invalid(errors));
     }
+    let mut file = CheckedFile::new(rows, errors);
     // Applied to memory before the log: nothing reads this engine, and if logging fails the
     // process exits without it, so memory never shows what the log lacks.
-    let progress = Progress::new(rows.len() as u64, "applying");
-    let (facts, relinks) = apply_rows(&mut engine, &rows, |done| progress.tick(done))?;
+    let progress = Progress::new(file.len() as u64, "applying");
+    let (facts, relinks) = file.apply_with(&mut engine, |done| progress.tick(done))?;
     progress.finish();
     let seq = store.append(&facts)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -121,13 +122,24 @@ pub fn import(
         .map_err(StorageError::Io)?;
     runtime.block_on(store.wait_durable(seq))?;
     store.close(&engine)?;
-    Ok(report(&rows, &relinks, &engine, errors, started.elapsed()))
+    Ok(file.report(&relinks, started.elapsed()))
+}
+
+/// What the links and the report need of a checked row once its contact is a fact.
+struct Summary {
+    line: u64,
+    id: ContactId,
+    linked_id: Option<ContactId>,
+    precedence: Precedence,
+    deleted: bool,
 }
 
 /// Rows read and checked, ready to apply: what an import of a file or of a request body holds
-/// between checking and applying.
+/// between checking and applying. Each row is already its `Created` fact, so that applying
+/// (under the engine's lock, for an online import) copies nothing.
 pub struct CheckedFile {
-    rows: Vec<(u64, Row)>,
+    rows: Vec<Summary>,
+    created: Vec<Change>,
     pub errors: Vec<RowError>,
 }
 
@@ -148,7 +160,27 @@ impl CheckedFile {
             })?,
         };
         let (rows, errors) = check_rows(raw, exists);
-        Ok(CheckedFile { rows, errors })
+        Ok(CheckedFile::new(rows, errors))
+    }
+
+    fn new(rows: Vec<(u64, Row)>, errors: Vec<RowError>) -> CheckedFile {
+        let mut summaries = Vec::with_capacity(rows.len());
+        let mut created = Vec::with_capacity(rows.len());
+        for (line, row) in rows {
+            summaries.push(Summary {
+                line,
+                id: row.contact.id,
+                linked_id: row.contact.linked_id,
+                precedence: row.precedence,
+                deleted: row.contact.deleted_at.is_some(),
+            });
+            created.push(Change::Created(row.contact));
+        }
+        CheckedFile {
+            rows: summaries,
+            created,
+            errors,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -161,107 +193,94 @@ impl CheckedFile {
 
     /// The first row whose id `exists` now says is taken (ids taken since the check).
     pub fn taken_id(&self, exists: impl Fn(ContactId) -> bool) -> Option<RowError> {
-        self.rows
-            .iter()
-            .find(|(_, r)| exists(r.contact.id))
-            .map(|(line, r)| RowError {
-                line: *line,
-                message: format!("id {} already exists", r.contact.id),
-            })
-    }
-
-    /// Applies the rows to `engine` and returns the facts to log as one group and the report.
-    /// The ids must be free in `engine` (see [`CheckedFile::taken_id`]): then nothing can fail.
-    pub fn apply(
-        self,
-        engine: &mut Engine,
-        started: Instant,
-    ) -> Result<(Vec<Change>, ImportReport), ImportError> {
-        let (facts, relinks) = apply_rows(engine, &self.rows, |_| {})?;
-        let report = report(&self.rows, &relinks, engine, self.errors, started.elapsed());
-        Ok((facts, report))
-    }
-}
-
-/// Applies each row, then each live secondary's `linkedId` as a link, then the relinks that
-/// make every touched cluster point at its oldest member. Returns every fact, and the relinks.
-fn apply_rows(
-    engine: &mut Engine,
-    rows: &[(u64, Row)],
-    tick: impl Fn(u64),
-) -> Result<(Vec<Change>, Vec<Change>), ImportError> {
-    let mut facts: Vec<Change> = Vec::with_capacity(rows.len() * 2);
-    for (i, (line, row)) in rows.iter().enumerate() {
-        let fact = Change::Created(row.contact.clone());
-        engine
-            .apply(&fact)
-            .map_err(|e| invalid(*line, e.to_string()))?;
-        facts.push(fact);
-        tick(i as u64 + 1);
-    }
-    for (_, row) in rows {
-        let Some(primary) = row
-            .contact
-            .linked_id
-            .filter(|_| row.contact.deleted_at.is_none())
-        else {
-            continue;
-        };
-        let live = engine
-            .contact(primary)
-            .is_some_and(|c| c.deleted_at.is_none());
-        if live && primary != row.contact.id {
-            let fact = Change::Linked {
-                a: row.contact.id,
-                b: primary,
-            };
-            engine.apply(&fact).expect("both rows are live");
-            facts.push(fact);
-        }
-    }
-    let live_ids: Vec<ContactId> = rows
-        .iter()
-        .filter(|(_, r)| r.contact.deleted_at.is_none())
-        .map(|(_, r)| r.contact.id)
-        .collect();
-    let relinks = engine.relinks_for_clusters_of(&live_ids, Timestamp::now());
-    for fact in &relinks {
-        engine.apply(fact).expect("relinking a live row applies");
-    }
-    facts.extend(relinks.iter().cloned());
-    Ok((facts, relinks))
-}
-
-fn report(
-    rows: &[(u64, Row)],
-    relinks: &[Change],
-    engine: &Engine,
-    skipped: Vec<RowError>,
-    elapsed: Duration,
-) -> ImportReport {
-    let imported: hashbrown::HashSet<ContactId> = rows.iter().map(|(_, r)| r.contact.id).collect();
-    let corrected = rows
-        .iter()
-        .filter(|(_, r)| {
-            let now = engine.contact(r.contact.id).expect("imported");
-            r.contact.deleted_at.is_none()
-                && (now.linked_id != r.contact.linked_id || now.link_precedence != r.precedence)
+        self.rows.iter().find(|r| exists(r.id)).map(|r| RowError {
+            line: r.line,
+            message: format!("id {} already exists", r.id),
         })
-        .count();
-    let existing_relinked = relinks
-        .iter()
-        .filter(|c| matches!(c, Change::Relinked { id, .. } if !imported.contains(id)))
-        .count();
-    ImportReport {
-        imported: rows.len(),
-        deleted: rows
+    }
+
+    /// Applies the rows to `engine`; returns the facts to log as one group, and the relinks
+    /// among them for [`CheckedFile::report`]. The ids must be free in `engine` (see
+    /// [`CheckedFile::taken_id`]): then nothing can fail.
+    pub fn apply(&mut self, engine: &mut Engine) -> Result<(Vec<Change>, Vec<Change>), ImportError> {
+        self.apply_with(engine, |_| {})
+    }
+
+    /// Applies each row, then each live secondary's `linkedId` as a link, then the relinks
+    /// that make every touched cluster point at its oldest member; `tick` counts rows applied.
+    fn apply_with(
+        &mut self,
+        engine: &mut Engine,
+        tick: impl Fn(u64),
+    ) -> Result<(Vec<Change>, Vec<Change>), ImportError> {
+        for (i, (fact, row)) in self.created.iter().zip(&self.rows).enumerate() {
+            engine
+                .apply(fact)
+                .map_err(|e| invalid(row.line, e.to_string()))?;
+            tick(i as u64 + 1);
+        }
+        let mut facts = std::mem::take(&mut self.created);
+        for row in self.rows.iter().filter(|r| !r.deleted) {
+            let Some(primary) = row.linked_id else {
+                continue;
+            };
+            let live = engine
+                .contact(primary)
+                .is_some_and(|c| c.deleted_at.is_none());
+            if live && primary != row.id {
+                let fact = Change::Linked {
+                    a: row.id,
+                    b: primary,
+                };
+                engine.apply(&fact).expect("both rows are live");
+                facts.push(fact);
+            }
+        }
+        let live_ids: Vec<ContactId> = self
+            .rows
             .iter()
-            .filter(|(_, r)| r.contact.deleted_at.is_some())
-            .count(),
-        skipped,
-        corrected,
-        existing_relinked,
-        elapsed,
+            .filter(|r| !r.deleted)
+            .map(|r| r.id)
+            .collect();
+        let relinks = engine.relinks_for_clusters_of(&live_ids, Timestamp::now());
+        for fact in &relinks {
+            engine.apply(fact).expect("relinking a live row applies");
+        }
+        facts.extend(relinks.iter().cloned());
+        Ok((facts, relinks))
+    }
+
+    /// What the import did, from the rows and the relinks it made (no engine needed, so an
+    /// online import writes it after the lock is released).
+    pub fn report(self, relinks: &[Change], elapsed: Duration) -> ImportReport {
+        let mut relinked: HashMap<ContactId, Option<ContactId>> = HashMap::new();
+        for change in relinks {
+            if let Change::Relinked { id, primary, .. } = change {
+                relinked.insert(*id, *primary);
+            }
+        }
+        let corrected = self
+            .rows
+            .iter()
+            .filter(|r| !r.deleted)
+            .filter(|r| {
+                let linked = relinked.get(&r.id).copied().unwrap_or(r.linked_id);
+                let precedence = match linked {
+                    None => Precedence::Primary,
+                    Some(_) => Precedence::Secondary,
+                };
+                linked != r.linked_id || precedence != r.precedence
+            })
+            .count();
+        let imported: hashbrown::HashSet<ContactId> = self.rows.iter().map(|r| r.id).collect();
+        ImportReport {
+            imported: self.rows.len(),
+            deleted: self.rows.iter().filter(|r| r.deleted).count(),
+            skipped: self.errors,
+            corrected,
+            existing_relinked: relinked.keys().filter(|id| !imported.contains(*id)).count(),
+            elapsed,
+        }
     }
 }
 

@@ -116,15 +116,21 @@ pub async fn import(
     if !checked.errors.is_empty() && !skip_invalid {
         return Err(Refusal::Invalid(checked.errors));
     }
-    let report = app
+    let mut checked = checked;
+    let (relinks, held) = app
         .store
         .apply_then_log(|engine| {
+            let locked = Instant::now();
             if let Some(taken) = checked.taken_id(|id| engine.has_contact(id)) {
                 return Err(Refusal::Taken(taken));
             }
-            checked.apply(engine, started).map_err(Refusal::from)
+            let (facts, relinks) = checked.apply(engine).map_err(Refusal::from)?;
+            Ok((facts, (relinks, locked.elapsed())))
         })
         .await?;
+    let report = checked.report(&relinks, started.elapsed());
+    tracing::info!(rows = report.imported, apply_ms = held.as_millis() as u64,
+        ms = report.elapsed.as_millis() as u64, "online import");
     let skipped: Vec<_> = report
         .skipped
         .iter()
