@@ -202,7 +202,10 @@ impl CheckedFile {
     /// Applies the rows to `engine`; returns the facts to log as one group, and the relinks
     /// among them for [`CheckedFile::report`]. The ids must be free in `engine` (see
     /// [`CheckedFile::taken_id`]): then nothing can fail.
-    pub fn apply(&mut self, engine: &mut Engine) -> Result<(Vec<Change>, Vec<Change>), ImportError> {
+    pub fn apply(
+        &mut self,
+        engine: &mut Engine,
+    ) -> Result<(Vec<Change>, Vec<Change>), ImportError> {
         self.apply_with(engine, |_| {})
     }
 

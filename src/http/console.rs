@@ -156,7 +156,10 @@ mod tests {
         let mut primes = Vec::with_capacity(64);
         let mut n = 2u64;
         while primes.len() < 64 {
-            if (2..n).take_while(|d| d * d <= n).all(|d| n % d != 0) {
+            if (2..n)
+                .take_while(|d| d * d <= n)
+                .all(|d| !n.is_multiple_of(d))
+            {
                 primes.push(n);
             }
             n += 1;
@@ -164,7 +167,7 @@ mod tests {
         primes
             .iter()
             .map(|&p| {
-                let root = integer_cube_root(p << 96);
+                let root = integer_cube_root(u128::from(p) << 96);
                 (root & 0xffff_ffff) as u32
             })
             .collect::<Vec<u32>>()

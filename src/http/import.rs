@@ -129,8 +129,12 @@ pub async fn import(
         })
         .await?;
     let report = checked.report(&relinks, started.elapsed());
-    tracing::info!(rows = report.imported, apply_ms = held.as_millis() as u64,
-        ms = report.elapsed.as_millis() as u64, "online import");
+    tracing::info!(
+        rows = report.imported,
+        apply_ms = held.as_millis() as u64,
+        ms = report.elapsed.as_millis() as u64,
+        "online import"
+    );
     let skipped: Vec<_> = report
         .skipped
         .iter()
