@@ -116,6 +116,15 @@ pub async fn import(
     if !checked.errors.is_empty() && !skip_invalid {
         return Err(Refusal::Invalid(checked.errors));
     }
+    // Tables grown in a hold of their own: growing one rehashes it, a pause that ordinary
+    // traffic causes too at that size, and which the import's own hold then does not add to.
+    let rows = checked.len();
+    app.store
+        .apply_then_log(|engine| {
+            engine.reserve(rows);
+            Ok::<_, Refusal>((Vec::new(), ()))
+        })
+        .await?;
     let mut checked = checked;
     let (relinks, held) = app
         .store
