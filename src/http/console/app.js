@@ -161,6 +161,7 @@ async function openContact(id) {
     return;
   }
   shown = { id, graph };
+  $('outcome').hidden = true;
   $('identity-empty').hidden = true;
   $('identity-body').hidden = false;
   renderCard(identity.contact);
@@ -279,11 +280,10 @@ $('confirm').addEventListener('close', () => {
 
 async function remove(id) {
   const answer = await api('DELETE', `/contacts/${id}`);
-  outcome($('outcome'), `Contact ${id} deleted. Its identity became ${answer.identities.length} identit${answer.identities.length === 1 ? 'y' : 'ies'}:`, answer.identities);
-  say(`Contact ${id} deleted.`);
   const next = answer.identities[0]?.primaryContactId;
   if (next) await openContact(next); else { $('identity-body').hidden = true; $('identity-empty').hidden = false; }
-  $('outcome').hidden = false;
+  outcome($('outcome'), `Contact ${id} deleted. Its identity became ${answer.identities.length} identit${answer.identities.length === 1 ? 'y' : 'ies'}:`, answer.identities);
+  say(`Contact ${id} deleted.`);
 }
 
 // Lists identities (the /identify answer's "contact" objects) in `box` under `title`.
@@ -304,25 +304,26 @@ for (const [form, field] of [['block-form', 'block-value'], ['block-form-2', 'bl
 
 async function block(value) {
   const answer = await blocklistCall(() => api('POST', '/blocklist', valueBody(value)));
+  await refreshAfterRepair(answer.identities);
   const box = location.hash === '#blocklist' ? $('blocklist-outcome') : $('outcome');
   outcome(box, `Blocked ${answer.blocked.value}. The identities that held it are now:`, answer.identities);
   say(`Blocked ${answer.blocked.value}.`);
-  await refreshAfterRepair(answer.identities);
 }
 
 async function unblock(kind, value) {
   const answer = await blocklistCall(() => api('DELETE', `/blocklist?${kind}=${encodeURIComponent(value)}`));
+  await refreshAfterRepair(answer.identities);
   const box = location.hash === '#blocklist' ? $('blocklist-outcome') : $('outcome');
   outcome(box, `Unblocked ${value}. Its holders are now:`, answer.identities);
   say(`Unblocked ${value}.`);
-  await refreshAfterRepair(answer.identities);
 }
 
+// Shows the blocklist, or the identity shown before the repair (or the first it became).
 async function refreshAfterRepair(identities) {
   if (location.hash === '#blocklist') return loadBlocklist();
   const still = shown && identities.find(i => i.primaryContactId === shown.id || i.secondaryContactIds.includes(shown.id));
   const next = still ? shown.id : identities[0]?.primaryContactId;
-  if (next) { await openContact(next); $('outcome').hidden = false; }
+  if (next) await openContact(next);
 }
 
 async function blocklistCall(call) {
