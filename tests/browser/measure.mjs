@@ -56,7 +56,7 @@ const shown = Date.now() - started;
 const drawn = await page.evaluate(() => window.consoleGraph.drawnInMs);
 const nodes = await page.evaluate(() => window.consoleGraph.cy.nodes().length);
 const clickStart = Date.now();
-await page.evaluate(() => window.consoleGraph.cy.nodes('.primary').emit('tap'));
+await page.evaluate(() => { window.consoleGraph.cy.nodes('.primary').emit('tap'); });
 await page.locator('#selected strong').waitFor();
 const click = Date.now() - clickStart;
 await browser.close();

@@ -411,9 +411,6 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
-// ---- start: is a token needed? ----
+// ---- start: the first call of the view tells whether a token is needed (401 asks for it) ----
 
-(async () => {
-  try { await api('GET', '/stats'); } catch { return; }
-  route();
-})();
+route();
