@@ -119,13 +119,16 @@ pub async fn import(
     // Tables grown in a hold of their own: growing one rehashes it, a pause that ordinary
     // traffic causes too at that size, and which the import's own hold then does not add to.
     let rows = checked.len();
-    app.store
+    let reserved = app
+        .store
         .apply_then_log(|engine| {
+            let locked = Instant::now();
             engine.reserve(rows);
-            Ok::<_, Refusal>((Vec::new(), ()))
+            Ok::<_, Refusal>((Vec::new(), locked.elapsed()))
         })
         .await?;
     let mut checked = checked;
+    let committing = Instant::now();
     let (relinks, held) = app
         .store
         .apply_then_log(|engine| {
@@ -137,12 +140,15 @@ pub async fn import(
             Ok((facts, (relinks, locked.elapsed())))
         })
         .await?;
+    let durable = committing.elapsed();
     let report = checked.report(&relinks, started.elapsed());
     tracing::info!(
         rows = report.imported,
+        reserve_ms = reserved.as_millis() as u64,
         apply_ms = held.as_millis() as u64,
+        until_durable_ms = durable.as_millis() as u64,
         ms = report.elapsed.as_millis() as u64,
-        "online import"
+        "online import: the lock held to grow the tables, then to apply (and append), then the wait for the log"
     );
     let skipped: Vec<_> = report
         .skipped

@@ -54,8 +54,12 @@ function layoutFor(count, blockedCount) {
     return { name: 'concentric', animate: false, minNodeSpacing: 6,
       concentric: n => (n.hasClass('primary') ? 3 : n.hasClass('contact') ? 2 : 1), levelWidth: () => 1 };
   }
+  // A blocked value's edges are long and slack, so it floats apart from the contacts it would
+  // otherwise seem to tie together.
   return { name: 'cose', animate: false, randomize: false, nodeRepulsion: () => 9000,
-    idealEdgeLength: () => 50, numIter: 1000, padding: 20, componentSpacing: blockedCount ? 80 : 40 };
+    idealEdgeLength: e => (e.hasClass('blocked') ? 170 : 50),
+    edgeElasticity: e => (e.hasClass('blocked') ? 8 : 100),
+    numIter: 1000, padding: 20, componentSpacing: blockedCount ? 80 : 40 };
 }
 
 // Draws `graph` in `container`; `onSelect(node data)` on a click on a node.
