@@ -6,7 +6,7 @@ const LARGE = 300; // nodes above which the graph trades looks for speed
 
 const style = [
   { selector: 'node', style: {
-    'label': 'data(label)', 'font-size': 10, 'color': '#1f2933',
+    'label': 'data(label)', 'font-size': 12, 'color': '#1f2933',
     'text-valign': 'bottom', 'text-margin-y': 3, 'min-zoomed-font-size': 7,
     'background-color': '#9aa5b1', 'width': 22, 'height': 22 } },
   { selector: 'node.contact', style: { 'background-color': '#3e7cb1', 'shape': 'ellipse' } },
@@ -23,9 +23,8 @@ const style = [
   { selector: 'edge.blocked', style: { 'line-style': 'dashed', 'line-color': '#e8a0a0' } },
   { selector: 'edge.join', style: { 'width': 2.5, 'line-color': '#d9822b', 'line-style': 'dotted' } },
   { selector: 'edge.link', style: { 'width': 2.5, 'line-color': '#3e7cb1', 'line-style': 'dashed' } },
-  { selector: '.path', style: {
-    'line-color': '#e12d39', 'width': 4, 'border-color': '#e12d39', 'border-width': 4,
-    'z-index': 10 } },
+  { selector: 'edge.path', style: { 'line-color': '#e12d39', 'width': 4, 'z-index': 10 } },
+  { selector: 'node.path', style: { 'border-color': '#e12d39', 'border-width': 4, 'border-style': 'solid' } },
   { selector: 'node:selected', style: { 'overlay-color': '#3e7cb1', 'overlay-opacity': 0.25, 'overlay-padding': 6 } },
 ];
 
@@ -56,8 +55,8 @@ function layoutFor(count, blockedCount) {
   }
   // A blocked value's edges are long and slack, so it floats apart from the contacts it would
   // otherwise seem to tie together.
-  return { name: 'cose', animate: false, randomize: false, nodeRepulsion: () => 9000,
-    idealEdgeLength: e => (e.hasClass('blocked') ? 170 : 50),
+  return { name: 'cose', animate: false, randomize: false, nodeRepulsion: () => 60000,
+    gravity: 0.6, idealEdgeLength: e => (e.hasClass('blocked') ? 170 : 40),
     edgeElasticity: e => (e.hasClass('blocked') ? 8 : 100),
     numIter: 1000, padding: 20, componentSpacing: blockedCount ? 80 : 40 };
 }
@@ -71,7 +70,7 @@ export function draw(container, graph, onSelect) {
     container, elements: els, style,
     layout: layoutFor(count, blockedCount),
     boxSelectionEnabled: false,
-    textureOnViewport: count > LARGE, hideEdgesOnViewport: count > LARGE,
+    textureOnViewport: count > LARGE, hideEdgesOnViewport: count > LARGE, maxZoom: 1.6,
     selectionType: 'single',
   });
   cy.on('tap', 'node', evt => onSelect(evt.target.data()));
