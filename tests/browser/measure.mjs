@@ -19,7 +19,7 @@ async function importCluster() {
   const lines = ['id,phoneNumber,email,linkedId,linkPrecedence,createdAt,updatedAt,deletedAt'];
   for (let k = 0; k < size; k++) {
     const t = new Date(Date.UTC(2024, 0, 1) + k * 1000).toISOString();
-    lines.push(`${first + k},${8_000_000_000 + Math.floor(k / 2)},chain${first}-${Math.floor((k + 1) / 2)}@example.com,,primary,${t},${t},`);
+    lines.push(`${first + k},${first * 10_000 + Math.floor(k / 2)},chain${first}-${Math.floor((k + 1) / 2)}@example.com,,primary,${t},${t},`);
   }
   const response = await fetch(`${base}/contacts/import?format=csv`, { method: 'POST', body: lines.join('\n') + '\n' });
   if (!response.ok) throw new Error(`import: ${response.status} ${await response.text()}`);
