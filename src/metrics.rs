@@ -190,7 +190,6 @@ impl Metrics {
         self.recovery_seconds.set(took.as_secs_f64());
     }
 
-    /// The text exposition, with the engine's counts as of now.
     /// The log and snapshot figures the console's overview shows.
     pub fn storage_figures(&self) -> StorageFigures {
         let last = self.last_snapshot_timestamp.get();
@@ -203,6 +202,7 @@ impl Metrics {
         }
     }
 
+    /// The text exposition, with the engine's counts as of now.
     pub fn render(&self, stats: Stats) -> String {
         self.contacts.set((stats.contacts - stats.deleted) as i64);
         self.deleted.set(stats.deleted as i64);

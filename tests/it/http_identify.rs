@@ -499,7 +499,6 @@ fn an_unknown_path_answers_404_as_json() {
     let app = spawn_app();
     let valid = br#"{"email":"a@b.test"}"#;
     for (method, path) in [
-        ("GET", "/"),
         ("GET", "/nope"),
         ("POST", "/identify/extra"),
         ("POST", "/Identify"),
