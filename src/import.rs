@@ -547,3 +547,49 @@ impl Progress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str =
+        "id,phoneNumber,email,linkedId,linkPrecedence,createdAt,updatedAt,deletedAt\n";
+
+    fn file(rows: &str, exists: impl Fn(ContactId) -> bool) -> CheckedFile {
+        CheckedFile::read(format!("{HEADER}{rows}").as_bytes(), None, exists).unwrap()
+    }
+
+    #[test]
+    fn the_report_counts_corrections_as_the_engine_ends_up() {
+        let mut engine = Engine::new();
+        // 3 is older than 2 and shares its phone, so 2 claims wrongly to be a primary; 4 names
+        // 2 as its primary but 3 is; 5 is right.
+        let rows = "\
+2,111,b@x.io,,primary,2023-01-02T00:00:00.000Z,2023-01-02T00:00:00.000Z,
+3,111,c@x.io,,primary,2023-01-01T00:00:00.000Z,2023-01-01T00:00:00.000Z,
+4,,c@x.io,2,secondary,2023-01-03T00:00:00.000Z,2023-01-03T00:00:00.000Z,
+5,999,e@x.io,,primary,2023-01-04T00:00:00.000Z,2023-01-04T00:00:00.000Z,
+";
+        let mut checked = file(rows, |_| false);
+        let (facts, relinks) = checked.apply(&mut engine).unwrap();
+        assert!(facts.len() > 4);
+        let report = checked.report(&relinks, Duration::ZERO);
+        assert_eq!((report.imported, report.corrected), (4, 2));
+        assert_eq!(engine.contact(2).unwrap().linked_id, Some(3));
+        assert_eq!(engine.contact(4).unwrap().linked_id, Some(3));
+        engine.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn ids_taken_since_the_check_are_found_by_line() {
+        let rows = "7,1,a@x.io,,primary,2023-01-01T00:00:00.000Z,2023-01-01T00:00:00.000Z,\n\
+                    9,2,b@x.io,,primary,2023-01-01T00:00:00.000Z,2023-01-01T00:00:00.000Z,\n";
+        let checked = file(rows, |_| false);
+        assert_eq!(checked.taken_id(|_| false), None);
+        let taken = checked.taken_id(|id| id == 9).unwrap();
+        assert_eq!(taken.line, 3);
+        let refused = file(rows, |id| id == 7);
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused.errors[0].line, 2);
+    }
+}
