@@ -11,6 +11,7 @@ const [scenario, base, dataFile] = process.argv.slice(2);
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
+// Each launch gets a fresh temporary profile (Playwright passes its own --user-data-dir).
 async function withPage(run) {
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: CHROMIUM_ARGS, timeout: 60000 });
