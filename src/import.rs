@@ -176,13 +176,14 @@ pub fn import_guarded(
     if !errors.is_empty() && !skip_invalid {
         return Err(ImportError::Invalid(errors));
     }
-    let progress = Progress::new(rows.len() as u64, "applying");
-    let mut facts: Vec<Change> = Vec::with_capacity(rows.len() * 2);
-    let now = Timestamp::now();
+    let mut file = CheckedFile::new(rows, errors);
+    // Applied to memory before the log: nothing reads this engine, and if logging fails (or a
+    // guard refuses) the process exits without it, so memory never shows what the log lacks.
+    let mut facts = Vec::new();
     let mut blocked = Vec::new();
     for (kind, value) in &guards.blocklist {
         let changes = engine
-            .plan_block(*kind, value, BlockReason::Admin, now)
+            .plan_block(*kind, value, BlockReason::Admin, Timestamp::now())
             .map_err(|refusal| ImportError::Refused(refusal.to_string()))?;
         for fact in changes {
             engine.apply(&fact).expect("a planned block applies");
@@ -190,87 +191,291 @@ pub fn import_guarded(
             facts.push(fact);
         }
     }
-    // Applied to memory before the log: nothing reads this engine, and if logging fails the
-    // process exits without it, so memory never shows what the log lacks.
-    for (i, (_, row)) in rows.iter().enumerate() {
-        let fact = Change::Created(row.contact.clone());
-        engine
-            .apply(&fact)
-            .map_err(|e| invalid(rows[i].0, e.to_string()))?;
-        facts.push(fact);
-        progress.tick(i as u64 + 1);
-    }
-    for (_, row) in &rows {
-        let Some(primary) = row
-            .contact
-            .linked_id
-            .filter(|_| row.contact.deleted_at.is_none())
-        else {
-            continue;
-        };
-        let live = engine
-            .contact(primary)
-            .is_some_and(|c| c.deleted_at.is_none());
-        if live && primary != row.contact.id {
-            let fact = Change::Linked {
-                a: row.contact.id,
-                b: primary,
-            };
-            engine.apply(&fact).expect("both rows are live");
-            facts.push(fact);
-        }
-    }
-    let generic = block_generic(&mut engine, &rows, now, &mut facts);
-    let live_ids: Vec<ContactId> = rows
-        .iter()
-        .filter(|(_, r)| r.contact.deleted_at.is_none())
-        .map(|(_, r)| r.contact.id)
-        .collect();
-    refuse_over_cap(&engine, &live_ids)?;
-    let relinks = engine.relinks_for_clusters_of(&live_ids, now);
-    for fact in &relinks {
-        engine.apply(fact).expect("relinking a live row applies");
-    }
-    facts.extend(relinks.iter().cloned());
+    let progress = Progress::new(file.len() as u64, "applying");
+    let applied = file.apply_with(&mut engine, |done| progress.tick(done))?;
     progress.finish();
+    refuse_over_cap(&engine, &file.live_ids())?;
+    facts.extend(applied.facts);
     let seq = store.append(&facts)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(StorageError::Io)?;
     runtime.block_on(store.wait_durable(seq))?;
     store.close(&engine)?;
-    let mut report = report(&rows, &relinks, &engine, errors, started.elapsed());
-    (report.blocked, report.generic) = (blocked, generic);
+    let mut report = file.report(&applied.relinks, started.elapsed());
+    (report.blocked, report.generic) = (blocked, applied.generic);
     Ok(report)
 }
 
-/// Blocks as generic every value the imported rows hold that now has more live holders than
-/// the threshold allows; returns them.
-fn block_generic(
-    engine: &mut Engine,
-    rows: &[(u64, Row)],
-    now: Timestamp,
-    facts: &mut Vec<Change>,
-) -> Vec<(Kind, String)> {
-    let mut generic = Vec::new();
-    for (_, row) in rows.iter().filter(|(_, r)| r.contact.deleted_at.is_none()) {
-        let values = [
-            (Kind::Email, row.contact.email.as_deref()),
-            (Kind::Phone, row.contact.phone.as_deref()),
-        ];
-        for (kind, value) in values {
-            let Some(value) = value else { continue };
-            if let Some(fact) = engine.plan_generic_block(kind, value, now) {
-                engine.apply(&fact).expect("a planned block applies");
-                facts.push(fact);
-                generic.push((kind, value.to_owned()));
-            }
-        }
-    }
-    generic
+/// What applying an import's rows made: the facts to log (as one group), the relinks among them
+/// (for the report) and the values blocked as generic.
+pub struct Applied {
+    pub facts: Vec<Change>,
+    pub relinks: Vec<Change>,
+    pub generic: Vec<(Kind, String)>,
 }
 
-/// Refuses the import if it leaves a cluster over the cap, naming that cluster's values.
+/// What the links and the report need of a checked row once its contact is a fact.
+struct Summary {
+    line: u64,
+    id: ContactId,
+    linked_id: Option<ContactId>,
+    precedence: Precedence,
+    deleted: bool,
+}
+
+/// Rows read and checked, ready to apply: what an import of a file or of a request body holds
+/// between checking and applying. Each row is already its `Created` fact, so that applying
+/// (under the engine's lock, for an online import) copies nothing.
+pub struct CheckedFile {
+    rows: Vec<Summary>,
+    created: Vec<Change>,
+    pub errors: Vec<RowError>,
+}
+
+impl CheckedFile {
+    /// Reads and checks `bytes` (CSV, or NDJSON when the first non-blank byte is `{` or
+    /// `format` says so); `exists` tells which ids are already taken.
+    pub fn read(
+        bytes: &[u8],
+        format: Option<Format>,
+        exists: impl Fn(ContactId) -> bool,
+    ) -> Result<CheckedFile, ImportError> {
+        let format = format.unwrap_or_else(|| sniff(Path::new(""), bytes));
+        let raw = match format {
+            Format::Csv => read_csv(bytes)?,
+            Format::Ndjson => read_ndjson(bytes).map_err(|source| ImportError::Read {
+                path: PathBuf::from("the request body"),
+                source,
+            })?,
+        };
+        let (rows, errors) = check_rows(raw, exists);
+        Ok(CheckedFile::new(rows, errors))
+    }
+
+    fn new(rows: Vec<(u64, Row)>, errors: Vec<RowError>) -> CheckedFile {
+        let mut summaries = Vec::with_capacity(rows.len());
+        let mut created = Vec::with_capacity(rows.len());
+        for (line, row) in rows {
+            summaries.push(Summary {
+                line,
+                id: row.contact.id,
+                linked_id: row.contact.linked_id,
+                precedence: row.precedence,
+                deleted: row.contact.deleted_at.is_some(),
+            });
+            created.push(Change::Created(row.contact));
+        }
+        CheckedFile {
+            rows: summaries,
+            created,
+            errors,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The first row whose id `exists` now says is taken (ids taken since the check).
+    pub fn taken_id(&self, exists: impl Fn(ContactId) -> bool) -> Option<RowError> {
+        self.rows.iter().find(|r| exists(r.id)).map(|r| RowError {
+            line: r.line,
+            message: format!("id {} already exists", r.id),
+        })
+    }
+
+    /// Applies the rows to `engine`; returns the facts to log as one group, the relinks among
+    /// them for [`CheckedFile::report`], and the values blocked as generic. The ids must be
+    /// free in `engine` (see [`CheckedFile::taken_id`]) and the cap checked first (see
+    /// [`CheckedFile::within_cap`]): then nothing can fail.
+    pub fn apply(&mut self, engine: &mut Engine) -> Result<Applied, ImportError> {
+        self.apply_with(engine, |_| {})
+    }
+
+    /// The ids of the live rows.
+    fn live_ids(&self) -> Vec<ContactId> {
+        self.rows
+            .iter()
+            .filter(|r| !r.deleted)
+            .map(|r| r.id)
+            .collect()
+    }
+
+    /// Refuses the import if it would leave a cluster over `engine`'s cap, before anything is
+    /// applied (an online import cannot undo). The count is an upper bound: it unites the
+    /// rows, and the clusters they touch, by every value and link that is not blocked now, so a
+    /// value the import itself would make generic still counts.
+    pub fn within_cap(&self, engine: &Engine) -> Result<(), ImportError> {
+        let cap = engine.limits().max_cluster_size as usize;
+        if cap == 0 {
+            return Ok(());
+        }
+        let live = (self.created.iter().zip(&self.rows)).filter(|(_, row)| !row.deleted);
+        // Nodes: the live rows, then the existing clusters they touch (by their primary).
+        let mut sets = Dsu::default();
+        let mut node_of: HashMap<(Kind, String), usize> = HashMap::new();
+        let mut cluster_node: HashMap<ContactId, usize> = HashMap::new();
+        let mut by_id: HashMap<ContactId, usize> = HashMap::new();
+        for (fact, _) in live {
+            let Change::Created(c) = fact else { continue };
+            let row = sets.add(1);
+            by_id.insert(c.id, row);
+            let values = [(Kind::Email, &c.email), (Kind::Phone, &c.phone)];
+            for (kind, value) in values {
+                let Some(value) = value.as_deref() else {
+                    continue;
+                };
+                if engine.blocked(kind, value).is_some() {
+                    continue;
+                }
+                if let Some((primary, size)) = engine.cluster_holding(kind, value) {
+                    let node = *cluster_node
+                        .entry(primary)
+                        .or_insert_with(|| sets.add(size));
+                    sets.union(row, node);
+                }
+                match node_of.get(&(kind, value.to_owned())) {
+                    Some(&other) => sets.union(row, other),
+                    None => {
+                        node_of.insert((kind, value.to_owned()), row);
+                    }
+                }
+            }
+        }
+        for row in self.rows.iter().filter(|r| !r.deleted) {
+            let (Some(linked), Some(&node)) = (row.linked_id, by_id.get(&row.id)) else {
+                continue;
+            };
+            match by_id.get(&linked) {
+                Some(&other) => sets.union(node, other),
+                None => {
+                    if let Some((primary, size)) = engine.cluster_of(linked) {
+                        let other = *cluster_node
+                            .entry(primary)
+                            .or_insert_with(|| sets.add(size));
+                        sets.union(node, other);
+                    }
+                }
+            }
+        }
+        match sets.largest() {
+            Some((size, root)) if size > cap => {
+                let values: Vec<&str> = (node_of.iter())
+                    .filter(|(_, &n)| sets.find(n) == root)
+                    .map(|((_, v), _)| v.as_str())
+                    .take(20)
+                    .collect();
+                Err(ImportError::Refused(format!(
+                    "the import would leave an identity of up to {size} contacts, more than the cap of {cap}; its values include {}",
+                    values.join(", ")
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies each row, then each live secondary's `linkedId` as a link, then blocks the
+    /// values the rows made generic, then the relinks that make every touched cluster point at
+    /// its oldest member; `tick` counts rows applied.
+    fn apply_with(
+        &mut self,
+        engine: &mut Engine,
+        tick: impl Fn(u64),
+    ) -> Result<Applied, ImportError> {
+        for (i, (fact, row)) in self.created.iter().zip(&self.rows).enumerate() {
+            engine
+                .apply(fact)
+                .map_err(|e| invalid(row.line, e.to_string()))?;
+            tick(i as u64 + 1);
+        }
+        let mut facts = std::mem::take(&mut self.created);
+        for row in self.rows.iter().filter(|r| !r.deleted) {
+            let Some(primary) = row.linked_id else {
+                continue;
+            };
+            let live = engine
+                .contact(primary)
+                .is_some_and(|c| c.deleted_at.is_none());
+            if live && primary != row.id {
+                let fact = Change::Linked {
+                    a: row.id,
+                    b: primary,
+                };
+                engine.apply(&fact).expect("both rows are live");
+                facts.push(fact);
+            }
+        }
+        let now = Timestamp::now();
+        let mut generic = Vec::new();
+        for fact in facts.clone().iter().filter_map(|f| match f {
+            Change::Created(c) if c.deleted_at.is_none() => Some(c),
+            _ => None,
+        }) {
+            let values = [(Kind::Email, &fact.email), (Kind::Phone, &fact.phone)];
+            for (kind, value) in values {
+                let Some(value) = value.as_deref() else {
+                    continue;
+                };
+                if let Some(block) = engine.plan_generic_block(kind, value, now) {
+                    engine.apply(&block).expect("a planned block applies");
+                    facts.push(block);
+                    generic.push((kind, value.to_owned()));
+                }
+            }
+        }
+        let relinks = engine.relinks_for_clusters_of(&self.live_ids(), now);
+        for fact in &relinks {
+            engine.apply(fact).expect("relinking a live row applies");
+        }
+        facts.extend(relinks.iter().cloned());
+        Ok(Applied {
+            facts,
+            relinks,
+            generic,
+        })
+    }
+
+    /// What the import did, from the rows and the relinks it made (no engine needed, so an
+    /// online import writes it after the lock is released).
+    pub fn report(self, relinks: &[Change], elapsed: Duration) -> ImportReport {
+        let mut relinked: HashMap<ContactId, Option<ContactId>> = HashMap::new();
+        for change in relinks {
+            if let Change::Relinked { id, primary, .. } = change {
+                relinked.insert(*id, *primary);
+            }
+        }
+        let corrected = self
+            .rows
+            .iter()
+            .filter(|r| !r.deleted)
+            .filter(|r| {
+                let linked = relinked.get(&r.id).copied().unwrap_or(r.linked_id);
+                let precedence = match linked {
+                    None => Precedence::Primary,
+                    Some(_) => Precedence::Secondary,
+                };
+                linked != r.linked_id || precedence != r.precedence
+            })
+            .count();
+        let imported: hashbrown::HashSet<ContactId> = self.rows.iter().map(|r| r.id).collect();
+        ImportReport {
+            imported: self.rows.len(),
+            deleted: self.rows.iter().filter(|r| r.deleted).count(),
+            skipped: self.errors,
+            corrected,
+            existing_relinked: relinked.keys().filter(|id| !imported.contains(*id)).count(),
+            elapsed,
+            ..ImportReport::default()
+        }
+    }
+}
+
+/// Refuses an import that left a cluster over the cap, naming that cluster's values.
 fn refuse_over_cap(engine: &Engine, live_ids: &[ContactId]) -> Result<(), ImportError> {
     let Some((id, size)) = live_ids
         .iter()
@@ -290,37 +495,41 @@ fn refuse_over_cap(engine: &Engine, live_ids: &[ContactId]) -> Result<(), Import
     )))
 }
 
-fn report(
-    rows: &[(u64, Row)],
-    relinks: &[Change],
-    engine: &Engine,
-    skipped: Vec<RowError>,
-    elapsed: Duration,
-) -> ImportReport {
-    let imported: hashbrown::HashSet<ContactId> = rows.iter().map(|(_, r)| r.contact.id).collect();
-    let corrected = rows
-        .iter()
-        .filter(|(_, r)| {
-            let now = engine.contact(r.contact.id).expect("imported");
-            r.contact.deleted_at.is_none()
-                && (now.linked_id != r.contact.linked_id || now.link_precedence != r.precedence)
-        })
-        .count();
-    let existing_relinked = relinks
-        .iter()
-        .filter(|c| matches!(c, Change::Relinked { id, .. } if !imported.contains(id)))
-        .count();
-    ImportReport {
-        imported: rows.len(),
-        deleted: rows
-            .iter()
-            .filter(|(_, r)| r.contact.deleted_at.is_some())
-            .count(),
-        skipped,
-        corrected,
-        existing_relinked,
-        elapsed,
-        ..ImportReport::default()
+/// A small union-find with a weight per node, for the cap's upper bound.
+#[derive(Default)]
+struct Dsu {
+    parent: Vec<usize>,
+    weight: Vec<usize>,
+}
+
+impl Dsu {
+    fn add(&mut self, weight: usize) -> usize {
+        self.parent.push(self.parent.len());
+        self.weight.push(weight);
+        self.parent.len() - 1
+    }
+
+    fn find(&self, mut x: usize) -> usize {
+        while self.parent[x] != x {
+            x = self.parent[x];
+        }
+        x
+    }
+
+    fn union(&mut self, a: usize, b: usize) {
+        let (a, b) = (self.find(a), self.find(b));
+        if a != b {
+            self.parent[b] = a;
+            self.weight[a] += self.weight[b];
+        }
+    }
+
+    /// The heaviest set's weight and root.
+    fn largest(&self) -> Option<(usize, usize)> {
+        (0..self.parent.len())
+            .filter(|&x| self.parent[x] == x)
+            .map(|x| (self.weight[x], x))
+            .max()
     }
 }
 
@@ -362,6 +571,11 @@ fn read_rows(
         Format::Csv => read_csv(reader)?,
         Format::Ndjson => read_ndjson(reader).map_err(read_err)?,
     };
+    Ok(check_rows(raw, |id| engine.contact(id).is_some()))
+}
+
+/// Checks every row; returns the good rows sorted by id and the errors by line.
+fn check_rows(raw: RawRows, exists: impl Fn(ContactId) -> bool) -> CheckedRows {
     let mut rows = Vec::with_capacity(raw.len());
     let mut errors = Vec::new();
     let mut first_line: HashMap<ContactId, u64> = HashMap::new();
@@ -371,7 +585,7 @@ fn read_rows(
             if let Some(first) = first_line.insert(id, line) {
                 return Err(format!("id {id} appears again (first on line {first})"));
             }
-            if engine.contact(id).is_some() {
+            if exists(id) {
                 return Err(format!("id {id} already exists in the data directory"));
             }
             Ok(row)
@@ -382,7 +596,7 @@ fn read_rows(
         }
     }
     rows.sort_by_key(|(_, r)| r.contact.id);
-    Ok((rows, errors))
+    (rows, errors)
 }
 
 pub(crate) fn sniff(path: &Path, start: &[u8]) -> Format {
@@ -577,5 +791,51 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str =
+        "id,phoneNumber,email,linkedId,linkPrecedence,createdAt,updatedAt,deletedAt\n";
+
+    fn file(rows: &str, exists: impl Fn(ContactId) -> bool) -> CheckedFile {
+        CheckedFile::read(format!("{HEADER}{rows}").as_bytes(), None, exists).unwrap()
+    }
+
+    #[test]
+    fn the_report_counts_corrections_as_the_engine_ends_up() {
+        let mut engine = Engine::new();
+        // 3 is older than 2 and shares its phone, so 2 claims wrongly to be a primary; 4 names
+        // 2 as its primary but 3 is; 5 is right.
+        let rows = "\
+2,111,b@x.io,,primary,2023-01-02T00:00:00.000Z,2023-01-02T00:00:00.000Z,
+3,111,c@x.io,,primary,2023-01-01T00:00:00.000Z,2023-01-01T00:00:00.000Z,
+4,,c@x.io,2,secondary,2023-01-03T00:00:00.000Z,2023-01-03T00:00:00.000Z,
+5,999,e@x.io,,primary,2023-01-04T00:00:00.000Z,2023-01-04T00:00:00.000Z,
+";
+        let mut checked = file(rows, |_| false);
+        let applied = checked.apply(&mut engine).unwrap();
+        assert!(applied.facts.len() > 4);
+        let report = checked.report(&applied.relinks, Duration::ZERO);
+        assert_eq!((report.imported, report.corrected), (4, 2));
+        assert_eq!(engine.contact(2).unwrap().linked_id, Some(3));
+        assert_eq!(engine.contact(4).unwrap().linked_id, Some(3));
+        engine.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn ids_taken_since_the_check_are_found_by_line() {
+        let rows = "7,1,a@x.io,,primary,2023-01-01T00:00:00.000Z,2023-01-01T00:00:00.000Z,\n\
+                    9,2,b@x.io,,primary,2023-01-01T00:00:00.000Z,2023-01-01T00:00:00.000Z,\n";
+        let checked = file(rows, |_| false);
+        assert_eq!(checked.taken_id(|_| false), None);
+        let taken = checked.taken_id(|id| id == 9).unwrap();
+        assert_eq!(taken.line, 3);
+        let refused = file(rows, |id| id == 7);
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused.errors[0].line, 2);
     }
 }

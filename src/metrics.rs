@@ -56,6 +56,17 @@ fn latency_histogram() -> Histogram {
     Histogram::new(latency_buckets())
 }
 
+/// Log and snapshot state since start, for `/stats`.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageFigures {
+    pub log_bytes_since_start: u64,
+    pub fsyncs_since_start: u64,
+    pub last_snapshot_unix_seconds: Option<f64>,
+    pub last_snapshot_seconds: Option<f64>,
+    pub recovery_seconds: f64,
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Arc<requests::Requests>,
@@ -219,6 +230,18 @@ impl Metrics {
     pub fn observe_loaded_snapshot(&self, at: std::time::SystemTime) {
         let at = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         self.last_snapshot_timestamp.set(at.as_secs_f64());
+    }
+
+    /// The log and snapshot figures the console's overview shows.
+    pub fn storage_figures(&self) -> StorageFigures {
+        let last = self.last_snapshot_timestamp.get();
+        StorageFigures {
+            log_bytes_since_start: self.log_bytes.get(),
+            fsyncs_since_start: self.fsyncs.get(),
+            last_snapshot_unix_seconds: (last > 0.0).then_some(last),
+            last_snapshot_seconds: (last > 0.0).then(|| self.last_snapshot_seconds.get()),
+            recovery_seconds: self.recovery_seconds.get(),
+        }
     }
 
     /// The text exposition, with the engine's counts as of now.

@@ -206,6 +206,37 @@ impl Store {
             .collect()
     }
 
+    /// Changes the engine with `f`, which returns the facts it applied, and logs them as one
+    /// group: for an import, whose later facts (relinks) depend on the state its rows make.
+    /// `f` must leave the engine as it was when it fails. The facts are appended under the same
+    /// lock, so log order is apply order; an append fails only once the log has failed or
+    /// closed, and then every later request is refused, so memory ahead of the log is never
+    /// shown.
+    pub async fn apply_then_log<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut Engine) -> Result<(Vec<Change>, T), E>,
+    ) -> Result<T, E> {
+        let (out, seq) = {
+            let mut state = self.lock_healthy().map_err(StoreError::from)?;
+            let (facts, out) = f(&mut state.engine)?;
+            if !facts.is_empty() {
+                let seq = self
+                    .inner
+                    .storage
+                    .append(&facts)
+                    .map_err(StoreError::from)?;
+                state.applied_seq = seq;
+            }
+            (out, state.applied_seq)
+        };
+        self.inner
+            .storage
+            .wait_durable(seq)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(out)
+    }
+
     /// Reads with `f`; returns once everything `f` could have seen is durable.
     pub async fn read<T>(&self, f: impl FnOnce(&Engine) -> T) -> Result<T> {
         let (out, seq) = {
@@ -218,6 +249,11 @@ impl Store {
             .await
             .map_err(|_| StoreError::ReadRefused)?;
         Ok(out)
+    }
+
+    /// Reads with `f` without waiting for the log: for checks whose result shows no state.
+    pub fn peek<T>(&self, f: impl FnOnce(&Engine) -> T) -> T {
+        f(&self.inner.state.lock().engine)
     }
 
     pub fn stats(&self) -> Stats {

@@ -7,6 +7,7 @@
 mod answer;
 mod apply;
 pub mod change;
+pub mod evidence;
 mod forest;
 pub mod guards;
 pub mod image;

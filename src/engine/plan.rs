@@ -335,6 +335,23 @@ impl Engine {
         })
     }
 
+    /// The primary and size of the cluster holding `value` (not blocked), if any holds it.
+    pub fn cluster_holding(&self, kind: Kind, value: &str) -> Option<(ContactId, usize)> {
+        let sym = self.index(kind).lookup(value)?;
+        let holder = held(self.index(kind), sym)?;
+        Some(self.cluster_at(holder))
+    }
+
+    /// The primary and size of `id`'s cluster, if `id` is live.
+    pub fn cluster_of(&self, id: ContactId) -> Option<(ContactId, usize)> {
+        Some(self.cluster_at(self.live_slot(id).ok()?))
+    }
+
+    fn cluster_at(&self, slot: Slot) -> (ContactId, usize) {
+        let primary = self.rows[self.forest.primary(slot) as usize].id;
+        (primary, self.forest.size(slot))
+    }
+
     /// The size of `id`'s cluster if it is over the cap.
     pub fn over_cap(&self, id: ContactId) -> Option<usize> {
         let slot = self.live_slot(id).ok()?;

@@ -4,13 +4,17 @@
 mod admin;
 mod backup;
 mod blocklist;
+mod console;
 mod contacts;
 mod error;
+mod graph;
 mod identify;
+mod import;
 mod limits;
 mod observe;
 mod openapi;
 mod ops;
+mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +78,10 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
     use utoipa::OpenApi;
     use utoipa_axum::{router::OpenApiRouter, routes};
     let admin_guard = axum::middleware::from_fn_with_state(state.clone(), admin::require_admin);
+    // The import's body is a file: its own limit, above the one for requests.
+    let import = OpenApiRouter::new()
+        .routes(routes!(import::import))
+        .layer(DefaultBodyLimit::max(import::IMPORT_BODY_LIMIT));
     let admin = OpenApiRouter::new()
         .routes(routes!(contacts::list))
         .routes(routes!(contacts::export))
@@ -85,6 +93,10 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
             blocklist::unblock
         ))
         .routes(routes!(backup::backup))
+        .routes(routes!(graph::graph))
+        .routes(routes!(graph::why))
+        .routes(routes!(stats::stats))
+        .merge(import)
         .route_layer(admin_guard);
     let (routes, mut api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(identify::identify))
@@ -93,6 +105,9 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(openapi::docs))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
+        .routes(routes!(console::page))
+        .routes(routes!(console::asset))
+        .routes(routes!(console::root))
         .merge(admin)
         .split_for_parts();
     api.info.version = env!("CARGO_PKG_VERSION").to_owned();
@@ -103,7 +118,6 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
     // `/openapi.json` serves the document built above, so its handler gets it as state.
     let openapi_json = Router::new()
         .route("/openapi.json", get(openapi::openapi_json))
-        .route("/", get(openapi::home))
         .with_state(document);
     // Router::layer wraps each route: the limit layer's clones share one count of requests.
     let limits = limits::LimitLayer::new(&state.limits);
@@ -112,7 +126,7 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .paths
         .keys()
         .cloned()
-        .chain(["/openapi.json".to_owned(), "/".to_owned()]);
+        .chain(["/openapi.json".to_owned()]);
     let observe = observe::ObserveLayer::new(state.store.clone(), templates);
     let router = routes
         .with_state(state.clone())

@@ -15,7 +15,7 @@ use utoipa::{OpenApi, ToSchema};
         title = "identity-engine",
         description = "Links contacts that share an email or a phone number into one identity whose primary is the oldest contact."
     ),
-    components(schemas(IdentifyRequest, Answer, Identity, ContactRow, ErrorBody, ErrorDetail, DeleteAnswer, ContactList, ContactPage, Status)),
+    components(schemas(IdentifyRequest, Answer, Identity, ContactRow, ErrorBody, ErrorDetail, DeleteAnswer, ContactList, ContactPage, Status, Graph, Why, StatsAnswer, ImportReport)),
     tags(
         (name = "identity", description = "Reconcile and read identities"),
         (name = "contacts", description = "Admin: rows, deletion, export"),
@@ -103,6 +103,56 @@ pub struct Status {
     status: String,
 }
 
+/// A cluster's evidence. Nodes: `{type: "contact", id: "contact:N", primary, row}` and
+/// `{type: "value", id: "email:V" | "phoneNumber:V", kind, value, blocked}`. Edges:
+/// `{type: "holds" | "join" | "link", source, target}`; a join also has `madeAt` (null while
+/// joins do not record their time).
+#[derive(ToSchema, Serialize)]
+pub struct Graph {
+    primary: u32,
+    nodes: Vec<serde_json::Value>,
+    edges: Vec<serde_json::Value>,
+}
+
+/// The shortest chain of evidence: each hop `{from, to, evidence}` where evidence is `email`
+/// (with `email`), `phoneNumber` (with `phoneNumber`), `join` (with `email`, `phoneNumber`,
+/// `madeAt`) or `link`. Only `linked`, `from` and `to` when the contacts are not linked.
+#[derive(ToSchema, Serialize)]
+pub struct Why {
+    linked: bool,
+    from: u32,
+    to: u32,
+    hops: Option<Vec<serde_json::Value>>,
+}
+
+/// The overview: `contacts {live, deleted}`, `clusters`, `joins`, `largestClusters [{primary,
+/// size}]` (ten at most), `blockedValues {admin, generic}`, `storage {healthy, figures}`.
+#[derive(ToSchema, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsAnswer {
+    contacts: serde_json::Value,
+    clusters: u64,
+    joins: u64,
+    largest_clusters: Vec<serde_json::Value>,
+    blocked_values: serde_json::Value,
+    storage: serde_json::Value,
+}
+
+/// What an import did, as the CLI reports it.
+#[derive(ToSchema, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportReport {
+    imported: u64,
+    deleted: u64,
+    /// Rows whose linkedId/linkPrecedence the evidence corrected.
+    corrected: u64,
+    /// Rows already present relinked because imported rows joined their cluster.
+    existing_relinked: u64,
+    /// With skipInvalid: each refused row, `{line, message}`.
+    skipped: Vec<serde_json::Value>,
+    seconds: f64,
+}
+
 /// `GET /openapi.json`: this document.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "The OpenAPI 3.1 document; public, as it holds no data", content_type = "application/json")))]
@@ -167,13 +217,4 @@ pub struct UnblockedValue {
 pub struct UnblockAnswer {
     unblocked: UnblockedValue,
     identities: Vec<Identity<'static>>,
-}
-
-/// `GET /`: a person who opens the server's address is sent to the API description.
-pub async fn home() -> Response {
-    (
-        axum::http::StatusCode::SEE_OTHER,
-        [(header::LOCATION, "/docs")],
-    )
-        .into_response()
 }

@@ -23,7 +23,7 @@ fn docs_and_the_document_are_public_when_a_token_is_set() {
     );
     let root = app.get("/");
     assert_eq!(root.status, 303);
-    assert_eq!(root.header("location"), Some("/docs"));
+    assert_eq!(root.header("location"), Some("/console"), "to the console");
     let authorized = request(
         app.addr,
         "GET",

@@ -11,6 +11,8 @@ mod model;
 mod storage_support;
 
 mod backup;
+mod browser;
+mod console_api;
 mod crash;
 mod disk_full;
 mod durability;

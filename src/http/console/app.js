@@ -1,0 +1,416 @@
+// The console: find an identity, see why its contacts are one, repair it. Every call goes to
+// the same admin API as any client; with --admin-token the token is asked once and kept for
+// the browser tab (sessionStorage).
+
+import { draw } from '/console/graph.js';
+
+const $ = id => document.getElementById(id);
+const TOKEN_KEY = 'identity-engine-admin-token';
+let graphView = null;   // the drawn graph of the identity shown
+let shown = null;       // {id, graph} of the identity shown
+
+// ---- calling the API ----
+
+class ApiError extends Error {
+  constructor(status, code, message) { super(message); this.status = status; this.code = code; }
+}
+
+async function api(method, path, body, { raw = false, type = 'application/json' } = {}) {
+  const headers = {};
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers['Authorization'] = `Bearer ${token}`;
+  const init = { method, headers };
+  if (body !== undefined) {
+    headers['Content-Type'] = type;
+    init.body = typeof body === 'string' || body instanceof ArrayBuffer ? body : JSON.stringify(body);
+  }
+  const response = await fetch(path, init);
+  if (response.ok) return raw ? response : response.json();
+  let error = { code: 'http_' + response.status, message: response.statusText };
+  try { error = (await response.json()).error || error; } catch { /* not JSON */ }
+  if (response.status === 401) askForToken(Boolean(token));
+  if (response.status === 403) say('This server answers admin calls from its own host only; start it with --admin-token to use the console from elsewhere.', true);
+  throw Object.assign(new ApiError(response.status, error.code, error.message), { rows: error.rows });
+}
+
+function say(text, isError = false) {
+  const status = $('status');
+  status.textContent = text;
+  status.className = isError ? 'error' : 'ok';
+}
+
+// Runs `work`, turning a refusal into a message instead of an unhandled rejection.
+async function attempt(work) {
+  try { return await work(); } catch (e) {
+    if (e instanceof ApiError) {
+      if (e.status !== 401 && e.status !== 403) say(`${e.message} (${e.code})`, true);
+    } else {
+      say(String(e), true);
+    }
+  }
+}
+
+// ---- signing in ----
+
+function askForToken(wasWrong) {
+  if (wasWrong) sessionStorage.removeItem(TOKEN_KEY);
+  $('signin').hidden = false;
+  $('signin-error').textContent = wasWrong ? 'That token is wrong: the server refused it.' : '';
+  document.querySelector('main').hidden = true;
+  $('token').focus();
+}
+
+$('signin-form').addEventListener('submit', async event => {
+  event.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, $('token').value.trim());
+  try {
+    await api('GET', '/stats');
+  } catch { return; }
+  $('token').value = '';
+  $('signin').hidden = true;
+  document.querySelector('main').hidden = false;
+  say('Signed in.');
+  route();
+});
+
+// ---- views and routing (#overview, #identity, #contact/N, #blocklist, #try, #data) ----
+
+function show(view) {
+  for (const section of document.querySelectorAll('.view')) section.hidden = section.id !== `view-${view}`;
+  for (const link of document.querySelectorAll('nav a')) {
+    link.toggleAttribute('aria-current', link.getAttribute('href') === `#${view}`);
+  }
+}
+
+async function route() {
+  const hash = location.hash.slice(1) || 'overview';
+  const contact = hash.match(/^contact\/(\d+)$/);
+  if (contact) { show('identity'); return attempt(() => openContact(Number(contact[1]))); }
+  const view = ['overview', 'identity', 'blocklist', 'try', 'data'].includes(hash) ? hash : 'overview';
+  show(view);
+  if (view === 'overview') return attempt(loadOverview);
+  if (view === 'blocklist') return attempt(loadBlocklist);
+}
+
+window.addEventListener('hashchange', route);
+
+// ---- overview ----
+
+const number = n => Number(n).toLocaleString('en');
+
+async function loadOverview() {
+  const stats = await api('GET', '/stats');
+  const figures = [
+    ['Live contacts', stats.contacts.live], ['Deleted contacts', stats.contacts.deleted],
+    ['Identities', stats.clusters], ['Remembered joins and links', stats.joins],
+    ['Blocked by an admin', stats.blockedValues.admin], ['Blocked as generic', stats.blockedValues.generic],
+  ];
+  $('figures').replaceChildren(...figures.map(([label, value]) =>
+    el('div', { class: 'figure' }, el('span', { class: 'value' }, number(value)), el('span', { class: 'label' }, label))));
+  $('largest').replaceChildren(...(stats.largestClusters.length ? stats.largestClusters.map(c =>
+    el('li', {}, el('a', { href: `#contact/${c.primary}` }, `Primary #${c.primary}`), ` — ${number(c.size)} contacts`))
+    : [el('li', { class: 'hint' }, 'No identity has more than one contact yet.')]));
+  const f = stats.storage.figures;
+  const facts = [
+    ['Health', stats.storage.healthy ? 'healthy' : 'FAILED: changes refused until restart'],
+    ['Log written since start', `${number(f.logBytesSinceStart)} bytes, ${number(f.fsyncsSinceStart)} fsyncs`],
+    ['Last snapshot', f.lastSnapshotUnixSeconds ? `${new Date(f.lastSnapshotUnixSeconds * 1000).toISOString()} (${f.lastSnapshotSeconds.toFixed(2)} s)` : 'none since start'],
+    ['Recovery at start', `${f.recoverySeconds.toFixed(3)} s`],
+  ];
+  $('storage').replaceChildren(...facts.flatMap(([k, v]) => [el('dt', {}, k), el('dd', { class: k === 'Health' ? (stats.storage.healthy ? 'ok' : 'error') : '' }, v)]));
+}
+
+// ---- search ----
+
+$('search-form').addEventListener('submit', event => {
+  event.preventDefault();
+  attempt(() => search($('search').value.trim()));
+});
+
+async function search(text) {
+  if (!text) return;
+  const id = text.match(/^#\s*(\d+)$/);
+  if (id) return go(Number(id[1]));
+  const param = text.includes('@') ? 'email' : 'phoneNumber';
+  const found = await api('GET', `/contacts?${param}=${encodeURIComponent(text)}`).catch(e => {
+    if (e.code === 'invalid_phone_number' && /^\d+$/.test(text)) return { contacts: [] };
+    throw e;
+  });
+  if (found.contacts.length) return go(found.contacts[0].id);
+  if (/^\d+$/.test(text)) return go(Number(text)); // no such phone: try it as an id
+  say(`No live contact holds ${text}.`, true);
+}
+
+function go(id) {
+  if (location.hash === `#contact/${id}`) return attempt(() => openContact(id));
+  location.hash = `#contact/${id}`;
+}
+
+// ---- an identity: card, graph, rows ----
+
+async function openContact(id) {
+  show('identity');
+  let identity, graph;
+  try {
+    [identity, graph] = await Promise.all([
+      api('GET', `/contacts/${id}/identity`), api('GET', `/contacts/${id}/graph`)]);
+  } catch (e) {
+    if (e.status !== 404) throw e;
+    const row = await api('GET', `/contacts/${id}`).catch(() => null);
+    say(row ? `Contact ${id} is deleted (at ${row.deletedAt}); it belongs to no identity.` : `No contact has id ${id}.`, true);
+    return;
+  }
+  shown = { id, graph };
+  $('outcome').hidden = true;
+  $('identity-empty').hidden = true;
+  $('identity-body').hidden = false;
+  renderCard(identity.contact);
+  renderRows(graph);
+  renderGraph(graph);
+  $('why-result').replaceChildren();
+  $('selected').replaceChildren('Click a node of the graph.');
+  say(`Identity of contact ${id}: ${graph.nodes.filter(n => n.type === 'contact').length} contacts.`);
+}
+
+function renderCard(c) {
+  const list = (items, fmt = x => x) => items.length ? items.map(fmt).join(', ') : '—';
+  $('identity-card').replaceChildren(
+    el('h2', {}, `Primary #${c.primaryContactId}`),
+    el('dl', { class: 'facts' },
+      el('dt', {}, 'Emails'), el('dd', {}, list(c.emails)),
+      el('dt', {}, 'Phone numbers'), el('dd', {}, list(c.phoneNumbers)),
+      el('dt', {}, 'Secondaries'), el('dd', {}, c.secondaryContactIds.length
+        ? c.secondaryContactIds.map(s => el('a', { href: `#contact/${s}` }, `#${s}`)).flatMap((a, i) => i ? [', ', a] : [a])
+        : '—')));
+}
+
+function renderRows(graph) {
+  const fields = ['id', 'email', 'phoneNumber', 'linkedId', 'linkPrecedence', 'createdAt', 'updatedAt', 'deletedAt'];
+  const rows = graph.nodes.filter(n => n.type === 'contact').map(n => n.row);
+  $('rows').tBodies[0].replaceChildren(...rows.map(row => el('tr', {},
+    ...fields.map(f => el('td', {}, row[f] === null ? '' : String(row[f]))),
+    el('td', {}, el('button', { type: 'button', class: 'danger small', 'aria-label': `Delete contact ${row.id}`,
+      onclick: () => confirmDelete(row.id) }, 'Delete')))));
+}
+
+function renderGraph(graph) {
+  if (graphView) graphView.destroy();
+  const started = performance.now();
+  graphView = draw($('graph'), graph, select);
+  const cy = graphView.cy;
+  const contacts = cy.nodes('.contact').length, values = cy.nodes('.value').length;
+  const blocked = cy.nodes('.blocked').length;
+  $('graph-caption').textContent = `${contacts} contact${contacts === 1 ? '' : 's'} and ${values} value${values === 1 ? '' : 's'}` +
+    `${blocked ? ` (${blocked} blocked)` : ''}, ${cy.edges().length} edges. Click a node to select it.`;
+  // For tests and for timing in the browser's console.
+  window.consoleGraph = { cy, drawnInMs: performance.now() - started };
+}
+
+let nextWhyField = 'from';
+
+function select(node) {
+  if (node.contact !== undefined) {
+    const row = shown.graph.nodes.find(n => n.type === 'contact' && n.row.id === node.contact).row;
+    $('selected').replaceChildren(
+      el('strong', {}, `Contact #${row.id}`), ` (${row.linkPrecedence})`,
+      el('div', {}, [row.email, row.phoneNumber].filter(Boolean).join(' · ')),
+      el('div', { class: 'hint' }, `created ${row.createdAt}`));
+    // Two clicks on contacts choose the two ends of "why".
+    $(nextWhyField === 'from' ? 'why-from' : 'why-to').value = row.id;
+    if (nextWhyField === 'to') { nextWhyField = 'from'; attempt(explain); } else { nextWhyField = 'to'; $('why-to').value = ''; }
+    return;
+  }
+  const holders = shown.graph.edges.filter(e => e.type === 'holds' && e.target === node.id).length;
+  const action = node.blocked
+    ? el('button', { type: 'button', onclick: () => attempt(() => unblock(node.kind, node.value)) }, `Unblock ${node.value}`)
+    : el('button', { type: 'button', class: 'danger', onclick: () => attempt(() => block(node.value)) }, `Block ${node.value}`);
+  $('selected').replaceChildren(
+    el('strong', {}, node.value), ` (${node.kind === 'email' ? 'email' : 'phone'}${node.blocked ? ', blocked' : ''})`,
+    el('div', {}, `held by ${holders} contact${holders === 1 ? '' : 's'}`), action);
+  $('block-value').value = node.value;
+}
+
+// ---- why ----
+
+$('why-form').addEventListener('submit', event => { event.preventDefault(); attempt(explain); });
+
+async function explain() {
+  const from = $('why-from').value.trim().replace(/^#/, ''), to = $('why-to').value.trim().replace(/^#/, '');
+  const why = await api('GET', `/contacts/${encodeURIComponent(from)}/why/${encodeURIComponent(to)}`);
+  const out = $('why-result');
+  if (!why.linked) {
+    graphView?.clearPath();
+    out.replaceChildren(el('li', {}, `Contacts #${from} and #${to} are not one identity: no evidence links them.`));
+    return;
+  }
+  if (!why.hops.length) { out.replaceChildren(el('li', {}, `#${from} is the same contact.`)); return; }
+  out.replaceChildren(...why.hops.map(h => el('li', {}, sentence(h))));
+  if (shown && graphView && shown.graph.nodes.some(n => n.id === `contact:${from}`)) {
+    graphView.showPath(why.hops);
+    $('graph-region').dataset.highlighted = graphView.cy.elements('.path').length;
+  }
+  say(`#${from} and #${to}: ${why.hops.length} step${why.hops.length === 1 ? '' : 's'} of evidence, highlighted on the graph.`);
+}
+
+function sentence(h) {
+  switch (h.evidence) {
+    case 'email': return `#${h.from} and #${h.to} both hold the email ${h.email}.`;
+    case 'phoneNumber': return `#${h.from} and #${h.to} both hold the phone number ${h.phoneNumber}.`;
+    case 'join': return `A request named ${h.email} together with ${h.phoneNumber}, which joins #${h.from} and #${h.to}${h.madeAt ? ` (at ${h.madeAt})` : ' (when is not recorded)'}.`;
+    default: return `#${h.from} and #${h.to} were linked by an import (a secondary's linkedId).`;
+  }
+}
+
+// ---- repair: delete ----
+
+let pendingDelete = null;
+
+function confirmDelete(id) {
+  pendingDelete = id;
+  $('confirm-title').textContent = `Delete contact ${id}?`;
+  $('confirm-text').textContent = `Contact ${id} will be soft-deleted: its row is kept, but it no longer links anyone, and its identity regroups by the evidence that remains.`;
+  $('confirm').showModal();
+}
+
+$('confirm').addEventListener('close', () => {
+  const id = pendingDelete;
+  pendingDelete = null;
+  if ($('confirm').returnValue === 'delete' && id !== null) attempt(() => remove(id));
+});
+
+async function remove(id) {
+  const answer = await api('DELETE', `/contacts/${id}`);
+  const next = answer.identities[0]?.primaryContactId;
+  if (next) await openContact(next); else { $('identity-body').hidden = true; $('identity-empty').hidden = false; }
+  outcome($('outcome'), `Contact ${id} deleted. Its identity became ${answer.identities.length} identit${answer.identities.length === 1 ? 'y' : 'ies'}:`, answer.identities);
+  say(`Contact ${id} deleted.`);
+}
+
+// Lists identities (the /identify answer's "contact" objects) in `box` under `title`.
+function outcome(box, title, identities) {
+  box.hidden = false;
+  box.replaceChildren(el('p', {}, title), el('ul', {}, ...identities.map(i => el('li', {},
+    el('a', { href: `#contact/${i.primaryContactId}` }, `Primary #${i.primaryContactId}`),
+    `: ${[...i.emails, ...i.phoneNumbers].join(', ') || 'no values'}; ${1 + i.secondaryContactIds.length} contact${i.secondaryContactIds.length ? 's' : ''}`))));
+}
+
+// ---- repair: block and unblock ----
+
+const valueBody = value => (value.includes('@') ? { email: value } : { phoneNumber: value });
+
+for (const [form, field] of [['block-form', 'block-value'], ['block-form-2', 'block-value-2']]) {
+  $(form).addEventListener('submit', event => { event.preventDefault(); attempt(() => block($(field).value.trim())); });
+}
+
+async function block(value) {
+  const answer = await blocklistCall(() => api('POST', '/blocklist', valueBody(value)));
+  await refreshAfterRepair(answer.identities);
+  const box = location.hash === '#blocklist' ? $('blocklist-outcome') : $('outcome');
+  outcome(box, `Blocked ${answer.blocked.value}. The identities that held it are now:`, answer.identities);
+  say(`Blocked ${answer.blocked.value}.`);
+}
+
+async function unblock(kind, value) {
+  const answer = await blocklistCall(() => api('DELETE', `/blocklist?${kind}=${encodeURIComponent(value)}`));
+  await refreshAfterRepair(answer.identities);
+  const box = location.hash === '#blocklist' ? $('blocklist-outcome') : $('outcome');
+  outcome(box, `Unblocked ${value}. Its holders are now:`, answer.identities);
+  say(`Unblocked ${value}.`);
+}
+
+// Shows the blocklist, or the identity shown before the repair (or the first it became).
+async function refreshAfterRepair(identities) {
+  if (location.hash === '#blocklist') return loadBlocklist();
+  const still = shown && identities.find(i => i.primaryContactId === shown.id || i.secondaryContactIds.includes(shown.id));
+  const next = still ? shown.id : identities[0]?.primaryContactId;
+  if (next) await openContact(next);
+}
+
+async function blocklistCall(call) {
+  try { return await call(); } catch (e) {
+    if (e.status === 404 && e.code === 'not_found' && /path/.test(e.message)) {
+      throw new ApiError(404, 'not_found', 'This server has no blocklist yet');
+    }
+    if (e.code === 'cluster_limit') throw new ApiError(409, e.code, `Refused: ${e.message}`);
+    throw e;
+  }
+}
+
+async function loadBlocklist() {
+  const list = await blocklistCall(() => api('GET', '/blocklist'));
+  const box = $('blocklist');
+  if (!list.values.length) { box.replaceChildren(el('p', { class: 'hint' }, 'No value is blocked.')); return; }
+  box.replaceChildren(el('table', {},
+    el('thead', {}, el('tr', {}, ...['Kind', 'Value', 'Reason', 'Blocked at', 'Holders', ''].map(h => el('th', {}, h)))),
+    el('tbody', {}, ...list.values.map(v => el('tr', {},
+      el('td', {}, v.kind === 'email' ? 'email' : 'phone'), el('td', {}, v.value), el('td', {}, v.reason),
+      el('td', {}, v.blockedAt), el('td', {}, String(v.holders)),
+      el('td', {}, el('button', { type: 'button', onclick: () => attempt(() => unblock(v.kind, v.value)) }, `Unblock ${v.value}`)))))));
+}
+
+// ---- try /identify ----
+
+$('try-form').addEventListener('submit', event => {
+  event.preventDefault();
+  attempt(async () => {
+    const body = {};
+    if ($('try-email').value.trim()) body.email = $('try-email').value.trim();
+    if ($('try-phone').value.trim()) body.phoneNumber = $('try-phone').value.trim();
+    $('try-answer').textContent = 'Sending…';
+    const response = await fetch('/identify', { method: 'POST', body: JSON.stringify(body) });
+    const answer = await response.json();
+    const link = answer.contact ? el('a', { href: `#contact/${answer.contact.primaryContactId}` }, `Open Primary #${answer.contact.primaryContactId}`) : '';
+    $('try-answer').replaceChildren(`${response.status} ${response.statusText}\n${JSON.stringify(answer, null, 2)}\n`, link);
+  });
+});
+
+// ---- data: import and export ----
+
+$('import-form').addEventListener('submit', event => {
+  event.preventDefault();
+  attempt(async () => {
+    const file = $('import-file').files[0];
+    if (!file) return;
+    const format = /\.(ndjson|jsonl)$/i.test(file.name) ? 'ndjson' : 'csv';
+    const box = $('import-report');
+    box.hidden = false;
+    box.replaceChildren(el('p', {}, `Importing ${file.name}…`));
+    try {
+      const report = await api('POST', `/contacts/import?format=${format}`, await file.arrayBuffer(), { type: format === 'csv' ? 'text/csv' : 'application/x-ndjson' });
+      box.replaceChildren(el('p', { class: 'ok' }, `Imported ${number(report.imported)} rows from ${file.name} (${report.deleted} deleted) in ${report.seconds.toFixed(2)} s.`),
+        el('p', {}, `${report.corrected} row(s) had a linkedId/linkPrecedence the evidence corrected; ${report.existingRelinked} existing row(s) relinked.`));
+      say(`Imported ${report.imported} rows.`);
+    } catch (e) {
+      if (!(e instanceof ApiError)) throw e;
+      box.replaceChildren(el('p', { class: 'error' }, `Nothing was imported: ${e.message}`),
+        el('ul', {}, ...(e.rows || []).slice(0, 50).map(r => el('li', {}, `line ${r.line}: ${r.message}`))));
+      say('The import was refused.', true);
+    }
+  });
+});
+
+for (const format of ['csv', 'ndjson']) {
+  $(`export-${format}`).addEventListener('click', () => attempt(async () => {
+    const response = await api('GET', `/contacts/export?format=${format}`, undefined, { raw: true });
+    const url = URL.createObjectURL(await response.blob());
+    const a = el('a', { href: url, download: `contacts.${format}` });
+    document.body.append(a); a.click(); a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  }));
+}
+
+// ---- helpers ----
+
+// A DOM element with attributes (functions become listeners) and children.
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (typeof v === 'function') node.addEventListener(k.replace(/^on/, ''), v); else node.setAttribute(k, v);
+  }
+  node.append(...children.flat());
+  return node;
+}
+
+// ---- start: the first call of the view tells whether a token is needed (401 asks for it) ----
+
+route();

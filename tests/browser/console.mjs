@@ -1,0 +1,167 @@
+// Drives the console in headless Chromium as a support person would. Run by tests/it/browser.rs:
+//   node console.mjs <scenario> <base url> [data file]
+// Scenarios: support (import, try, search, graph, why, delete), block (block, regroup, unblock),
+// signin (a wrong token refused, the right one kept). Exits non-zero on the first failure.
+// Every request outside the server under test is refused, so nothing reaches the network.
+
+import { chromium } from 'playwright-core';
+import assert from 'node:assert/strict';
+
+const [scenario, base, dataFile] = process.argv.slice(2);
+const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+// Each launch gets a fresh temporary profile (Playwright passes its own --user-data-dir).
+async function withPage(run) {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: CHROMIUM_ARGS, timeout: 60000 });
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    context.setDefaultTimeout(15000);
+    await context.route('**/*', route => (route.request().url().startsWith(base) ? route.continue() : route.abort()));
+    const page = await context.newPage();
+    const errors = [];
+    page.on('pageerror', e => errors.push(e.message));
+    await run(page);
+    assert.deepEqual(errors, [], 'no script errors on the page');
+  } finally {
+    await browser.close();
+  }
+}
+
+const text = async locator => (await locator.textContent()).replace(/\s+/g, ' ').trim();
+
+async function tryIdentify(page, email, phone) {
+  await page.getByRole('link', { name: 'Try /identify' }).click();
+  await page.getByRole('textbox', { name: 'Email' }).fill(email);
+  await page.getByRole('textbox', { name: 'Phone number' }).fill(phone);
+  await page.getByRole('button', { name: 'Send', exact: true }).click();
+  await page.waitForFunction(e => document.getElementById('try-answer').textContent.includes(`"${e}"`), email);
+  const answer = await page.getByLabel('Answer').textContent();
+  return JSON.parse(answer.split('\n').slice(1).join('\n').replace(/Open Primary #\d+$/, ''));
+}
+
+async function search(page, query, primary) {
+  await page.getByRole('searchbox', { name: 'Search' }).fill(query);
+  await page.getByRole('button', { name: 'Search', exact: true }).click();
+  await page.getByRole('heading', { name: `Primary #${primary}`, exact: true }).waitFor();
+}
+
+async function caption(page) {
+  return text(page.getByRole('region', { name: 'Cluster graph' }).locator('.caption'));
+}
+
+// Clicks the graph's node of contact `id` where cytoscape drew it.
+async function clickContact(page, id) {
+  const point = await page.evaluate(n => {
+    const node = window.consoleGraph.cy.getElementById(`contact:${n}`);
+    const box = window.consoleGraph.cy.container().getBoundingClientRect();
+    const p = node.renderedPosition();
+    return { x: box.left + p.x, y: box.top + p.y };
+  }, id);
+  await page.mouse.click(point.x, point.y);
+}
+
+const scenarios = {
+  async support(page) {
+    await page.goto(`${base}/console`);
+    await page.getByRole('heading', { name: 'Overview' }).waitFor();
+
+    // Data: import the worked examples' contacts.
+    await page.getByRole('link', { name: 'Data' }).click();
+    await page.getByLabel('File to import').setInputFiles(dataFile);
+    await page.getByRole('button', { name: 'Import', exact: true }).click();
+    await page.locator('#import-report').getByText('Imported 4 rows').waitFor();
+
+    // Try /identify: George's request joins 11 and 27; Doc's adds 28 beside 11's phone.
+    const joined = await tryIdentify(page, 'george@hillvalley.edu', '717171');
+    assert.deepEqual(joined.contact.secondaryContactIds, [27]);
+    const doc = await tryIdentify(page, 'doc@hillvalley.edu', '919191');
+    assert.deepEqual(doc.contact.secondaryContactIds, [27, 28]);
+
+    // Search: the identity, its rows and its graph (3 contacts, 3 emails, 2 phones).
+    await search(page, 'george@hillvalley.edu', 11);
+    assert.match(await caption(page), /^3 contacts and 5 values, 7 edges/);
+    assert.equal(await page.evaluate(() => window.consoleGraph.cy.nodes().length), 8);
+    const rows = page.getByRole('table').getByRole('row');
+    assert.equal(await rows.count(), 4, 'a header and three rows');
+    const cells = await rows.nth(2).getByRole('cell').allTextContents();
+    assert.deepEqual(cells.slice(0, 6), ['27', 'biffsucks@hillvalley.edu', '717171', '11', 'secondary', '2023-04-21T05:30:00.110Z']);
+    assert.equal(cells[7], '', 'not deleted');
+
+    // Why, by two ids: one join.
+    await page.getByRole('textbox', { name: 'From contact' }).fill('11');
+    await page.getByRole('textbox', { name: 'To contact' }).fill('27');
+    await page.getByRole('button', { name: 'Explain', exact: true }).click();
+    await page.locator('#why-result').getByText('A request named george@hillvalley.edu together with 717171').waitFor();
+    const region = page.getByRole('region', { name: 'Cluster graph' });
+    assert.equal(await region.getAttribute('data-highlighted'), '7', '2 contacts, 2 values, 3 edges');
+
+    // Why, by two clicks on the graph: 28 shares a phone with 11, which is joined to 27.
+    await clickContact(page, 28);
+    await clickContact(page, 27);
+    await page.locator('#why-result').getByText('#28 and #11 both hold the phone number 919191.').waitFor();
+    await page.locator('#why-result').getByText('which joins #11 and #27').waitFor();
+    assert.equal(await page.getByRole('textbox', { name: 'From contact' }).inputValue(), '28');
+
+    // Repair: delete 11; its identity splits in two (27 and 28 share nothing any more).
+    await page.getByRole('button', { name: 'Delete contact 11' }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Delete', exact: true }).click();
+    await page.getByText('Contact 11 deleted. Its identity became 2 identities:').waitFor();
+    await page.getByRole('heading', { name: 'Primary #27', exact: true }).waitFor();
+    assert.match(await caption(page), /^1 contact and 2 values/);
+
+    // Overview: the figures and the largest clusters.
+    await page.getByRole('link', { name: 'Overview' }).click();
+    await page.getByText('Deleted contacts').waitFor();
+    await page.getByRole('link', { name: 'Primary #1', exact: true }).click();
+    await page.getByRole('heading', { name: 'Primary #1', exact: true }).waitFor();
+  },
+
+  async block(page) {
+    await page.goto(`${base}/console`);
+    await tryIdentify(page, 'marty@hillvalley.edu', '555');
+    await tryIdentify(page, 'jennifer@hillvalley.edu', '555');
+    await search(page, '555', 1);
+    assert.match(await caption(page), /^2 contacts and 3 values/);
+
+    await page.getByRole('textbox', { name: 'Value to block' }).first().fill('555');
+    await page.getByRole('button', { name: 'Block', exact: true }).first().click();
+    await page.getByText('Blocked 555. The identities that held it are now:').waitFor();
+    assert.equal(await page.locator('#outcome li').count(), 2, 'the cluster regrouped in two');
+    assert.match(await caption(page), /^1 contact and 2 values \(1 blocked\)/);
+
+    await page.getByRole('link', { name: 'Blocked values' }).click();
+    await page.getByRole('cell', { name: '555', exact: true }).waitFor();
+    await page.getByRole('button', { name: 'Unblock 555' }).click();
+    await page.getByText('Unblocked 555. Its holders are now:').waitFor();
+    assert.equal(await page.locator('#blocklist-outcome li').count(), 1, 'merged again');
+  },
+
+  async signin(page) {
+    await page.goto(`${base}/console`);
+    const token = page.getByLabel('Admin token');
+    await token.fill('not-the-token');
+    await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+    await page.getByRole('alert').getByText('That token is wrong').waitFor();
+    await token.fill('sesame');
+    await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+    await page.getByText('Live contacts').waitFor();
+    // Kept for the tab: a reload does not ask again.
+    await page.reload();
+    await page.getByText('Live contacts').waitFor();
+    assert.equal(await page.getByLabel('Admin token').isVisible(), false);
+  },
+};
+
+if (!scenarios[scenario]) {
+  console.error(`unknown scenario ${scenario}; one of ${Object.keys(scenarios).join(', ')}`);
+  process.exit(2);
+}
+try {
+  await withPage(scenarios[scenario]);
+  console.log(`${scenario}: ok`);
+} catch (e) {
+  console.error(`${scenario}: FAILED\n${e.stack || e}`);
+  process.exit(1);
+}
