@@ -185,7 +185,8 @@ pub fn check(file: &Path) -> Result<String, BackupError> {
     let name = file.file_name().unwrap_or_default().to_string_lossy();
     let tmp = parent.join(format!(".{name}.check-{}", std::process::id()));
     let result = restore(file, &tmp).and_then(|parts| {
-        let state = crate::check::check(&tmp)?;
+        // The files are named as in the backup, not by the temporary directory they sit in.
+        let state = crate::check::check(&tmp)?.replace(&format!("{}/", tmp.display()), "");
         let mut out = format!(
             "{}: {} part(s), every checksum matches\n",
             file.display(),

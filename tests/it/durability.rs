@@ -576,7 +576,12 @@ fn a_flipped_byte_in_an_early_record_stops_start_up_until_repair_cuts_the_log_th
                 assert!(message.contains("corrupt"), "{case}: {message}");
             };
             let refused = Storage::open(StorageOptions::new(dir.path())).err();
-            assert_names_the_damage(&refused.expect("start-up refuses").to_string());
+            let refused = refused.expect("start-up refuses").to_string();
+            assert_names_the_damage(&refused);
+            assert!(
+                refused.contains("--repair"),
+                "{case}: names the next step: {refused}"
+            );
             let refused = common::spawn_app_in(dir.path(), |_| {}).err();
             assert_names_the_damage(&refused.expect("the server refuses").to_string());
             assert_names_the_damage(&check::check(dir.path()).unwrap_err().to_string());
@@ -594,6 +599,11 @@ fn a_flipped_byte_in_an_early_record_stops_start_up_until_repair_cuts_the_log_th
             .expect("repair");
             assert!(report.starts_with("repaired"), "{case}: {report}");
             assert_names_the_damage(&heard);
+            assert!(
+                heard.contains("readable record(s) after it"),
+                "{case}: {heard}"
+            );
+            assert!(heard.contains("new contacts"), "{case}: {heard}");
             let before: Vec<Located> = records.iter().filter(|l| l.end <= start).cloned().collect();
             let expected = shown(&replayed(&before));
             let (_storage, engine, _) = Storage::open(StorageOptions::new(dir.path()))
