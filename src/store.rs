@@ -289,17 +289,13 @@ impl Store {
     /// Counts what a request did, for metrics.
     fn count(&self, changes: &[Change]) {
         let m = &self.inner.metrics;
-        match changes {
-            [Change::Created(_)] => {
-                m.contacts_created.inc();
-            }
-            [Change::Merged { .. }] => {
-                m.merges.inc();
-            }
-            [Change::Deleted { .. }, ..] => {
-                m.deletions.inc();
-            }
-            _ => {}
+        for change in changes {
+            match change {
+                Change::Created(_) => m.contacts_created.inc(),
+                Change::Merged { .. } => m.merges.inc(),
+                Change::Deleted { .. } => m.deletions.inc(),
+                _ => 0,
+            };
         }
     }
 
