@@ -192,7 +192,8 @@ pub fn import_guarded(
         }
     }
     let progress = Progress::new(file.len() as u64, "applying");
-    let applied = file.apply_with(&mut engine, |done| progress.tick(done))?;
+    let survey = file.survey(&engine);
+    let applied = file.apply_with(&mut engine, &survey, |done| progress.tick(done))?;
     progress.finish();
     refuse_over_cap(&engine, &file.live_ids())?;
     facts.extend(applied.facts);
@@ -231,6 +232,22 @@ pub struct CheckedFile {
     rows: Vec<Summary>,
     created: Vec<Change>,
     pub errors: Vec<RowError>,
+    /// Each distinct value the live rows hold, with those rows (indexes into `created`):
+    /// found once, with no lock held, for the guards' survey.
+    distinct: Vec<Distinct>,
+}
+
+/// A value of the file: its kind, the row it was first seen in, and every live row holding it.
+struct Distinct {
+    kind: Kind,
+    rows: Vec<usize>,
+}
+
+/// What the guards need to know before an import applies: an upper bound of the largest
+/// cluster it can leave, and the values that may turn generic.
+pub struct Survey {
+    largest: Option<(usize, Vec<String>)>,
+    generic: Vec<(Kind, usize)>,
 }
 
 impl CheckedFile {
@@ -266,11 +283,25 @@ impl CheckedFile {
             });
             created.push(Change::Created(row.contact));
         }
+        let distinct = distinct_values(&created, &summaries);
         CheckedFile {
             rows: summaries,
             created,
             errors,
+            distinct,
         }
+    }
+
+    /// The text of value `d` (from its first row's fact).
+    fn text(&self, d: &Distinct) -> &str {
+        let Change::Created(c) = &self.created[d.rows[0]] else {
+            unreachable!("a file's facts are its rows")
+        };
+        let value = match d.kind {
+            Kind::Email => &c.email,
+            Kind::Phone => &c.phone,
+        };
+        value.as_deref().expect("a distinct value is held")
     }
 
     pub fn len(&self) -> usize {
@@ -293,8 +324,8 @@ impl CheckedFile {
     /// them for [`CheckedFile::report`], and the values blocked as generic. The ids must be
     /// free in `engine` (see [`CheckedFile::taken_id`]) and the cap checked first (see
     /// [`CheckedFile::within_cap`]): then nothing can fail.
-    pub fn apply(&mut self, engine: &mut Engine) -> Result<Applied, ImportError> {
-        self.apply_with(engine, |_| {})
+    pub fn apply(&mut self, engine: &mut Engine, survey: &Survey) -> Result<Applied, ImportError> {
+        self.apply_with(engine, survey, |_| {})
     }
 
     /// The ids of the live rows.
@@ -306,75 +337,80 @@ impl CheckedFile {
             .collect()
     }
 
-    /// Refuses the import if it would leave a cluster over `engine`'s cap, before anything is
-    /// applied (an online import cannot undo). The count is an upper bound: it unites the
-    /// rows, and the clusters they touch, by every value and link that is not blocked now, so a
-    /// value the import itself would make generic still counts.
-    pub fn within_cap(&self, engine: &Engine) -> Result<(), ImportError> {
-        let cap = engine.limits().max_cluster_size as usize;
-        if cap == 0 {
-            return Ok(());
-        }
-        let live = (self.created.iter().zip(&self.rows)).filter(|(_, row)| !row.deleted);
-        // Nodes: the live rows, then the existing clusters they touch (by their primary).
+    /// What the guards see before the rows are applied, one lookup per distinct value: the
+    /// values whose holders will pass the generic threshold (blocked once the rows are in), and
+    /// an upper bound of the largest cluster the import can leave (the rows, and the clusters
+    /// they touch whole, united by every other value and link not blocked now).
+    pub fn survey(&self, engine: &Engine) -> Survey {
+        let threshold = engine.limits().generic_threshold;
         let mut sets = Dsu::default();
-        let mut node_of: HashMap<(Kind, String), usize> = HashMap::new();
+        for row in &self.rows {
+            sets.add(usize::from(!row.deleted));
+        }
         let mut cluster_node: HashMap<ContactId, usize> = HashMap::new();
-        let mut by_id: HashMap<ContactId, usize> = HashMap::new();
-        for (fact, _) in live {
-            let Change::Created(c) = fact else { continue };
-            let row = sets.add(1);
-            by_id.insert(c.id, row);
-            let values = [(Kind::Email, &c.email), (Kind::Phone, &c.phone)];
-            for (kind, value) in values {
-                let Some(value) = value.as_deref() else {
-                    continue;
-                };
-                if engine.blocked(kind, value).is_some() {
-                    continue;
-                }
-                if let Some((primary, size)) = engine.cluster_holding(kind, value) {
-                    let node = *cluster_node
-                        .entry(primary)
-                        .or_insert_with(|| sets.add(size));
-                    sets.union(row, node);
-                }
-                match node_of.get(&(kind, value.to_owned())) {
-                    Some(&other) => sets.union(row, other),
-                    None => {
-                        node_of.insert((kind, value.to_owned()), row);
-                    }
-                }
+        let mut generic = Vec::new();
+        let mut cluster = |sets: &mut Dsu, (primary, size): (ContactId, usize)| {
+            *cluster_node
+                .entry(primary)
+                .or_insert_with(|| sets.add(size))
+        };
+        for (i, d) in self.distinct.iter().enumerate() {
+            let state = engine.value_state(d.kind, self.text(d));
+            if state.is_some_and(|s| s.blocked) {
+                continue;
+            }
+            let holders = state.map_or(0, |s| s.holders) as usize + d.rows.len();
+            let may = state.is_none_or(|s| s.may_turn_generic);
+            if threshold > 0 && may && holders > threshold as usize {
+                // Blocked as generic once the rows are in: it will unite no one.
+                generic.push((d.kind, i));
+                continue;
+            }
+            for pair in d.rows.windows(2) {
+                sets.union(pair[0], pair[1]);
+            }
+            if let Some(existing) = state.and_then(|s| s.cluster) {
+                let node = cluster(&mut sets, existing);
+                sets.union(d.rows[0], node);
             }
         }
-        for row in self.rows.iter().filter(|r| !r.deleted) {
-            let (Some(linked), Some(&node)) = (row.linked_id, by_id.get(&row.id)) else {
+        let index: HashMap<ContactId, usize> = (self.rows.iter().enumerate())
+            .map(|(i, r)| (r.id, i))
+            .collect();
+        for (i, row) in self.rows.iter().enumerate().filter(|(_, r)| !r.deleted) {
+            let Some(linked) = row.linked_id else {
                 continue;
             };
-            match by_id.get(&linked) {
-                Some(&other) => sets.union(node, other),
+            match index.get(&linked) {
+                Some(&other) => sets.union(i, other),
                 None => {
-                    if let Some((primary, size)) = engine.cluster_of(linked) {
-                        let other = *cluster_node
-                            .entry(primary)
-                            .or_insert_with(|| sets.add(size));
-                        sets.union(node, other);
+                    if let Some(existing) = engine.cluster_of(linked) {
+                        let node = cluster(&mut sets, existing);
+                        sets.union(i, node);
                     }
                 }
             }
         }
-        match sets.largest() {
-            Some((size, root)) if size > cap => {
-                let values: Vec<&str> = (node_of.iter())
-                    .filter(|(_, &n)| sets.find(n) == root)
-                    .map(|((_, v), _)| v.as_str())
-                    .take(20)
-                    .collect();
-                Err(ImportError::Refused(format!(
-                    "the import would leave an identity of up to {size} contacts, more than the cap of {cap}; its values include {}",
-                    values.join(", ")
-                )))
-            }
+        let largest = sets.largest().map(|(size, root)| {
+            let values = (self.distinct.iter())
+                .filter(|d| sets.find(d.rows[0]) == root)
+                .take(20)
+                .map(|d| self.text(d).to_owned())
+                .collect();
+            (size, values)
+        });
+        Survey { largest, generic }
+    }
+
+    /// Refuses the import if the survey's upper bound passes `engine`'s cap: what an online
+    /// import checks before it applies, since it cannot undo.
+    pub fn within_cap(&self, engine: &Engine, survey: &Survey) -> Result<(), ImportError> {
+        let cap = engine.limits().max_cluster_size as usize;
+        match &survey.largest {
+            Some((size, values)) if cap > 0 && *size > cap => Err(ImportError::Refused(format!(
+                "the import would leave an identity of up to {size} contacts, more than the cap of {cap}; its values include {}",
+                values.join(", ")
+            ))),
             _ => Ok(()),
         }
     }
@@ -385,6 +421,7 @@ impl CheckedFile {
     fn apply_with(
         &mut self,
         engine: &mut Engine,
+        survey: &Survey,
         tick: impl Fn(u64),
     ) -> Result<Applied, ImportError> {
         for (i, (fact, row)) in self.created.iter().zip(&self.rows).enumerate() {
@@ -412,20 +449,19 @@ impl CheckedFile {
         }
         let now = Timestamp::now();
         let mut generic = Vec::new();
-        for fact in facts.clone().iter().filter_map(|f| match f {
-            Change::Created(c) if c.deleted_at.is_none() => Some(c),
-            _ => None,
-        }) {
-            let values = [(Kind::Email, &fact.email), (Kind::Phone, &fact.phone)];
-            for (kind, value) in values {
-                let Some(value) = value.as_deref() else {
-                    continue;
-                };
-                if let Some(block) = engine.plan_generic_block(kind, value, now) {
-                    engine.apply(&block).expect("a planned block applies");
-                    facts.push(block);
-                    generic.push((kind, value.to_owned()));
-                }
+        for &(kind, i) in &survey.generic {
+            let Change::Created(c) = &facts[self.distinct[i].rows[0]] else {
+                unreachable!("the rows' facts come first")
+            };
+            let value = match kind {
+                Kind::Email => c.email.clone(),
+                Kind::Phone => c.phone.clone(),
+            };
+            let value = value.expect("a distinct value is held");
+            if let Some(block) = engine.plan_generic_block(kind, &value, now) {
+                engine.apply(&block).expect("a planned block applies");
+                facts.push(block);
+                generic.push((kind, value));
             }
         }
         let relinks = engine.relinks_for_clusters_of(&self.live_ids(), now);
@@ -495,33 +531,67 @@ fn refuse_over_cap(engine: &Engine, live_ids: &[ContactId]) -> Result<(), Import
     )))
 }
 
-/// A small union-find with a weight per node, for the cap's upper bound.
+/// Each distinct value the live rows hold, with the rows holding it, first seen first.
+fn distinct_values(created: &[Change], rows: &[Summary]) -> Vec<Distinct> {
+    let mut seen: HashMap<(Kind, &str), usize> = HashMap::new();
+    let mut distinct: Vec<Distinct> = Vec::new();
+    for (i, (fact, row)) in created.iter().zip(rows).enumerate() {
+        let Change::Created(c) = fact else { continue };
+        if row.deleted {
+            continue;
+        }
+        for (kind, value) in [(Kind::Email, &c.email), (Kind::Phone, &c.phone)] {
+            let Some(value) = value.as_deref() else {
+                continue;
+            };
+            let at = *seen.entry((kind, value)).or_insert_with(|| {
+                distinct.push(Distinct {
+                    kind,
+                    rows: Vec::new(),
+                });
+                distinct.len() - 1
+            });
+            distinct[at].rows.push(i);
+        }
+    }
+    distinct
+}
+
+/// A small union-find with a weight per node, union by size and path halving.
 #[derive(Default)]
 struct Dsu {
     parent: Vec<usize>,
+    size: Vec<usize>,
     weight: Vec<usize>,
 }
 
 impl Dsu {
     fn add(&mut self, weight: usize) -> usize {
         self.parent.push(self.parent.len());
+        self.size.push(1);
         self.weight.push(weight);
         self.parent.len() - 1
     }
 
-    fn find(&self, mut x: usize) -> usize {
+    fn find(&mut self, mut x: usize) -> usize {
         while self.parent[x] != x {
+            self.parent[x] = self.parent[self.parent[x]];
             x = self.parent[x];
         }
         x
     }
 
     fn union(&mut self, a: usize, b: usize) {
-        let (a, b) = (self.find(a), self.find(b));
-        if a != b {
-            self.parent[b] = a;
-            self.weight[a] += self.weight[b];
+        let (mut a, mut b) = (self.find(a), self.find(b));
+        if a == b {
+            return;
         }
+        if self.size[a] < self.size[b] {
+            std::mem::swap(&mut a, &mut b);
+        }
+        self.parent[b] = a;
+        self.size[a] += self.size[b];
+        self.weight[a] += self.weight[b];
     }
 
     /// The heaviest set's weight and root.
@@ -817,7 +887,8 @@ mod tests {
 5,999,e@x.io,,primary,2023-01-04T00:00:00.000Z,2023-01-04T00:00:00.000Z,
 ";
         let mut checked = file(rows, |_| false);
-        let applied = checked.apply(&mut engine).unwrap();
+        let survey = checked.survey(&engine);
+        let applied = checked.apply(&mut engine, &survey).unwrap();
         assert!(applied.facts.len() > 4);
         let report = checked.report(&applied.relinks, Duration::ZERO);
         assert_eq!((report.imported, report.corrected), (4, 2));

@@ -28,7 +28,7 @@ pub use guards::{BlockReason, BlockedValue, GuardStats, Kind, Limits, Refusal};
 use guards::{KindGuards, BLOCKED};
 use interner::Interner;
 pub use interner::{Strings, Sym};
-pub use plan::{DeletePlan, Plan};
+pub use plan::{DeletePlan, Plan, ValueState};
 pub use symtable::Group;
 pub use types::{
     Contact, ContactId, Email, IdentifierError, Identity, Phone, Precedence, Query, Timestamp,

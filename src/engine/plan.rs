@@ -25,6 +25,15 @@ pub struct DeletePlan {
     pub groups: Vec<ContactId>,
 }
 
+/// A value as an import sees it (see [`Engine::value_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValueState {
+    pub blocked: bool,
+    pub may_turn_generic: bool,
+    pub holders: u32,
+    pub cluster: Option<(ContactId, usize)>,
+}
+
 /// A request's identifier that counts: its text and its symbol if it was ever interned.
 #[derive(Clone, Copy)]
 struct Asked<'q> {
@@ -332,6 +341,20 @@ impl Engine {
             value: value.to_owned(),
             reason: BlockReason::Generic,
             at: Timestamp(now.0.max(self.clock)),
+        })
+    }
+
+    /// What an import needs to know of a value, in one lookup: None if it was never seen;
+    /// else whether it is blocked, whether it could turn generic (not blocked, not exempt), its
+    /// live holders, and the primary and size of the cluster holding it (if not blocked).
+    pub fn value_state(&self, kind: Kind, value: &str) -> Option<ValueState> {
+        let sym = self.index(kind).lookup(value)?;
+        let blocked = self.is_blocked(kind, sym);
+        Some(ValueState {
+            blocked,
+            may_turn_generic: !blocked && !self.guards(kind).exempt.contains(&sym),
+            holders: self.holders(kind, sym),
+            cluster: held(self.index(kind), sym).map(|slot| self.cluster_at(slot)),
         })
     }
 

@@ -145,8 +145,9 @@ pub async fn import(
             if let Some(taken) = checked.taken_id(|id| engine.has_contact(id)) {
                 return Err(Refusal::Taken(taken));
             }
-            checked.within_cap(engine).map_err(Refusal::from)?;
-            let applied = checked.apply(engine).map_err(Refusal::from)?;
+            let survey = checked.survey(engine);
+            checked.within_cap(engine, &survey).map_err(Refusal::from)?;
+            let applied = checked.apply(engine, &survey).map_err(Refusal::from)?;
             let out = (applied.relinks, applied.generic, locked.elapsed());
             Ok((applied.facts, out))
         })

@@ -326,3 +326,31 @@ fn a_blocklist_file_at_start_up_blocks_its_values_and_a_bad_one_stops_start_up()
     let error = spawn_app_in(&data, with_file).err().expect("refused");
     assert!(error.to_string().contains("line 1"), "{error}");
 }
+
+#[test]
+fn an_online_import_is_refused_whole_past_the_cap_and_blocks_what_it_makes_generic() {
+    let app = spawn_app_with(|c| {
+        c.max_cluster_size = 3;
+        c.generic_threshold = 4;
+    });
+    let refused = app.post("/contacts/import", &rows_sharing("5550000", 4));
+    assert_eq!(
+        (refused.status, refused.error_code().as_str()),
+        (409, "cluster_limit"),
+        "{}",
+        refused.text
+    );
+    let rows = app.get("/contacts?after=0&limit=10").json();
+    assert_eq!(
+        rows["contacts"],
+        serde_json::json!([]),
+        "nothing was imported"
+    );
+    // Six rows sharing a phone: past the threshold of 4, the phone is blocked as generic, so no
+    // cluster passes the cap and the import goes through.
+    let imported = app.post("/contacts/import", &rows_sharing("0000000000", 6));
+    assert_eq!(imported.status, 200, "{}", imported.text);
+    let body = imported.json();
+    assert_eq!(body["blockedAsGeneric"][0]["value"], "0000000000");
+    assert_eq!(blocklist(&app)[0]["holders"], 6);
+}
