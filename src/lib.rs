@@ -9,6 +9,7 @@ pub mod addr;
 pub mod app;
 pub mod backup;
 pub mod blocklist;
+pub mod canon;
 pub mod check;
 pub mod config;
 pub mod engine;
