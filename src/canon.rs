@@ -7,13 +7,11 @@
 //! the key of a key is itself, which is what lets `rekey` be run again after a crash.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
 use clap::ValueEnum;
 use phonenumber::country;
+use prometheus_client::metrics::counter::Counter;
 
-use crate::engine::{Email, Phone};
+use crate::engine::{Email, Phone, Query};
 
 /// How phones are matched.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, ValueEnum)]
@@ -125,7 +123,7 @@ impl fmt::Display for Modes {
 pub struct Canon {
     modes: Modes,
     region: Option<country::Id>,
-    fallbacks: Arc<AtomicU64>,
+    fallbacks: Counter,
 }
 
 impl Canon {
@@ -134,8 +132,14 @@ impl Canon {
         Canon {
             modes,
             region,
-            fallbacks: Arc::default(),
+            fallbacks: Counter::default(),
         }
+    }
+
+    /// Counts fallbacks in `counter` (the metrics' own) from now on.
+    pub fn with_fallback_counter(mut self, counter: Counter) -> Canon {
+        self.fallbacks = counter;
+        self
     }
 
     pub fn modes(&self) -> &Modes {
@@ -144,7 +148,7 @@ impl Canon {
 
     /// Phones that `e164` did not take as valid and matched by `digits` instead, since start.
     pub fn e164_fallbacks(&self) -> u64 {
-        self.fallbacks.load(Ordering::Relaxed)
+        self.fallbacks.get()
     }
 
     /// The key of a normalized phone.
@@ -155,7 +159,7 @@ impl Canon {
             PhoneMatch::E164 => match e164(phone.as_str(), self.region) {
                 Some(key) => rebuild_phone(key, phone),
                 None => {
-                    self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    self.fallbacks.inc();
                     rebuild_phone(digits(phone.as_str()), phone)
                 }
             },
@@ -171,6 +175,16 @@ impl Canon {
                 None => email,
             },
         }
+    }
+
+    /// A request's identifiers as keys; the contract's modes change nothing (and copy nothing).
+    pub fn query(&self, query: Query) -> Query {
+        if self.modes.is_as_given() {
+            return query;
+        }
+        let email = self.email_opt(query.email().cloned());
+        let phone = self.phone_opt(query.phone().cloned());
+        Query::new(email, phone).expect("a key exists for every identifier")
     }
 
     pub fn phone_opt(&self, phone: Option<Phone>) -> Option<Phone> {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
 
+use crate::canon::Canon;
 use crate::engine::{Change, ContactId, Email, Engine, NewContact, Phone, Precedence, Timestamp};
 use crate::export::{Format, COLUMNS};
 use crate::storage::{Storage, StorageError, StorageOptions};
@@ -33,6 +34,8 @@ pub enum ImportError {
     Invalid(Vec<RowError>),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Matching(#[from] crate::matching::MatchingError),
 }
 
 pub(crate) fn list(errors: &[RowError]) -> String {
@@ -105,8 +108,10 @@ pub fn import(
     skip_invalid: bool,
 ) -> Result<ImportReport, ImportError> {
     let started = Instant::now();
+    // Rows get the keys of the modes the directory was built with.
+    let canon = Canon::new(crate::matching::recorded(&storage.dir)?);
     let (store, mut engine, _) = Storage::open(storage)?;
-    let (rows, errors) = read_rows(file, format, &engine)?;
+    let (rows, errors) = read_rows(file, format, &engine, &canon)?;
     if !errors.is_empty() && !skip_invalid {
         return Err(ImportError::Invalid(errors));
     }
@@ -218,6 +223,7 @@ fn read_rows(
     path: &Path,
     format: Option<Format>,
     engine: &Engine,
+    canon: &Canon,
 ) -> Result<CheckedRows, ImportError> {
     let read_err = |source| ImportError::Read {
         path: path.to_owned(),
@@ -237,7 +243,7 @@ fn read_rows(
     let mut errors = Vec::new();
     let mut first_line: HashMap<ContactId, u64> = HashMap::new();
     for (line, fields) in raw {
-        let checked = fields.and_then(check_row).and_then(|row| {
+        let checked = fields.and_then(|f| check_row(f, canon)).and_then(|row| {
             let id = row.contact.id;
             if let Some(first) = first_line.insert(id, line) {
                 return Err(format!("id {id} appears again (first on line {first})"));
@@ -348,7 +354,7 @@ fn ndjson_fields(line: &str) -> Result<RawRow, String> {
     Ok(row)
 }
 
-fn check_row(f: RawRow) -> Result<Row, String> {
+fn check_row(f: RawRow, canon: &Canon) -> Result<Row, String> {
     let [id, phone, email, linked, precedence, created, updated, deleted] = f;
     let id = positive_id(id.as_deref(), "id")?.ok_or("id is missing")?;
     let phone = phone
@@ -366,6 +372,7 @@ fn check_row(f: RawRow) -> Result<Row, String> {
     if phone.is_none() && email.is_none() {
         return Err("a contact needs an email or a phoneNumber".into());
     }
+    let (phone, email) = (canon.phone_opt(phone), canon.email_opt(email));
     let precedence = match precedence.as_deref() {
         Some("primary") => Precedence::Primary,
         Some("secondary") => Precedence::Secondary,

@@ -17,6 +17,7 @@ pub mod export;
 pub mod http;
 pub mod import;
 pub mod logging;
+pub mod matching;
 pub mod metrics;
 pub mod orders;
 pub mod storage;
