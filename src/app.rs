@@ -52,8 +52,8 @@ impl App {
             crate::matching::record(&config.data_dir, &modes)
                 .map_err(|e| AppError::Matching(e.to_string()))?;
         }
-        let canon = Canon::new(modes)
-            .with_fallback_counter(store.metrics().phone_e164_fallbacks.clone());
+        let canon =
+            Canon::new(modes).with_fallback_counter(store.metrics().phone_e164_fallbacks.clone());
         if let Some(file) = &config.blocklist {
             let values = crate::blocklist::read(file, &canon).map_err(AppError::Blocklist)?;
             let added = crate::blocklist::apply(&store, &values)

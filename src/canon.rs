@@ -6,10 +6,10 @@
 //! only ever sees keys, so its rows, answers and log are unchanged. Every rule is idempotent:
 //! the key of a key is itself, which is what lets `rekey` be run again after a crash.
 
-use std::fmt;
 use clap::ValueEnum;
 use phonenumber::country;
 use prometheus_client::metrics::counter::Counter;
+use std::fmt;
 
 use crate::engine::{Email, Phone, Query};
 

@@ -128,7 +128,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(recorded(dir.path()).unwrap(), Modes::default());
         let modes = Modes::new(PhoneMatch::E164, EmailMatch::Provider, Some("gb")).unwrap();
-        assert!(check(dir.path(), &Modes::default()).unwrap(), "no record yet");
+        assert!(
+            check(dir.path(), &Modes::default()).unwrap(),
+            "no record yet"
+        );
         record(dir.path(), &modes).unwrap();
         assert_eq!(recorded(dir.path()).unwrap(), modes);
         assert!(!check(dir.path(), &modes).unwrap());
@@ -151,7 +154,10 @@ mod tests {
 
     #[test]
     fn a_damaged_record_is_refused() {
-        for text in ["nonsense\n", "identity-engine matching 1\nphone-match loose\nemail-match as-given\n"] {
+        for text in [
+            "nonsense\n",
+            "identity-engine matching 1\nphone-match loose\nemail-match as-given\n",
+        ] {
             assert!(parse(text).is_err(), "{text:?}");
         }
     }
