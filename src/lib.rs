@@ -20,5 +20,6 @@ pub mod logging;
 pub mod matching;
 pub mod metrics;
 pub mod orders;
+pub mod rekey;
 pub mod storage;
 pub mod store;

@@ -7,7 +7,8 @@ use identity_engine::app::{shutdown_signal, App};
 use identity_engine::config::{Cli, Command, Config, LogFormat};
 use identity_engine::orders::{self, ImportFormat};
 use identity_engine::storage::StorageOptions;
-use identity_engine::{backup, check, export, import, logging};
+use identity_engine::engine::Limits;
+use identity_engine::{backup, check, export, import, logging, rekey};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -74,6 +75,21 @@ fn run_tool(command: Command) -> Result<(), String> {
         )
         .map(|r| r.to_string())
         .map_err(|e| e.to_string()),
+        Command::Rekey {
+            data_dir,
+            matching,
+            generic_threshold,
+            max_cluster_size,
+        } => {
+            let modes = matching.modes()?;
+            let limits = Limits {
+                generic_threshold,
+                max_cluster_size,
+            };
+            rekey::rekey(StorageOptions::new(data_dir), limits, modes)
+                .map(|r| r.to_string())
+                .map_err(|e| e.to_string())
+        }
         Command::Serve(_) => unreachable!("serve is not a tool"),
     }?;
     print!("{report}");

@@ -1,0 +1,152 @@
+//! `identity-engine rekey`: gives a data directory (no server may use it) new matching modes.
+//! Every distinct identifier of a live contact gets its key under the new modes; each one whose
+//! key differs is moved to it by a [`Change::Rekeyed`] fact (planned under the over-merge
+//! guards, logged and applied like any change), merging the clusters that now share a key. The
+//! modes file is written last, so a re-key cut short leaves the old record and can simply be
+//! run again (a key's key is itself: values already moved are skipped).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use crate::canon::{Canon, Modes};
+use crate::engine::{Change, Email, Engine, Kind, Limits, Phone, Refusal, Timestamp};
+use crate::import::{ImportError, Progress};
+use crate::storage::{Storage, StorageError, StorageOptions};
+
+/// What a re-key did.
+#[derive(Debug, Default)]
+pub struct RekeyReport {
+    pub from: Modes,
+    pub to: Modes,
+    /// Distinct values that got a new key, by kind (emails, phones).
+    pub rekeyed: [usize; 2],
+    /// Merges of two clusters the new keys made.
+    pub merges: usize,
+    /// Keys blocked by the re-key: the value's key was blocked because a spelling of it was,
+    /// or because it would pass the generic threshold.
+    pub blocked: usize,
+    /// Values left as they were because moving them would pass the cluster cap (or the key
+    /// did not fit), with why.
+    pub refused: Vec<(Kind, String, String, Refusal)>,
+    pub clusters_before: usize,
+    pub clusters_after: usize,
+    pub contacts: usize,
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for RekeyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "re-keyed from {} to {}", self.from, self.to)?;
+        writeln!(
+            f,
+            "{} email(s) and {} phone number(s) of {} live contact(s) got a new key in {:.2} s",
+            self.rekeyed[0],
+            self.rekeyed[1],
+            self.contacts,
+            self.elapsed.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "{} cluster merge(s): {} cluster(s) before, {} after",
+            self.merges, self.clusters_before, self.clusters_after
+        )?;
+        if self.blocked > 0 {
+            writeln!(
+                f,
+                "{} key(s) blocked (a spelling was blocked, or past the generic threshold)",
+                self.blocked
+            )?;
+        }
+        if !self.refused.is_empty() {
+            writeln!(
+                f,
+                "{} value(s) kept as they were (their holders still match them only):",
+                self.refused.len()
+            )?;
+            for (kind, from, to, why) in self.refused.iter().take(50) {
+                writeln!(f, "  {} {from:?} -> {to:?}: {why}", kind.field())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Re-keys the data directory of `storage` to `modes`, under `limits`.
+pub fn rekey(
+    storage: StorageOptions,
+    limits: Limits,
+    modes: Modes,
+) -> Result<RekeyReport, ImportError> {
+    let started = Instant::now();
+    let dir = storage.dir.clone();
+    let from = crate::matching::recorded(&dir)?;
+    let (store, mut engine, _) = Storage::open(storage)?;
+    engine.set_limits(limits);
+    let canon = Canon::new(modes.clone());
+    let mut report = RekeyReport {
+        from,
+        to: modes.clone(),
+        clusters_before: engine.stats().clusters,
+        ..RekeyReport::default()
+    };
+    let moves = moves(&engine, &canon);
+    let progress = Progress::new(moves.len() as u64, "values");
+    let now = Timestamp::now();
+    let mut last_seq = None;
+    for (i, (kind, value, key)) in moves.iter().enumerate() {
+        match engine.plan_rekey(*kind, value, key, now) {
+            Err(why) => report.refused.push((*kind, value.clone(), key.clone(), why)),
+            Ok(changes) if changes.is_empty() => {}
+            Ok(changes) => {
+                last_seq = Some(store.append(&changes)?);
+                apply(&mut engine, &changes, &mut report);
+                report.rekeyed[*kind as usize] += 1;
+            }
+        }
+        progress.tick(i as u64 + 1);
+    }
+    progress.finish();
+    if let Some(seq) = last_seq {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(StorageError::Io)?;
+        runtime.block_on(store.wait_durable(seq))?;
+    }
+    store.close(&engine)?;
+    crate::matching::record(&dir, &modes)?;
+    let stats = engine.stats();
+    report.clusters_after = stats.clusters;
+    report.contacts = stats.contacts - stats.deleted;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// Applies planned facts, counting the merges (clusters that disappear) and blocks.
+fn apply(engine: &mut Engine, changes: &[Change], report: &mut RekeyReport) {
+    for change in changes {
+        let before = engine.stats().clusters;
+        engine.apply(change).expect("a planned change applies");
+        match change {
+            Change::Blocked { .. } => report.blocked += 1,
+            _ => report.merges += before.saturating_sub(engine.stats().clusters),
+        }
+    }
+}
+
+/// Every distinct identifier of a live contact whose key differs from it, with its key:
+/// emails, then phones, each in text order (so a re-key is the same whatever the row order).
+fn moves(engine: &Engine, canon: &Canon) -> Vec<(Kind, String, String)> {
+    let (mut emails, mut phones) = (BTreeSet::<String>::new(), BTreeSet::<String>::new());
+    for row in engine.contacts().filter(|c| c.deleted_at.is_none()) {
+        emails.extend(row.email);
+        phones.extend(row.phone_number);
+    }
+    let email_key = |v: &str| Email::parse(v).ok().flatten().map(|e| canon.email(e).to_string());
+    let phone_key = |v: &str| Phone::parse(v).ok().flatten().map(|p| canon.phone(p).to_string());
+    let emails = emails.into_iter().map(|v| (Kind::Email, email_key(&v), v));
+    let phones = phones.into_iter().map(|v| (Kind::Phone, phone_key(&v), v));
+    emails
+        .chain(phones)
+        .filter_map(|(kind, key, value)| key.filter(|k| *k != value).map(|k| (kind, value, k)))
+        .collect()
+}
