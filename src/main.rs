@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use identity_engine::app::{shutdown_signal, App};
 use identity_engine::config::{Cli, Command, Config, LogFormat};
+use identity_engine::engine::Limits;
 use identity_engine::orders::{self, ImportFormat};
 use identity_engine::storage::StorageOptions;
-use identity_engine::engine::Limits;
 use identity_engine::{backup, check, export, import, logging, rekey};
 
 fn main() -> ExitCode {

@@ -59,8 +59,12 @@ pub fn is_recorded(dir: &Path) -> bool {
 }
 
 /// Checks that `dir` was built with `asked`; Ok(true) when the directory has no record yet
-/// (then [`record`] it once the directory is locked and open).
+/// (then [`record`] it once the directory is locked and open). A new directory (no log, no
+/// snapshot) takes any modes; one with data and no record holds as-given keys.
 pub fn check(dir: &Path, asked: &Modes) -> Result<bool, MatchingError> {
+    if !is_recorded(dir) && is_new(dir) {
+        return Ok(true);
+    }
     let recorded = recorded(dir)?;
     if &recorded != asked {
         return Err(MatchingError::Mismatch {
@@ -70,6 +74,13 @@ pub fn check(dir: &Path, asked: &Modes) -> Result<bool, MatchingError> {
         });
     }
     Ok(!is_recorded(dir))
+}
+
+/// Whether `dir` holds no state yet (or does not exist).
+fn is_new(dir: &Path) -> bool {
+    crate::storage::recovery::list(dir).map_or(true, |files| {
+        files.snapshots.is_empty() && files.segments.is_empty()
+    })
 }
 
 /// Writes `modes` as the directory's record, atomically.
@@ -129,6 +140,15 @@ mod tests {
         assert_eq!(recorded(dir.path()).unwrap(), Modes::default());
         let modes = Modes::new(PhoneMatch::E164, EmailMatch::Provider, Some("gb")).unwrap();
         assert!(
+            check(dir.path(), &modes).unwrap(),
+            "a new directory takes any modes"
+        );
+        std::fs::write(dir.path().join("wal-00000000000000000001.log"), b"").unwrap();
+        assert!(
+            check(dir.path(), &modes).is_err(),
+            "data without a record is as-given"
+        );
+        assert!(
             check(dir.path(), &Modes::default()).unwrap(),
             "no record yet"
         );
@@ -142,6 +162,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         record(dir.path(), &Modes::default()).unwrap();
         let asked = Modes::new(PhoneMatch::Digits, EmailMatch::AsGiven, None).unwrap();
+        assert!(check(dir.path(), &asked).is_err());
         let message = check(dir.path(), &asked).unwrap_err().to_string();
         assert!(
             message.contains(&format!(

@@ -5,11 +5,11 @@
 //! modes file is written last, so a re-key cut short leaves the old record and can simply be
 //! run again (a key's key is itself: values already moved are skipped).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::canon::{Canon, Modes};
-use crate::engine::{Change, Email, Engine, Kind, Limits, Phone, Refusal, Timestamp};
+use crate::engine::{BlockReason, Change, Email, Engine, Kind, Limits, Phone, Refusal, Timestamp};
 use crate::import::{ImportError, Progress};
 use crate::storage::{Storage, StorageError, StorageOptions};
 
@@ -89,13 +89,26 @@ pub fn rekey(
         clusters_before: engine.stats().clusters,
         ..RekeyReport::default()
     };
-    let moves = moves(&engine, &canon);
+    let (moves, generic) = moves(&engine, &canon);
     let progress = Progress::new(moves.len() as u64, "values");
     let now = Timestamp::now();
     let mut last_seq = None;
+    // A key its spellings together give more holders than the threshold is blocked before
+    // any of them moves, so that no cluster merges by it on the way.
+    for (kind, key) in &generic {
+        let changes = engine
+            .plan_block(*kind, key, BlockReason::Generic, now)
+            .unwrap_or_default();
+        if !changes.is_empty() {
+            last_seq = Some(store.append(&changes)?);
+            apply(&mut engine, &changes, &mut report);
+        }
+    }
     for (i, (kind, value, key)) in moves.iter().enumerate() {
         match engine.plan_rekey(*kind, value, key, now) {
-            Err(why) => report.refused.push((*kind, value.clone(), key.clone(), why)),
+            Err(why) => report
+                .refused
+                .push((*kind, value.clone(), key.clone(), why)),
             Ok(changes) if changes.is_empty() => {}
             Ok(changes) => {
                 last_seq = Some(store.append(&changes)?);
@@ -133,20 +146,45 @@ fn apply(engine: &mut Engine, changes: &[Change], report: &mut RekeyReport) {
     }
 }
 
-/// Every distinct identifier of a live contact whose key differs from it, with its key:
-/// emails, then phones, each in text order (so a re-key is the same whatever the row order).
-fn moves(engine: &Engine, canon: &Canon) -> Vec<(Kind, String, String)> {
-    let (mut emails, mut phones) = (BTreeSet::<String>::new(), BTreeSet::<String>::new());
+/// Every distinct identifier of a live contact whose key differs from it, with its key
+/// (emails, then phones, each in text order, so a re-key is the same whatever the row order);
+/// and the keys that would gain more live holders than the generic threshold allows.
+fn moves(engine: &Engine, canon: &Canon) -> (Vec<(Kind, String, String)>, Vec<(Kind, String)>) {
+    let mut held: [BTreeMap<String, u32>; 2] = Default::default();
     for row in engine.contacts().filter(|c| c.deleted_at.is_none()) {
-        emails.extend(row.email);
-        phones.extend(row.phone_number);
+        for (kind, value) in [(Kind::Email, row.email), (Kind::Phone, row.phone_number)] {
+            if let Some(value) = value {
+                *held[kind as usize].entry(value).or_default() += 1;
+            }
+        }
     }
-    let email_key = |v: &str| Email::parse(v).ok().flatten().map(|e| canon.email(e).to_string());
-    let phone_key = |v: &str| Phone::parse(v).ok().flatten().map(|p| canon.phone(p).to_string());
-    let emails = emails.into_iter().map(|v| (Kind::Email, email_key(&v), v));
-    let phones = phones.into_iter().map(|v| (Kind::Phone, phone_key(&v), v));
-    emails
-        .chain(phones)
-        .filter_map(|(kind, key, value)| key.filter(|k| *k != value).map(|k| (kind, value, k)))
-        .collect()
+    let key = |kind: Kind, v: &str| match kind {
+        Kind::Email => Email::parse(v)
+            .ok()
+            .flatten()
+            .map(|e| canon.email(e).to_string()),
+        Kind::Phone => Phone::parse(v)
+            .ok()
+            .flatten()
+            .map(|p| canon.phone(p).to_string()),
+    };
+    let (mut moves, mut per_key) = (Vec::new(), BTreeMap::<(Kind, String), u32>::new());
+    for kind in Kind::BOTH {
+        for (value, holders) in std::mem::take(&mut held[kind as usize]) {
+            let Some(key) = key(kind, &value) else {
+                continue;
+            };
+            *per_key.entry((kind, key.clone())).or_default() += holders;
+            if key != value {
+                moves.push((kind, value, key));
+            }
+        }
+    }
+    let threshold = engine.limits().generic_threshold;
+    let generic = per_key
+        .into_iter()
+        .filter(|&(_, n)| threshold != 0 && n > threshold)
+        .map(|(key, _)| key)
+        .collect();
+    (moves, generic)
 }

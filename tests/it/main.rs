@@ -11,6 +11,7 @@ mod model;
 mod storage_support;
 
 mod backup;
+mod canon;
 mod crash;
 mod disk_full;
 mod durability;
