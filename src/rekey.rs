@@ -146,10 +146,13 @@ fn apply(engine: &mut Engine, changes: &[Change], report: &mut RekeyReport) {
     }
 }
 
+/// A value of a kind, and its key.
+type Move = (Kind, String, String);
+
 /// Every distinct identifier of a live contact whose key differs from it, with its key
 /// (emails, then phones, each in text order, so a re-key is the same whatever the row order);
 /// and the keys that would gain more live holders than the generic threshold allows.
-fn moves(engine: &Engine, canon: &Canon) -> (Vec<(Kind, String, String)>, Vec<(Kind, String)>) {
+fn moves(engine: &Engine, canon: &Canon) -> (Vec<Move>, Vec<(Kind, String)>) {
     let mut held: [BTreeMap<String, u32>; 2] = Default::default();
     for row in engine.contacts().filter(|c| c.deleted_at.is_none()) {
         for (kind, value) in [(Kind::Email, row.email), (Kind::Phone, row.phone_number)] {

@@ -368,3 +368,22 @@ fn rekey_holds_to_the_guards() {
         "one merged cluster of four, one of two; the rest alone"
     );
 }
+
+#[test]
+fn a_backup_carries_the_directorys_modes() {
+    let (dir, work) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let app = spawn_app_in(dir.path(), e164_provider).unwrap();
+    identify(&app, json!({"phoneNumber": "(201) 555-0123"}));
+    let file = work.path().join("modes.backup");
+    std::fs::write(&file, crate::backup::fetch_backup(app.addr)).unwrap();
+    let restored = work.path().join("restored");
+    identity_engine::backup::restore_dir(&file, &restored).unwrap();
+    let recorded = identity_engine::matching::recorded(&restored).unwrap();
+    assert_eq!(
+        recorded,
+        Modes::new(PhoneMatch::E164, EmailMatch::Provider, Some("US")).unwrap()
+    );
+    let app = spawn_app_in(&restored, e164_provider).unwrap();
+    let again = identify(&app, json!({"phoneNumber": "201.555.0123"}));
+    assert_eq!(again["primaryContactId"], json!(1));
+}
