@@ -156,13 +156,18 @@ impl Canon {
         match self.modes.phone {
             PhoneMatch::AsGiven => phone,
             PhoneMatch::Digits => rebuild_phone(digits(phone.as_str()), phone),
-            PhoneMatch::E164 => match e164(phone.as_str(), self.region) {
-                Some(key) => rebuild_phone(key, phone),
-                None => {
-                    self.fallbacks.inc();
-                    rebuild_phone(digits(phone.as_str()), phone)
+            PhoneMatch::E164 => {
+                // The digits are tried too, so that a key's key is itself: whatever the
+                // parser makes of the punctuation, a fallback's digits never parse later.
+                let digits = digits(phone.as_str());
+                match e164(phone.as_str(), self.region).or_else(|| e164(&digits, self.region)) {
+                    Some(key) => rebuild_phone(key, phone),
+                    None => {
+                        self.fallbacks.inc();
+                        rebuild_phone(digits, phone)
+                    }
                 }
-            },
+            }
         }
     }
 

@@ -187,3 +187,28 @@ fn modes_spell_their_options() {
     assert_eq!(modes.to_string(), "phone=e164 region=DE email=provider");
     assert!(Modes::default().is_as_given());
 }
+
+proptest::proptest! {
+    #[test]
+    fn every_key_is_its_own_key(
+        phone in "[+]?[0-9 ()+.-]{0,8}[0-9][0-9 ()+.-]{0,14}",
+        region in proptest::sample::select(vec!["US", "GB", "IN", "DE"]),
+    ) {
+        let phone = Phone::parse(&phone).unwrap().unwrap();
+        for mode in [PhoneMatch::Digits, PhoneMatch::E164] {
+            let c = canon(mode, EmailMatch::AsGiven, Some(region));
+            let key = c.phone(phone.clone());
+            proptest::prop_assert_eq!(c.phone(key.clone()), key, "{} of {:?}", c.modes(), phone);
+        }
+    }
+
+    #[test]
+    fn every_email_key_is_its_own_key(
+        local in "[a-z.+]{1,12}",
+        domain in proptest::sample::select(vec!["gmail.com", "googlemail.com", "outlook.com", "x.io"]),
+    ) {
+        let c = canon(PhoneMatch::AsGiven, EmailMatch::Provider, None);
+        let key = c.email(email(&format!("{local}@{domain}")));
+        proptest::prop_assert_eq!(c.email(key.clone()), key);
+    }
+}
