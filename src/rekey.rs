@@ -82,17 +82,40 @@ pub fn rekey(
     let from = crate::matching::recorded(&dir)?;
     let (store, mut engine, _) = Storage::open(storage)?;
     engine.set_limits(limits);
+    let mut last_seq = None;
+    let mut report = rekey_engine(&mut engine, &modes, Timestamp::now(), |changes| {
+        last_seq = Some(store.append(changes)?);
+        Ok::<_, StorageError>(())
+    })?;
+    if let Some(seq) = last_seq {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(StorageError::Io)?;
+        runtime.block_on(store.wait_durable(seq))?;
+    }
+    store.close(&engine)?;
+    crate::matching::record(&dir, &modes)?;
+    report.from = from;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// Re-keys `engine` to `modes` at `now` under its limits: plans each move, hands its facts to
+/// `log` (which must make them durable, or fail), then applies them.
+pub fn rekey_engine<E>(
+    engine: &mut Engine,
+    modes: &Modes,
+    now: Timestamp,
+    mut log: impl FnMut(&[Change]) -> Result<(), E>,
+) -> Result<RekeyReport, E> {
     let canon = Canon::new(modes.clone());
     let mut report = RekeyReport {
-        from,
         to: modes.clone(),
         clusters_before: engine.stats().clusters,
         ..RekeyReport::default()
     };
-    let (moves, generic) = moves(&engine, &canon);
+    let (moves, generic) = moves(engine, &canon);
     let progress = Progress::new(moves.len() as u64, "values");
-    let now = Timestamp::now();
-    let mut last_seq = None;
     // A key its spellings together give more holders than the threshold is blocked before
     // any of them moves, so that no cluster merges by it on the way.
     for (kind, key) in &generic {
@@ -100,8 +123,8 @@ pub fn rekey(
             .plan_block(*kind, key, BlockReason::Generic, now)
             .unwrap_or_default();
         if !changes.is_empty() {
-            last_seq = Some(store.append(&changes)?);
-            apply(&mut engine, &changes, &mut report);
+            log(&changes)?;
+            apply(engine, &changes, &mut report);
         }
     }
     for (i, (kind, value, key)) in moves.iter().enumerate() {
@@ -111,26 +134,17 @@ pub fn rekey(
                 .push((*kind, value.clone(), key.clone(), why)),
             Ok(changes) if changes.is_empty() => {}
             Ok(changes) => {
-                last_seq = Some(store.append(&changes)?);
-                apply(&mut engine, &changes, &mut report);
+                log(&changes)?;
+                apply(engine, &changes, &mut report);
                 report.rekeyed[*kind as usize] += 1;
             }
         }
         progress.tick(i as u64 + 1);
     }
     progress.finish();
-    if let Some(seq) = last_seq {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .map_err(StorageError::Io)?;
-        runtime.block_on(store.wait_durable(seq))?;
-    }
-    store.close(&engine)?;
-    crate::matching::record(&dir, &modes)?;
     let stats = engine.stats();
     report.clusters_after = stats.clusters;
     report.contacts = stats.contacts - stats.deleted;
-    report.elapsed = started.elapsed();
     Ok(report)
 }
 

@@ -5,7 +5,7 @@
 
 use identity_engine::canon::{Canon, EmailMatch, Modes, PhoneMatch};
 use identity_engine::engine::{Email, Engine, Identity, Limits, Phone, Query, Timestamp};
-use identity_engine::rekey::rekey;
+use identity_engine::rekey::{rekey, rekey_engine};
 use identity_engine::storage::StorageOptions;
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -386,4 +386,41 @@ fn a_backup_carries_the_directorys_modes() {
     let app = spawn_app_in(&restored, e164_provider).unwrap();
     let again = identify(&app, json!({"phoneNumber": "201.555.0123"}));
     assert_eq!(again["primaryContactId"], json!(1));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// A history matched as given, re-keyed, then more requests and deletions matched by key:
+    /// the rows after the re-key and every answer after it are the model's.
+    #[test]
+    fn rekey_gives_the_models_rows_and_answers(
+        before in prop::collection::vec(op(), 1..30),
+        after in prop::collection::vec(op(), 0..20),
+        phone in prop::sample::select(vec![PhoneMatch::AsGiven, PhoneMatch::Digits, PhoneMatch::E164]),
+        email in prop::sample::select(vec![EmailMatch::AsGiven, EmailMatch::Provider]),
+    ) {
+        let as_given = Modes::default();
+        let (mut engine, mut model) = (Engine::with_limits(Limits::OFF), Model::new());
+        let mut now = 1_680_307_200_000;
+        for op in &before {
+            let max_id = engine.max_id();
+            let got = on_engine(&mut engine, &Canon::default(), op, now);
+            prop_assert_eq!(got, on_model(&mut model, &as_given, op, max_id, now));
+            now += 1;
+        }
+        let modes = modes(phone, email);
+        rekey_engine(&mut engine, &modes, Timestamp(now), |_| Ok::<_, ()>(())).unwrap();
+        model.rekey(|e| model_email(modes.email, e), |p| model_phone(modes.phone, p), now);
+        engine.check_invariants().map_err(TestCaseError::fail)?;
+        let rows: Vec<_> = model.rows().iter().map(|r| r.to_contact()).collect();
+        prop_assert_eq!(engine.contacts().collect::<Vec<_>>(), rows, "{}", modes);
+        let canon = Canon::new(modes.clone());
+        for op in &after {
+            now += 1;
+            let max_id = engine.max_id();
+            let got = on_engine(&mut engine, &canon, op, now);
+            prop_assert_eq!(got, on_model(&mut model, &modes, op, max_id, now), "{:?} in {}", op, modes);
+        }
+    }
 }
