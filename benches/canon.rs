@@ -1,6 +1,9 @@
 //! Matching-key benches: what each `--phone-match` and `--email-match` mode adds to a request,
-//! `Canon::query` on a seeded mix of requests (an email and a phone each, spelled the ways
-//! customers type them: dashes, brackets, `+1`, Gmail dots and tags, other domains).
+//! `Canon::query` on a seeded mix of 1,024 requests (an email and a phone each, spelled the ways
+//! customers type them: dashes, brackets, `+1`, Gmail dots and tags, other domains), asked again
+//! and again, so `e164` answers from its per-thread memo (a returning customer); and
+//! `e164/first_time`, libphonenumber's parse and check of each number, what a number never seen
+//! by the thread costs (`cargo bench --bench canon`).
 
 use std::hint::black_box;
 
@@ -67,6 +70,15 @@ fn bench(c: &mut Criterion) {
             )
         });
     }
+    let phones: Vec<Phone> = requests.iter().filter_map(|q| q.phone().cloned()).collect();
+    let region = Some("US".parse().unwrap());
+    group.bench_function("e164/first_time", |b| {
+        b.iter(|| {
+            for phone in &phones {
+                black_box(identity_engine::canon::e164(phone.as_str(), region));
+            }
+        })
+    });
     group.finish();
 }
 

@@ -157,16 +157,11 @@ impl Canon {
             PhoneMatch::AsGiven => phone,
             PhoneMatch::Digits => rebuild_phone(digits(phone.as_str()), phone),
             PhoneMatch::E164 => {
-                // The digits are tried too, so that a key's key is itself: whatever the
-                // parser makes of the punctuation, a fallback's digits never parse later.
-                let digits = digits(phone.as_str());
-                match e164(phone.as_str(), self.region).or_else(|| e164(&digits, self.region)) {
-                    Some(key) => rebuild_phone(key, phone),
-                    None => {
-                        self.fallbacks.inc();
-                        rebuild_phone(digits, phone)
-                    }
+                let (key, fell_back) = memo::e164_key(phone.as_str(), self.region);
+                if fell_back {
+                    self.fallbacks.inc();
                 }
+                rebuild_phone(key, phone)
             }
         }
     }
@@ -215,6 +210,65 @@ pub fn digits(phone: &str) -> String {
     }
     key.extend(phone.chars().filter(char::is_ascii_digit));
     key
+}
+
+/// The `e164` key of `phone` and whether it fell back to `digits`. The digits are tried too
+/// (when they differ), so that a key's key is itself: whatever the parser makes of the
+/// punctuation, a fallback's digits never parse later.
+fn e164_or_digits(phone: &str, region: Option<country::Id>) -> (String, bool) {
+    let digits = digits(phone);
+    let parsed =
+        e164(phone, region).or_else(|| (digits != phone).then(|| e164(&digits, region))?);
+    match parsed {
+        Some(key) => (key, false),
+        None => (digits, true),
+    }
+}
+
+/// A small memo of recent `e164` keys, one per thread. The `phonenumber` crate takes a global
+/// lock and hashes long regex patterns for every rule it tries (about 18 us a number here, most
+/// of it in that cache), so a customer who comes back costs a lookup instead.
+mod memo {
+    use std::cell::RefCell;
+    use std::hash::BuildHasher;
+
+    use super::{country, e164_or_digits};
+
+    /// Slots, direct-mapped by the hash of the number (a power of two).
+    const SLOTS: usize = 4096;
+
+    struct Entry {
+        phone: Box<str>,
+        region: Option<country::Id>,
+        key: Box<str>,
+        fell_back: bool,
+    }
+
+    thread_local! {
+        static MEMO: RefCell<Vec<Option<Entry>>> = RefCell::new((0..SLOTS).map(|_| None).collect());
+    }
+
+    pub fn e164_key(phone: &str, region: Option<country::Id>) -> (String, bool) {
+        let slot = foldhash::fast::FixedState::with_seed(0).hash_one(phone) as usize % SLOTS;
+        let hit = MEMO.with_borrow(|memo| match &memo[slot] {
+            Some(e) if &*e.phone == phone && e.region == region => {
+                Some((e.key.to_string(), e.fell_back))
+            }
+            _ => None,
+        });
+        hit.unwrap_or_else(|| {
+            let (key, fell_back) = e164_or_digits(phone, region);
+            MEMO.with_borrow_mut(|memo| {
+                memo[slot] = Some(Entry {
+                    phone: phone.into(),
+                    region,
+                    key: key.as_str().into(),
+                    fell_back,
+                })
+            });
+            (key, fell_back)
+        })
+    }
 }
 
 /// `e164`: the E.164 form of a number libphonenumber parses (with `region` for numbers written
