@@ -230,41 +230,43 @@ fn e164_or_digits(phone: &str, region: Option<country::Id>) -> (String, bool) {
 /// of it in that cache), so a customer who comes back costs a lookup instead.
 mod memo {
     use std::cell::RefCell;
-    use std::hash::BuildHasher;
+
+    use hashbrown::HashMap;
 
     use super::{country, e164_or_digits};
 
-    /// Slots, direct-mapped by the hash of the number (a power of two).
-    const SLOTS: usize = 4096;
+    /// Numbers remembered per thread; when full, the memo starts again empty (a customer who
+    /// comes back often is soon in it again).
+    const CAPACITY: usize = 8192;
 
     struct Entry {
-        phone: Box<str>,
         region: Option<country::Id>,
         key: Box<str>,
         fell_back: bool,
     }
 
     thread_local! {
-        static MEMO: RefCell<Vec<Option<Entry>>> = RefCell::new((0..SLOTS).map(|_| None).collect());
+        static MEMO: RefCell<HashMap<Box<str>, Entry>> = RefCell::new(HashMap::new());
     }
 
     pub fn e164_key(phone: &str, region: Option<country::Id>) -> (String, bool) {
-        let slot = foldhash::fast::FixedState::with_seed(0).hash_one(phone) as usize % SLOTS;
-        let hit = MEMO.with_borrow(|memo| match &memo[slot] {
-            Some(e) if &*e.phone == phone && e.region == region => {
-                Some((e.key.to_string(), e.fell_back))
-            }
-            _ => None,
+        let hit = MEMO.with_borrow(|memo| {
+            memo.get(phone)
+                .filter(|e| e.region == region)
+                .map(|e| (e.key.to_string(), e.fell_back))
         });
         hit.unwrap_or_else(|| {
             let (key, fell_back) = e164_or_digits(phone, region);
             MEMO.with_borrow_mut(|memo| {
-                memo[slot] = Some(Entry {
-                    phone: phone.into(),
+                if memo.len() >= CAPACITY {
+                    memo.clear();
+                }
+                let entry = Entry {
                     region,
                     key: key.as_str().into(),
                     fell_back,
-                })
+                };
+                memo.insert(phone.into(), entry);
             });
             (key, fell_back)
         })
