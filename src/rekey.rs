@@ -117,8 +117,12 @@ pub fn rekey_engine<E>(
     let (moves, generic) = moves(engine, &canon);
     let progress = Progress::new(moves.len() as u64, "values");
     // A key its spellings together give more holders than the threshold is blocked before
-    // any of them moves, so that no cluster merges by it on the way.
+    // any of them moves, so that no cluster merges by it on the way (unless an admin
+    // unblocked it).
     for (kind, key) in &generic {
+        if engine.is_exempt(*kind, key) {
+            continue;
+        }
         let changes = engine
             .plan_block(*kind, key, BlockReason::Generic, now)
             .unwrap_or_default();

@@ -64,6 +64,12 @@ impl Engine {
         Ok(changes)
     }
 
+    /// Whether an admin unblocked `value`: it is never blocked as generic again.
+    pub fn is_exempt(&self, kind: Kind, value: &str) -> bool {
+        let sym = self.index(kind).lookup(value);
+        sym.is_some_and(|s| self.guards(kind).exempt.contains(&s))
+    }
+
     /// Whether `to` would be held by more live contacts than the generic threshold allows.
     fn turns_generic_by_rekey(&self, kind: Kind, moving: u32, to: Option<Sym>) -> bool {
         let threshold = self.limits.generic_threshold;
