@@ -13,7 +13,8 @@
 //!
 //! Workloads: `read` (1,000 known pairs, asked again and again), `write` (a new contact each),
 //! `link` (clusters of four: a primary, then three secondaries sharing its phone).
-//! `WORKLOADS=read,write` picks some. The server runs with its defaults (`--fsync always`) on a
+//! `WORKLOADS=read,write` picks some; `SERVER_ARGS="--phone-match e164 --default-region US"`
+//! passes more options to the server. The server runs with its defaults (`--fsync always`) on a
 //! temporary data directory.
 
 use std::net::SocketAddr;
@@ -39,6 +40,8 @@ fn main() {
     let seconds: u64 = args.first().map_or(5, |s| s.parse().expect("SECONDS"));
     let connections: usize = args.get(1).map_or(64, |s| s.parse().expect("CONNECTIONS"));
     let workloads = std::env::var("WORKLOADS").unwrap_or_else(|_| "read,write,link".into());
+    // More server options, e.g. SERVER_ARGS="--phone-match e164 --default-region US".
+    let server_args = std::env::var("SERVER_ARGS").unwrap_or_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -51,14 +54,16 @@ fn main() {
     children.0.push(spawn(
         Command::new(&me).args(["echo", &echo_addr.to_string()]),
     ));
-    children
-        .0
-        .push(spawn(Command::new(server_binary(&me)).args([
-            "--addr",
-            &server_addr.to_string(),
-            "--data-dir",
-            &data.display().to_string(),
-        ])));
+    children.0.push(spawn(
+        Command::new(server_binary(&me))
+            .args([
+                "--addr",
+                &server_addr.to_string(),
+                "--data-dir",
+                &data.display().to_string(),
+            ])
+            .args(server_args.split_whitespace()),
+    ));
     runtime.block_on(async {
         wait_up(echo_addr).await;
         wait_up(server_addr).await;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::canon::Canon;
 use crate::config::Config;
 use crate::http::{router, AppState, Limits};
 use crate::storage::StorageError;
@@ -23,6 +24,8 @@ pub enum AppError {
     Serve(std::io::Error),
     #[error("blocklist: {0}")]
     Blocklist(String),
+    #[error("{0}")]
+    Matching(String),
 }
 
 /// A recovered store bound to its address, ready to serve.
@@ -37,17 +40,28 @@ impl App {
     pub async fn build(config: Config) -> Result<App, AppError> {
         let storage = config.storage();
         let guards = config.guards();
+        let modes = config.matching.modes().map_err(AppError::Matching)?;
+        let unrecorded = crate::matching::check(&config.data_dir, &modes)
+            .map_err(|e| AppError::Matching(e.to_string()))?;
         let (store, report) =
             tokio::task::spawn_blocking(move || Store::open_with(storage, guards))
                 .await
                 .expect("recovery does not panic")?;
+        if unrecorded {
+            // Only now, with the directory locked and opened, is it surely ours to mark.
+            crate::matching::record(&config.data_dir, &modes)
+                .map_err(|e| AppError::Matching(e.to_string()))?;
+        }
+        let canon =
+            Canon::new(modes).with_fallback_counter(store.metrics().phone_e164_fallbacks.clone());
         if let Some(file) = &config.blocklist {
-            let values = crate::blocklist::read(file).map_err(AppError::Blocklist)?;
+            let values = crate::blocklist::read(file, &canon).map_err(AppError::Blocklist)?;
             let added = crate::blocklist::apply(&store, &values)
                 .await
                 .map_err(|e| AppError::Blocklist(e.to_string()))?;
             tracing::info!(file = %file.display(), values = values.len(), added, "blocklist applied");
         }
+        tracing::info!(matching = %canon.modes(), "matching modes");
         let stats = store.stats();
         tracing::info!(
             records_replayed = report.records_replayed,
@@ -75,6 +89,7 @@ impl App {
                 .as_deref()
                 .filter(|t| !t.is_empty())
                 .map(Into::into),
+            canon,
         };
         Ok(App {
             listener,

@@ -128,7 +128,11 @@ pub fn stage(dir: &Path, end: LogEnd) -> Result<Option<Staged>, BackupError> {
     if !segments.iter().any(|(first, _)| *first == end.segment) {
         return Ok(None);
     }
-    for (seq, path) in wanted {
+    // The matching modes the keys were made by travel with them (a directory without a record
+    // holds as-given keys, and so does its backup).
+    let modes = dir.join(crate::matching::FILE);
+    let modes = modes.exists().then_some((u64::MAX, modes));
+    for (seq, path) in wanted.into_iter().chain(modes.as_ref()) {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let link = staged.dir.join(&name);
         match std::fs::hard_link(path, &link) {
@@ -279,7 +283,11 @@ pub fn read(
         read_exact(input, &mut name, "a part name")?;
         let name = String::from_utf8(name)
             .ok()
-            .filter(|n| parse_segment_name(n).is_some() || parse_snapshot_name(n).is_some())
+            .filter(|n| {
+                parse_segment_name(n).is_some()
+                    || parse_snapshot_name(n).is_some()
+                    || n == crate::matching::FILE
+            })
             .ok_or_else(|| BackupError::Damaged("a part has no valid file name".into()))?;
         let mut size = [0u8; 8];
         read_exact(input, &mut size, "a part length")?;

@@ -3,17 +3,19 @@
 
 use std::path::Path;
 
+use crate::canon::Canon;
 use crate::engine::{Email, Kind, Phone};
 use crate::store::{Store, StoreError};
 
-/// The values of a blocklist file, or what is wrong with it (naming the line).
-pub fn read(file: &Path) -> Result<Vec<(Kind, String)>, String> {
+/// The values of a blocklist file as matching keys, or what is wrong with it (naming the line).
+pub fn read(file: &Path, canon: &Canon) -> Result<Vec<(Kind, String)>, String> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    parse(&text).map_err(|e| format!("{}: {e}", file.display()))
+    parse(&text, canon).map_err(|e| format!("{}: {e}", file.display()))
 }
 
-/// The values of a blocklist's text.
-pub fn parse(text: &str) -> Result<Vec<(Kind, String)>, String> {
+/// The values of a blocklist's text, as matching keys (a value blocked in one spelling is
+/// blocked in all of them).
+pub fn parse(text: &str, canon: &Canon) -> Result<Vec<(Kind, String)>, String> {
     let mut values = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -21,9 +23,11 @@ pub fn parse(text: &str) -> Result<Vec<(Kind, String)>, String> {
             continue;
         }
         let value = match line.split_once(':') {
-            Some(("email", v)) => Email::parse(v).map(|e| e.map(|e| (Kind::Email, e.to_string()))),
+            Some(("email", v)) => {
+                Email::parse(v).map(|e| e.map(|e| (Kind::Email, canon.email(e).to_string())))
+            }
             Some(("phone" | "phoneNumber", v)) => {
-                Phone::parse(v).map(|p| p.map(|p| (Kind::Phone, p.to_string())))
+                Phone::parse(v).map(|p| p.map(|p| (Kind::Phone, canon.phone(p).to_string())))
             }
             _ => {
                 return Err(format!(

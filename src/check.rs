@@ -49,6 +49,12 @@ pub fn check(dir: &Path) -> Result<String, StorageError> {
         stats.contacts, stats.deleted, stats.clusters, stats.joins
     )
     .ok();
+    let modes = crate::matching::recorded(dir).map_err(|e| StorageError::Corrupt {
+        file: dir.join(crate::matching::FILE),
+        offset: 0,
+        reason: e.to_string(),
+    })?;
+    writeln!(out, "matching {modes}").ok();
     engine
         .check_invariants()
         .map_err(|why| StorageError::Corrupt {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::canon::{EmailMatch, Modes, PhoneMatch};
 use crate::storage::{Faults, FsyncPolicy, StorageOptions};
 
 #[derive(Parser, Debug)]
@@ -83,6 +84,48 @@ pub enum Command {
         #[arg(long, env = "IDENTITY_ENGINE_BLOCKLIST")]
         blocklist: Option<PathBuf>,
     },
+    /// Recompute every live contact's matching keys with new modes (offline), merge the
+    /// clusters that now share a key (under the over-merge guards), and record the modes.
+    Rekey {
+        #[arg(long, env = "IDENTITY_ENGINE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        matching: MatchArgs,
+        /// A value held by more live contacts than this is blocked as generic (0: never).
+        #[arg(long, env = "IDENTITY_ENGINE_GENERIC_THRESHOLD", default_value_t = crate::engine::Limits::DEFAULT_GENERIC_THRESHOLD)]
+        generic_threshold: u32,
+        /// No merge may leave a cluster of more live contacts than this (0: no cap).
+        #[arg(long, env = "IDENTITY_ENGINE_MAX_CLUSTER_SIZE", default_value_t = crate::engine::Limits::DEFAULT_MAX_CLUSTER_SIZE)]
+        max_cluster_size: u32,
+    },
+}
+
+/// How identifiers are matched; a data directory records the modes it was built with.
+#[derive(Args, Debug, Clone, Default)]
+pub struct MatchArgs {
+    /// as-given: the trimmed string; digits: a leading + and the digits; e164: E.164 by
+    /// libphonenumber's rules (numbers it does not take as valid: digits).
+    #[arg(long, env = "IDENTITY_ENGINE_PHONE_MATCH", value_enum, default_value_t = PhoneMatch::AsGiven)]
+    pub phone_match: PhoneMatch,
+    /// as-given: trimmed and lowercased; provider: also the rules providers document for their
+    /// own domains (Gmail's dots and +tags, googlemail.com, Outlook.com's +tags, ...).
+    #[arg(long, env = "IDENTITY_ENGINE_EMAIL_MATCH", value_enum, default_value_t = EmailMatch::AsGiven)]
+    pub email_match: EmailMatch,
+    /// With --phone-match e164: the region (ISO 3166 code, e.g. US) of numbers written
+    /// without +; without it, such numbers are matched as digits.
+    #[arg(long, env = "IDENTITY_ENGINE_DEFAULT_REGION")]
+    pub default_region: Option<String>,
+}
+
+impl MatchArgs {
+    /// The modes, or why the region is not one libphonenumber knows.
+    pub fn modes(&self) -> Result<Modes, String> {
+        Modes::new(
+            self.phone_match,
+            self.email_match,
+            self.default_region.as_deref(),
+        )
+    }
 }
 
 /// The server's settings, with the contract's defaults (docs/API.md).
@@ -133,6 +176,8 @@ pub struct Config {
     /// A file of values to block at start-up, one a line: `email:VALUE` or `phone:VALUE`.
     #[arg(long, env = "IDENTITY_ENGINE_BLOCKLIST")]
     pub blocklist: Option<PathBuf>,
+    #[command(flatten)]
+    pub matching: MatchArgs,
     /// Log line format.
     #[arg(long, env = "IDENTITY_ENGINE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

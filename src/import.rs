@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
 
+use crate::canon::Canon;
 use crate::engine::{
     BlockReason, Change, ContactId, Email, Engine, Kind, Limits, NewContact, Phone, Precedence,
     Timestamp,
@@ -39,6 +40,8 @@ pub enum ImportError {
     /// An over-merge guard or a capacity limit refused the import; nothing was imported.
     #[error("{0}; nothing was imported")]
     Refused(String),
+    #[error(transparent)]
+    Matching(#[from] crate::matching::MatchingError),
 }
 
 /// The over-merge guards an import obeys: their settings, and values to block (as an admin's
@@ -170,9 +173,11 @@ pub fn import_guarded(
     guards: &ImportGuards,
 ) -> Result<ImportReport, ImportError> {
     let started = Instant::now();
+    // Rows get the keys of the modes the directory was built with.
+    let canon = Canon::new(crate::matching::recorded(&storage.dir)?);
     let (store, mut engine, _) = Storage::open(storage)?;
     engine.set_limits(guards.limits);
-    let (rows, errors) = read_rows(file, format, &engine)?;
+    let (rows, errors) = read_rows(file, format, &engine, &canon)?;
     if !errors.is_empty() && !skip_invalid {
         return Err(ImportError::Invalid(errors));
     }
@@ -252,11 +257,12 @@ pub struct Survey {
 
 impl CheckedFile {
     /// Reads and checks `bytes` (CSV, or NDJSON when the first non-blank byte is `{` or
-    /// `format` says so); `exists` tells which ids are already taken.
+    /// `format` says so), identifiers keyed by `canon`; `exists` tells which ids are taken.
     pub fn read(
         bytes: &[u8],
         format: Option<Format>,
         exists: impl Fn(ContactId) -> bool,
+        canon: &Canon,
     ) -> Result<CheckedFile, ImportError> {
         let format = format.unwrap_or_else(|| sniff(Path::new(""), bytes));
         let raw = match format {
@@ -266,7 +272,7 @@ impl CheckedFile {
                 source,
             })?,
         };
-        let (rows, errors) = check_rows(raw, exists);
+        let (rows, errors) = check_rows(raw, exists, canon);
         Ok(CheckedFile::new(rows, errors))
     }
 
@@ -626,6 +632,7 @@ fn read_rows(
     path: &Path,
     format: Option<Format>,
     engine: &Engine,
+    canon: &Canon,
 ) -> Result<CheckedRows, ImportError> {
     let read_err = |source| ImportError::Read {
         path: path.to_owned(),
@@ -641,16 +648,16 @@ fn read_rows(
         Format::Csv => read_csv(reader)?,
         Format::Ndjson => read_ndjson(reader).map_err(read_err)?,
     };
-    Ok(check_rows(raw, |id| engine.contact(id).is_some()))
+    Ok(check_rows(raw, |id| engine.contact(id).is_some(), canon))
 }
 
 /// Checks every row; returns the good rows sorted by id and the errors by line.
-fn check_rows(raw: RawRows, exists: impl Fn(ContactId) -> bool) -> CheckedRows {
+fn check_rows(raw: RawRows, exists: impl Fn(ContactId) -> bool, canon: &Canon) -> CheckedRows {
     let mut rows = Vec::with_capacity(raw.len());
     let mut errors = Vec::new();
     let mut first_line: HashMap<ContactId, u64> = HashMap::new();
     for (line, fields) in raw {
-        let checked = fields.and_then(check_row).and_then(|row| {
+        let checked = fields.and_then(|f| check_row(f, canon)).and_then(|row| {
             let id = row.contact.id;
             if let Some(first) = first_line.insert(id, line) {
                 return Err(format!("id {id} appears again (first on line {first})"));
@@ -761,7 +768,7 @@ fn ndjson_fields(line: &str) -> Result<RawRow, String> {
     Ok(row)
 }
 
-fn check_row(f: RawRow) -> Result<Row, String> {
+fn check_row(f: RawRow, canon: &Canon) -> Result<Row, String> {
     let [id, phone, email, linked, precedence, created, updated, deleted] = f;
     let id = positive_id(id.as_deref(), "id")?.ok_or("id is missing")?;
     let phone = phone
@@ -779,6 +786,7 @@ fn check_row(f: RawRow) -> Result<Row, String> {
     if phone.is_none() && email.is_none() {
         return Err("a contact needs an email or a phoneNumber".into());
     }
+    let (phone, email) = (canon.phone_opt(phone), canon.email_opt(email));
     let precedence = match precedence.as_deref() {
         Some("primary") => Precedence::Primary,
         Some("secondary") => Precedence::Secondary,
@@ -872,7 +880,13 @@ mod tests {
         "id,phoneNumber,email,linkedId,linkPrecedence,createdAt,updatedAt,deletedAt\n";
 
     fn file(rows: &str, exists: impl Fn(ContactId) -> bool) -> CheckedFile {
-        CheckedFile::read(format!("{HEADER}{rows}").as_bytes(), None, exists).unwrap()
+        CheckedFile::read(
+            format!("{HEADER}{rows}").as_bytes(),
+            None,
+            exists,
+            &Canon::default(),
+        )
+        .unwrap()
     }
 
     #[test]

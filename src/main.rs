@@ -5,9 +5,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use identity_engine::app::{shutdown_signal, App};
 use identity_engine::config::{Cli, Command, Config, LogFormat};
+use identity_engine::engine::Limits;
 use identity_engine::orders::{self, ImportFormat};
 use identity_engine::storage::StorageOptions;
-use identity_engine::{backup, check, export, import, logging};
+use identity_engine::{backup, check, export, import, logging, rekey};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -66,8 +67,12 @@ fn run_tool(command: Command) -> Result<(), String> {
                 generic_threshold,
                 max_cluster_size,
             };
+            // Blocklist values get the keys of the modes the directory was built with.
+            let modes =
+                identity_engine::matching::recorded(&data_dir).map_err(|e| e.to_string())?;
+            let canon = identity_engine::canon::Canon::new(modes);
             let blocklist = match &blocklist {
-                Some(path) => identity_engine::blocklist::read(path)?,
+                Some(path) => identity_engine::blocklist::read(path, &canon)?,
                 None => Vec::new(),
             };
             let guards = import::ImportGuards { limits, blocklist };
@@ -88,6 +93,21 @@ fn run_tool(command: Command) -> Result<(), String> {
                 .map(|r| r.to_string())
                 .map_err(|e| e.to_string()),
             }
+        }
+        Command::Rekey {
+            data_dir,
+            matching,
+            generic_threshold,
+            max_cluster_size,
+        } => {
+            let modes = matching.modes()?;
+            let limits = Limits {
+                generic_threshold,
+                max_cluster_size,
+            };
+            rekey::rekey(StorageOptions::new(data_dir), limits, modes)
+                .map(|r| r.to_string())
+                .map_err(|e| e.to_string())
         }
         Command::Serve(_) => unreachable!("serve is not a tool"),
     }?;

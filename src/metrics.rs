@@ -76,6 +76,8 @@ pub struct Metrics {
     pub contacts_created: Counter,
     pub merges: Counter,
     pub deletions: Counter,
+    /// Phones `--phone-match e164` matched by their digits (not a valid number to it).
+    pub phone_e164_fallbacks: Counter,
     /// Requests refused by a guard, by error code.
     refusals: Family<ReasonLabels, Counter>,
     blocked_values: Family<ReasonLabels, Gauge>,
@@ -106,6 +108,7 @@ impl Metrics {
             contacts_created: Counter::default(),
             merges: Counter::default(),
             deletions: Counter::default(),
+            phone_e164_fallbacks: Counter::default(),
             refusals: Family::default(),
             blocked_values: Family::default(),
             largest_cluster: Gauge::default(),
@@ -148,6 +151,11 @@ impl Metrics {
             "deletions",
             "Contacts deleted since start",
             m.deletions.clone(),
+        );
+        r.register(
+            "phone_e164_fallbacks",
+            "Phones that --phone-match e164 could not read as a valid number and matched by their digits, since start",
+            m.phone_e164_fallbacks.clone(),
         );
         r.register(
             "refusals",

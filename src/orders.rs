@@ -12,6 +12,7 @@ use std::io::BufRead;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::canon::Canon;
 use crate::engine::{Change, Email, Phone, Query, Timestamp};
 use crate::export::Format;
 use crate::import::{list, sniff, ImportError, Progress, RowError};
@@ -105,7 +106,9 @@ pub fn import_orders(
     guards: &crate::import::ImportGuards,
 ) -> Result<OrdersReport, ImportError> {
     let started = Instant::now();
-    let (orders, skipped) = read(file, syntax)?;
+    // Orders are matched by the keys of the modes the directory was built with.
+    let canon = Canon::new(crate::matching::recorded(&storage.dir)?);
+    let (orders, skipped) = read(file, syntax, &canon)?;
     if !skipped.is_empty() && !skip_invalid {
         return Err(ImportError::Invalid(skipped));
     }
@@ -178,7 +181,11 @@ fn count(report: &mut OrdersReport, changes: &[Change]) {
 
 /// Reads and checks every row; returns the orders in the order they run (by time, then line;
 /// rows without a time last) and the refused rows by line.
-fn read(path: &Path, syntax: Option<Format>) -> Result<(Vec<Order>, Vec<RowError>), ImportError> {
+fn read(
+    path: &Path,
+    syntax: Option<Format>,
+    canon: &Canon,
+) -> Result<(Vec<Order>, Vec<RowError>), ImportError> {
     let read_err = |source| ImportError::Read {
         path: path.to_owned(),
         source,
@@ -195,7 +202,7 @@ fn read(path: &Path, syntax: Option<Format>) -> Result<(Vec<Order>, Vec<RowError
     };
     let (mut orders, mut skipped) = (Vec::with_capacity(raw.len()), Vec::new());
     for (line, fields) in raw {
-        match fields.and_then(|f| check(line, f)) {
+        match fields.and_then(|f| check(line, f, canon)) {
             Ok(order) => orders.push(order),
             Err(message) => skipped.push(RowError { line, message }),
         }
@@ -208,7 +215,7 @@ fn read(path: &Path, syntax: Option<Format>) -> Result<(Vec<Order>, Vec<RowError
 type Fields = [Option<String>; 3];
 const NAMES: [&str; 3] = ["email", "phoneNumber", "timestamp"];
 
-fn check(line: u64, [email, phone, at]: Fields) -> Result<Order, String> {
+fn check(line: u64, [email, phone, at]: Fields, canon: &Canon) -> Result<Order, String> {
     let email = Email::parse(email.as_deref().unwrap_or(""))
         .map_err(|_| format!("email {:?} is not an email", email.unwrap_or_default()))?;
     let phone = Phone::parse(phone.as_deref().unwrap_or("")).map_err(|_| {
@@ -218,6 +225,7 @@ fn check(line: u64, [email, phone, at]: Fields) -> Result<Order, String> {
         )
     })?;
     let query = Query::new(email, phone).ok_or("neither email nor phoneNumber")?;
+    let query = canon.query(query);
     let at = match at {
         None => None,
         Some(text) => Some(parse_time(&text).ok_or_else(|| {

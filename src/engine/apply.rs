@@ -41,6 +41,7 @@ impl Engine {
                 at,
             } => self.apply_blocked(*kind, value, *reason, *at),
             Change::Unblocked { kind, value, at } => self.apply_unblocked(*kind, value, *at),
+            Change::Rekeyed { kind, from, to, at } => self.apply_rekeyed(*kind, from, to, *at),
         }
     }
 
@@ -104,7 +105,7 @@ impl Engine {
 
     /// Live row `slot` holds `sym`: it joins the cluster of the identifier's holder, and is
     /// its holder if it is older (or the only one). A blocked value only counts it.
-    fn hold(&mut self, kind: Kind, sym: Sym, slot: Slot) {
+    pub(super) fn hold(&mut self, kind: Kind, sym: Sym, slot: Slot) {
         if sym == NONE {
             return;
         }
@@ -185,7 +186,7 @@ impl Engine {
         }
     }
 
-    fn remember_join(&mut self, e: Sym, p: Sym, at: Option<Timestamp>) {
+    pub(super) fn remember_join(&mut self, e: Sym, p: Sym, at: Option<Timestamp>) {
         let phones = self.joins_by_email.entry(e).or_default();
         if !phones.contains(&p) {
             phones.push(p);
@@ -400,7 +401,7 @@ impl Engine {
 
     /// Makes the rows of `former` (whole clusters) the clusters `groups`, each oldest first,
     /// and relinks every row whose primary changes at `at`.
-    fn reform(&mut self, former: &[Slot], groups: &[Vec<Slot>], at: Timestamp) {
+    pub(super) fn reform(&mut self, former: &[Slot], groups: &[Vec<Slot>], at: Timestamp) {
         self.forest.isolate(former);
         for group in groups {
             for pair in group.windows(2) {
@@ -415,7 +416,7 @@ impl Engine {
 
     /// Points every row of each group (oldest first) at the group's oldest, those whose link
     /// changes stamped `at`. The clock counts row stamps only, so it moves only if one changes.
-    fn relink(&mut self, groups: &[Vec<Slot>], at: Timestamp) {
+    pub(super) fn relink(&mut self, groups: &[Vec<Slot>], at: Timestamp) {
         let mut stamped = false;
         for group in groups {
             let primary = self.rows[group[0] as usize].id;

@@ -59,6 +59,16 @@ pub enum Change {
         value: String,
         at: Timestamp,
     },
+    /// `rekey`: every live holder of `from` now holds `to` (its key under new matching modes),
+    /// the joins naming `from` name `to`, and the clusters that now share `to` merge, the oldest
+    /// primary first, each row whose primary changes relinked at `at`. When `to` is blocked,
+    /// the cluster `from` held together regroups by what remains instead.
+    Rekeyed {
+        kind: Kind,
+        from: String,
+        to: String,
+        at: Timestamp,
+    },
 }
 
 /// Every field of a new row, identifiers already normalized.

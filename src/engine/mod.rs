@@ -15,6 +15,7 @@ mod interner;
 mod plan;
 mod queries;
 mod regroup;
+mod rekey;
 mod symtable;
 pub mod time;
 pub mod types;
@@ -85,6 +86,8 @@ pub enum EngineError {
     NotBlocked(String),
     #[error("no room left for {0}")]
     Capacity(&'static str),
+    #[error("no live contact holds {0}")]
+    NotHeld(String),
 }
 
 /// Counts for metrics and reports.

@@ -252,7 +252,7 @@ impl Engine {
         Ok((plan, size))
     }
 
-    fn within_cap(&self, size: usize) -> Result<(), Refusal> {
+    pub(super) fn within_cap(&self, size: usize) -> Result<(), Refusal> {
         if self.limits.over_cap(size) {
             return Err(Refusal::ClusterLimit {
                 size,

@@ -62,7 +62,7 @@ pub async fn block(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|r| body_error(&r, app.limits.body_bytes))?;
-    let query = parse_query(&body)?;
+    let query = app.canon.query(parse_query(&body)?);
     let (kind, value) = one_value(query.email().cloned(), query.phone().cloned())?;
     let compat = app.compat_key_typo;
     let (entry, identities) = app
@@ -107,6 +107,7 @@ pub async fn unblock(
         .map(|p| Phone::parse(p))
         .transpose()?
         .flatten();
+    let (email, phone) = (app.canon.email_opt(email), app.canon.phone_opt(phone));
     let (kind, value) = one_value(email, phone)?;
     let compat = app.compat_key_typo;
     let identities = app

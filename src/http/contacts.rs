@@ -122,6 +122,7 @@ pub async fn list(
         if email.is_none() && phone.is_none() {
             return Err(ApiError::MissingIdentifier);
         }
+        let (email, phone) = (app.canon.email_opt(email), app.canon.phone_opt(phone));
         let rows = app
             .store
             .read(|e| e.contacts_holding(email.as_ref(), phone.as_ref()))

@@ -30,7 +30,7 @@ pub async fn identify(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|r| body_error(&r, app.limits.body_bytes))?;
-    let query = parse_query(&body)?;
+    let query = app.canon.query(parse_query(&body)?);
     let compat = app.compat_key_typo;
     let answer = app
         .store

@@ -54,6 +54,7 @@ impl From<ImportError> for Refusal {
             }]),
             ImportError::Storage(e) => Refusal::Api(StoreError::Storage(e).into()),
             ImportError::Refused(message) => Refusal::ClusterLimit(message),
+            ImportError::Matching(e) => Refusal::Api(ApiError::BadQuery(e.to_string())),
         }
     }
 }
@@ -115,10 +116,11 @@ pub async fn import(
     // Checking is most of the work: no lock, and off the request threads.
     // Ids above the highest one are free without asking the engine (the usual case).
     let store = app.store.clone();
+    let canon = app.canon.clone();
     let max_id = store.peek(|e| e.max_id());
     let checked = tokio::task::spawn_blocking(move || {
         let exists = |id| id <= max_id && store.peek(|e| e.has_contact(id));
-        CheckedFile::read(&body, format, exists)
+        CheckedFile::read(&body, format, exists, &canon)
     })
     .await
     .map_err(|_| Refusal::Api(ApiError::Internal))??;

@@ -54,6 +54,8 @@ pub struct AppState {
     pub limits: Limits,
     /// With a token, admin endpoints need it; without, they answer loopback clients only.
     pub admin_token: Option<Arc<str>>,
+    /// The matching modes: turns identifiers into the keys the engine matches.
+    pub canon: crate::canon::Canon,
 }
 
 impl AppState {
@@ -64,6 +66,7 @@ impl AppState {
             compat_key_typo: false,
             limits: Limits::default(),
             admin_token: None,
+            canon: crate::canon::Canon::default(),
         }
     }
 }

@@ -15,7 +15,7 @@ use utoipa::{OpenApi, ToSchema};
         title = "identity-engine",
         description = "Links contacts that share an email or a phone number into one identity whose primary is the oldest contact."
     ),
-    components(schemas(IdentifyRequest, Answer, Identity, ContactRow, ErrorBody, ErrorDetail, DeleteAnswer, ContactList, ContactPage, Status, Graph, Why, StatsAnswer, ImportReport)),
+    components(schemas(IdentifyRequest, Answer, Identity, ContactRow, ErrorBody, ErrorDetail, DeleteAnswer, ContactList, ContactPage, Status, Matching, Graph, Why, StatsAnswer, ImportReport)),
     tags(
         (name = "identity", description = "Reconcile and read identities"),
         (name = "contacts", description = "Admin: rows, deletion, export"),
@@ -30,9 +30,17 @@ pub struct ApiDoc;
 #[allow(dead_code)]
 pub struct IdentifyRequest {
     /// Trimmed and lowercased; one `@`, non-empty parts, no spaces or control characters, at most 254 bytes.
+    /// Matched as that (`--email-match as-given`, the default) or, with `--email-match provider`,
+    /// by its key under the rules providers document for their own domains (Gmail ignores dots and
+    /// a `+tag`, `googlemail.com` is `gmail.com`; Outlook.com and Fastmail ignore a `+tag`): the key
+    /// is what is stored and answered. `GET /readyz` says which mode is on.
     #[schema(nullable, example = "lorraine@hillvalley.edu")]
     email: Option<String>,
     /// A string or a non-negative integer; trimmed; digits, spaces and `+ - ( ) .`, at most 32 bytes.
+    /// Matched as that (`--phone-match as-given`, the default), by a leading `+` and its digits
+    /// (`digits`), or in E.164 by libphonenumber's rules with `--default-region` for numbers without
+    /// `+` (`e164`; a number it does not take as valid is matched as `digits`): the key is what is
+    /// stored and answered. `GET /readyz` says which mode is on.
     #[schema(rename = "phoneNumber", nullable, value_type = Option<String>, example = "123456")]
     phone_number: Option<String>,
 }
@@ -101,6 +109,21 @@ pub struct ContactPage {
 pub struct Status {
     /// `ok` or `ready`.
     status: String,
+    /// `/readyz` only: the matching modes the server (and its data directory) use.
+    #[schema(required = false)]
+    matching: Option<Matching>,
+}
+
+/// How identifiers are matched (`--phone-match`, `--email-match`, `--default-region`).
+#[derive(ToSchema, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Matching {
+    /// `as-given`, `digits` or `e164`.
+    phone: String,
+    /// `as-given` or `provider`.
+    email: String,
+    /// With `e164`: the ISO 3166 region of numbers written without `+`.
+    default_region: Option<String>,
 }
 
 /// A cluster's evidence. Nodes: `{type: "contact", id: "contact:N", primary, row}` and

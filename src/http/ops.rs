@@ -36,7 +36,14 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Response, ApiError> {
             .unwrap_or_else(|| "storage has failed".into());
         return Err(ApiError::NotReady(why));
     }
-    Ok((StatusCode::OK, axum::Json(json!({ "status": "ready" }))).into_response())
+    let modes = app.canon.modes();
+    let matching = json!({
+        "phone": modes.phone.as_str(),
+        "email": modes.email.as_str(),
+        "defaultRegion": modes.region,
+    });
+    let body = json!({ "status": "ready", "matching": matching });
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
 }
 
 /// Prometheus metrics in the OpenMetrics text format.

@@ -29,9 +29,10 @@ use serde_json::{json, Value};
 use crate::storage_support::{query_of, segments, snapshots};
 
 /// Each golden directory and the snapshot format its snapshot file is in (None: log only).
-const GOLDEN: [(&str, Option<u32>); 5] = [
+const GOLDEN: [(&str, Option<u32>); 6] = [
     ("log-v1", None),
     ("log-v2", None),
+    ("log-v3", None),
     ("snapshot-v1", Some(1)),
     ("snapshot-v2", Some(2)),
     ("snapshot-v3", Some(3)),
@@ -284,6 +285,14 @@ fn workload() -> (Vec<Group>, Vec<Group>) {
         .expect("blocked");
     engine.apply(&unblock).unwrap();
     second.push(vec![unblock]);
+    // A re-key (`rekey` to digits-only phones): "555-0808" moves to "5550808".
+    let rekey = engine
+        .plan_rekey(Kind::Phone, "555-0808", "5550808", at(74))
+        .unwrap();
+    for change in &rekey {
+        engine.apply(change).unwrap();
+    }
+    second.push(rekey);
     second.retain(|group| !group.is_empty());
     (first, second)
 }
@@ -299,6 +308,7 @@ fn kind(change: &Change) -> &'static str {
         Change::JoinedAt { .. } => "JoinedAt",
         Change::Blocked { .. } => "Blocked",
         Change::Unblocked { .. } => "Unblocked",
+        Change::Rekeyed { .. } => "Rekeyed",
     }
 }
 
@@ -347,11 +357,14 @@ fn write_facts_snapshot(dir: &Path, engine: &Engine, seq: u64) {
 /// by the build before format 3, whose `snapshot::write` wrote format 2.)
 type Writer = fn(&Path, &[Group], &[Group]);
 
-const WRITERS: [(&str, Writer); 4] = [
+const WRITERS: [(&str, Writer); 5] = [
     ("log-v1", |dir, first, second| {
         write_segment(dir, 1, &[first, second].concat());
     }),
     ("log-v2", |dir, first, second| {
+        write_segment(dir, 1, &[first, second].concat());
+    }),
+    ("log-v3", |dir, first, second| {
         write_segment(dir, 1, &[first, second].concat());
     }),
     ("snapshot-v1", |dir, first, second| {

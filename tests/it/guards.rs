@@ -286,8 +286,10 @@ fn an_import_that_would_pass_the_cap_is_refused_whole_naming_the_values() {
 fn an_import_with_a_blocklist_blocks_its_values_before_the_rows() {
     let tmp = tempfile::tempdir().unwrap();
     let mut guards = limits(0, 0);
-    let list =
-        identity_engine::blocklist::parse("# junk\nphone: 5550000 \nemail:NOBODY@shop.example\n");
+    let list = identity_engine::blocklist::parse(
+        "# junk\nphone: 5550000 \nemail:NOBODY@shop.example\n",
+        &Default::default(),
+    );
     guards.blocklist = list.unwrap();
     let report = import_guarded(tmp.path(), &rows_sharing("5550000", 3), &guards).unwrap();
     assert_eq!(report.blocked.len(), 2);
@@ -307,7 +309,7 @@ fn an_import_with_a_blocklist_blocks_its_values_before_the_rows() {
         [0, 3],
         "the email no one holds, the phone three rows hold"
     );
-    assert!(identity_engine::blocklist::parse("fax:1").is_err());
+    assert!(identity_engine::blocklist::parse("fax:1", &Default::default()).is_err());
 }
 
 #[test]

@@ -12,6 +12,7 @@ mod storage_support;
 
 mod backup;
 mod browser;
+mod canon;
 mod console_api;
 mod crash;
 mod disk_full;

@@ -305,6 +305,27 @@ impl Model {
         }
     }
 
+    /// `rekey`: every live row's identifiers and every remembered join turned into keys by
+    /// `email` and `phone`, then every live row relinked to its cluster's oldest at `now`.
+    /// Deleted rows keep what they held.
+    pub fn rekey(
+        &mut self,
+        email: impl Fn(&str) -> String,
+        phone: impl Fn(&str) -> String,
+        now: i64,
+    ) {
+        let now = self.effective(now);
+        for i in self.live().collect::<Vec<_>>() {
+            let row = &mut self.rows[i];
+            row.email = row.email.as_deref().map(&email);
+            row.phone = row.phone.as_deref().map(&phone);
+        }
+        for (e, p) in std::mem::take(&mut self.joins) {
+            self.remember(&email(&e), &phone(&p));
+        }
+        self.relink(now);
+    }
+
     /// `DELETE /contacts/{id}`: the primaries of the groups its former cluster becomes, oldest first.
     pub fn delete(&mut self, id: Id, now: i64) -> Result<Vec<Id>, DeleteError> {
         let now = self.effective(now);

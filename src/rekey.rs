@@ -1,0 +1,211 @@
+//! `identity-engine rekey`: gives a data directory (no server may use it) new matching modes.
+//! Every distinct identifier of a live contact gets its key under the new modes; each one whose
+//! key differs is moved to it by a [`Change::Rekeyed`] fact (planned under the over-merge
+//! guards, logged and applied like any change), merging the clusters that now share a key. The
+//! modes file is written last, so a re-key cut short leaves the old record and can simply be
+//! run again (a key's key is itself: values already moved are skipped).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::canon::{Canon, Modes};
+use crate::engine::{BlockReason, Change, Email, Engine, Kind, Limits, Phone, Refusal, Timestamp};
+use crate::import::{ImportError, Progress};
+use crate::storage::{Storage, StorageError, StorageOptions};
+
+/// What a re-key did.
+#[derive(Debug, Default)]
+pub struct RekeyReport {
+    pub from: Modes,
+    pub to: Modes,
+    /// Distinct values that got a new key, by kind (emails, phones).
+    pub rekeyed: [usize; 2],
+    /// Merges of two clusters the new keys made.
+    pub merges: usize,
+    /// Keys blocked by the re-key: the value's key was blocked because a spelling of it was,
+    /// or because it would pass the generic threshold.
+    pub blocked: usize,
+    /// Values left as they were because moving them would pass the cluster cap (or the key
+    /// did not fit), with why.
+    pub refused: Vec<(Kind, String, String, Refusal)>,
+    pub clusters_before: usize,
+    pub clusters_after: usize,
+    pub contacts: usize,
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for RekeyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "re-keyed from {} to {}", self.from, self.to)?;
+        writeln!(
+            f,
+            "{} email(s) and {} phone number(s) of {} live contact(s) got a new key in {:.2} s",
+            self.rekeyed[0],
+            self.rekeyed[1],
+            self.contacts,
+            self.elapsed.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "{} cluster merge(s): {} cluster(s) before, {} after",
+            self.merges, self.clusters_before, self.clusters_after
+        )?;
+        if self.blocked > 0 {
+            writeln!(
+                f,
+                "{} key(s) blocked (a spelling was blocked, or past the generic threshold)",
+                self.blocked
+            )?;
+        }
+        if !self.refused.is_empty() {
+            writeln!(
+                f,
+                "{} value(s) kept as they were (their holders still match them only):",
+                self.refused.len()
+            )?;
+            for (kind, from, to, why) in self.refused.iter().take(50) {
+                writeln!(f, "  {} {from:?} -> {to:?}: {why}", kind.field())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Re-keys the data directory of `storage` to `modes`, under `limits`.
+pub fn rekey(
+    storage: StorageOptions,
+    limits: Limits,
+    modes: Modes,
+) -> Result<RekeyReport, ImportError> {
+    let started = Instant::now();
+    let dir = storage.dir.clone();
+    let from = crate::matching::recorded(&dir)?;
+    let (store, mut engine, _) = Storage::open(storage)?;
+    engine.set_limits(limits);
+    let mut last_seq = None;
+    let mut report = rekey_engine(&mut engine, &modes, Timestamp::now(), |changes| {
+        last_seq = Some(store.append(changes)?);
+        Ok::<_, StorageError>(())
+    })?;
+    if let Some(seq) = last_seq {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(StorageError::Io)?;
+        runtime.block_on(store.wait_durable(seq))?;
+    }
+    store.close(&engine)?;
+    crate::matching::record(&dir, &modes)?;
+    report.from = from;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// Re-keys `engine` to `modes` at `now` under its limits: plans each move, hands its facts to
+/// `log` (which must make them durable, or fail), then applies them.
+pub fn rekey_engine<E>(
+    engine: &mut Engine,
+    modes: &Modes,
+    now: Timestamp,
+    mut log: impl FnMut(&[Change]) -> Result<(), E>,
+) -> Result<RekeyReport, E> {
+    let canon = Canon::new(modes.clone());
+    let mut report = RekeyReport {
+        to: modes.clone(),
+        clusters_before: engine.stats().clusters,
+        ..RekeyReport::default()
+    };
+    let (moves, generic) = moves(engine, &canon);
+    let progress = Progress::new(moves.len() as u64, "values");
+    // A key its spellings together give more holders than the threshold is blocked before
+    // any of them moves, so that no cluster merges by it on the way (unless an admin
+    // unblocked it).
+    for (kind, key) in &generic {
+        if engine.is_exempt(*kind, key) {
+            continue;
+        }
+        let changes = engine
+            .plan_block(*kind, key, BlockReason::Generic, now)
+            .unwrap_or_default();
+        if !changes.is_empty() {
+            log(&changes)?;
+            apply(engine, &changes, &mut report);
+        }
+    }
+    for (i, (kind, value, key)) in moves.iter().enumerate() {
+        match engine.plan_rekey(*kind, value, key, now) {
+            Err(why) => report
+                .refused
+                .push((*kind, value.clone(), key.clone(), why)),
+            Ok(changes) if changes.is_empty() => {}
+            Ok(changes) => {
+                log(&changes)?;
+                apply(engine, &changes, &mut report);
+                report.rekeyed[*kind as usize] += 1;
+            }
+        }
+        progress.tick(i as u64 + 1);
+    }
+    progress.finish();
+    let stats = engine.stats();
+    report.clusters_after = stats.clusters;
+    report.contacts = stats.contacts - stats.deleted;
+    Ok(report)
+}
+
+/// Applies planned facts, counting the merges (clusters that disappear) and blocks.
+fn apply(engine: &mut Engine, changes: &[Change], report: &mut RekeyReport) {
+    for change in changes {
+        let before = engine.stats().clusters;
+        engine.apply(change).expect("a planned change applies");
+        match change {
+            Change::Blocked { .. } => report.blocked += 1,
+            _ => report.merges += before.saturating_sub(engine.stats().clusters),
+        }
+    }
+}
+
+/// A value of a kind, and its key.
+type Move = (Kind, String, String);
+
+/// Every distinct identifier of a live contact whose key differs from it, with its key
+/// (emails, then phones, each in text order, so a re-key is the same whatever the row order);
+/// and the keys that would gain more live holders than the generic threshold allows.
+fn moves(engine: &Engine, canon: &Canon) -> (Vec<Move>, Vec<(Kind, String)>) {
+    let mut held: [BTreeMap<String, u32>; 2] = Default::default();
+    for row in engine.contacts().filter(|c| c.deleted_at.is_none()) {
+        for (kind, value) in [(Kind::Email, row.email), (Kind::Phone, row.phone_number)] {
+            if let Some(value) = value {
+                *held[kind as usize].entry(value).or_default() += 1;
+            }
+        }
+    }
+    let key = |kind: Kind, v: &str| match kind {
+        Kind::Email => Email::parse(v)
+            .ok()
+            .flatten()
+            .map(|e| canon.email(e).to_string()),
+        Kind::Phone => Phone::parse(v)
+            .ok()
+            .flatten()
+            .map(|p| canon.phone(p).to_string()),
+    };
+    let (mut moves, mut per_key) = (Vec::new(), BTreeMap::<(Kind, String), u32>::new());
+    for kind in Kind::BOTH {
+        for (value, holders) in std::mem::take(&mut held[kind as usize]) {
+            let Some(key) = key(kind, &value) else {
+                continue;
+            };
+            *per_key.entry((kind, key.clone())).or_default() += holders;
+            if key != value {
+                moves.push((kind, value, key));
+            }
+        }
+    }
+    let threshold = engine.limits().generic_threshold;
+    let generic = per_key
+        .into_iter()
+        .filter(|&(_, n)| threshold != 0 && n > threshold)
+        .map(|(key, _)| key)
+        .collect();
+    (moves, generic)
+}
