@@ -733,13 +733,21 @@ fn read_csv(reader: impl std::io::Read) -> Result<RawRows, ImportError> {
 }
 
 fn read_ndjson(reader: impl BufRead) -> std::io::Result<RawRows> {
+    ndjson_lines(reader, ndjson_fields)
+}
+
+/// Each non-blank line of `reader` by its number, read into fields by `fields`.
+pub(crate) fn ndjson_lines<F>(
+    reader: impl BufRead,
+    fields: impl Fn(&str) -> Result<F, String>,
+) -> std::io::Result<Vec<(u64, Result<F, String>)>> {
     let mut out = Vec::new();
     for (i, line) in reader.lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
             continue;
         }
-        out.push((i as u64 + 1, ndjson_fields(&line)));
+        out.push((i as u64 + 1, fields(&line)));
     }
     Ok(out)
 }

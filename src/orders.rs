@@ -289,15 +289,7 @@ fn bad_header(message: String) -> ImportError {
 }
 
 fn read_ndjson(reader: impl BufRead) -> std::io::Result<RawRows> {
-    let mut out = Vec::new();
-    for (i, line) in reader.lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        out.push((i as u64 + 1, ndjson_fields(&line)));
-    }
-    Ok(out)
+    crate::import::ndjson_lines(reader, ndjson_fields)
 }
 
 fn ndjson_fields(line: &str) -> Result<Fields, String> {

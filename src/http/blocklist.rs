@@ -97,16 +97,7 @@ pub async fn unblock(
             "unknown parameter {unknown:?}; use email or phoneNumber"
         )));
     }
-    let email = params
-        .get("email")
-        .map(|e| Email::parse(e))
-        .transpose()?
-        .flatten();
-    let phone = params
-        .get("phoneNumber")
-        .map(|p| Phone::parse(p))
-        .transpose()?
-        .flatten();
+    let (email, phone) = super::contacts::identifiers_of(&params)?;
     let (email, phone) = (app.canon.email_opt(email), app.canon.phone_opt(phone));
     let (kind, value) = one_value(email, phone)?;
     let compat = app.compat_key_typo;

@@ -16,6 +16,17 @@ use super::{ApiError, AppState};
 use crate::engine::{Contact, ContactId, Email, Phone};
 use crate::export::{Format, PAGE};
 
+/// The `email` and `phoneNumber` of a query string, normalized and validated like a request's.
+pub(super) fn identifiers_of(
+    params: &HashMap<String, String>,
+) -> Result<(Option<Email>, Option<Phone>), ApiError> {
+    let email = params.get("email").map(|e| Email::parse(e)).transpose()?;
+    let phone = (params.get("phoneNumber"))
+        .map(|p| Phone::parse(p))
+        .transpose()?;
+    Ok((email.flatten(), phone.flatten()))
+}
+
 /// The most rows one page may hold.
 pub const MAX_LIMIT: usize = 1000;
 
@@ -109,16 +120,7 @@ pub async fn list(
         ));
     }
     let body = if lookup {
-        let email = params
-            .get("email")
-            .map(|e| Email::parse(e))
-            .transpose()?
-            .flatten();
-        let phone = params
-            .get("phoneNumber")
-            .map(|p| Phone::parse(p))
-            .transpose()?
-            .flatten();
+        let (email, phone) = identifiers_of(&params)?;
         if email.is_none() && phone.is_none() {
             return Err(ApiError::MissingIdentifier);
         }
