@@ -335,7 +335,16 @@ impl Store {
                 return Err(StorageError::Unavailable.into());
             }
         }
-        let seq = self.inner.storage.append(changes)?;
+        let seq = match self.inner.storage.append(changes) {
+            Ok(seq) => seq,
+            Err(error) => {
+                // Memory now holds what the log refused: fail closed, nothing of it was shown.
+                self.inner.storage.fail_closed(format!(
+                    "a change applied in memory was not logged: {error}"
+                ));
+                return Err(error.into());
+            }
+        };
         self.count(changes);
         state.applied_seq = seq;
         Ok(seq)

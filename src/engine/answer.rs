@@ -23,7 +23,7 @@ impl Engine {
         let mut secondaries = Vec::with_capacity(members.len() - 1);
         // A blocked value's holders may sit in several clusters, so the index cannot name the
         // one to list it at here: it is listed at its first holder in this walk (rare).
-        let mut blocked: Vec<Sym> = Vec::new();
+        let mut blocked: Vec<(u8, Sym)> = Vec::new();
         for &slot in members {
             let row = &self.rows[slot as usize];
             for (index, sym, list, tag) in [
@@ -35,7 +35,7 @@ impl Engine {
                 }
                 let value = index.value(sym);
                 let first_blocked = value == BLOCKED && {
-                    let key = sym ^ (tag << 31);
+                    let key = (tag, sym);
                     !blocked.contains(&key) && {
                         blocked.push(key);
                         true

@@ -246,7 +246,7 @@ impl Engine {
 
     /// The guards agree with the rows: each blocked value is a string whose index says
     /// BLOCKED, its holders exactly the live rows holding it, oldest first; an exempt value is
-    /// a string not blocked; a shared count is that of the live rows holding a value (two or
+    /// a string (blocked again or not); a shared count is that of the live rows holding a value (two or
     /// more, not blocked); a join's time is a remembered join's.
     fn check_guards(&self, emails: &SymbolSet, phones: &SymbolSet) -> Checked {
         let mut counts: HashMap<(Kind, Sym), u32> = HashMap::new();
@@ -278,14 +278,9 @@ impl Engine {
                 }
                 counts.insert((kind, sym), 0);
             }
-            if g.exempt
-                .iter()
-                .any(|&s| !set.contains(s) || g.blocked.contains_key(&s))
-            {
-                return refuse(format!(
-                    "an exempt {} is no string, or blocked",
-                    kind.field()
-                ));
+            // A value unblocked once stays exempt, even if an admin blocks it again.
+            if g.exempt.iter().any(|&s| !set.contains(s)) {
+                return refuse(format!("an exempt {} is no string", kind.field()));
             }
         }
         if !counts.is_empty() {
@@ -419,21 +414,25 @@ impl Engine {
         Ok(())
     }
 
-    /// Every join is kept both ways, once, between an email and a phone that live rows of one
-    /// cluster hold. Returns how many there are.
+    /// Every join is kept both ways, once, between an email and a phone that live rows hold,
+    /// in one cluster unless a side is blocked (a join naming a blocked value joins nothing
+    /// while it is blocked, and its value must still have a holder). Returns how many there are.
     fn check_joins(&self, emails: &SymbolSet, phones: &SymbolSet) -> Checked<usize> {
-        let holder = |index: &Interner, set: &SymbolSet, sym: Sym| {
-            Some(sym)
+        let holder = |kind: Kind, set: &SymbolSet, sym: Sym| {
+            let value = Some(sym)
                 .filter(|&s| s != NONE && set.contains(s))
-                .map(|s| index.value(s))
-                .filter(|&h| h != NONE)
+                .map(|s| self.index(kind).value(s))
+                .filter(|&h| h != NONE)?;
+            let held = value != BLOCKED
+                || (self.guards(kind).blocked.get(&sym)).is_some_and(|b| !b.holders.is_empty());
+            held.then_some(value)
         };
         let mut pairs = 0;
         for (&e, phones_of) in &self.joins_by_email {
             for &p in distinct(phones_of, "joins of an email")? {
                 let (Some(a), Some(b)) = (
-                    holder(&self.emails, emails, e),
-                    holder(&self.phones, phones, p),
+                    holder(Kind::Email, emails, e),
+                    holder(Kind::Phone, phones, p),
                 ) else {
                     return refuse(format!(
                         "join {e}/{p} names an identifier no live row holds"
@@ -443,7 +442,8 @@ impl Engine {
                 if !back.is_some_and(|es| es.contains(&e)) {
                     return refuse(format!("join {e}/{p} is kept only one way"));
                 }
-                if self.forest.find(a) != self.forest.find(b) {
+                let dormant = a == BLOCKED || b == BLOCKED;
+                if !dormant && self.forest.find(a) != self.forest.find(b) {
                     return refuse(format!("join {e}/{p} joins two clusters"));
                 }
                 pairs += 1;
@@ -861,6 +861,49 @@ mod tests {
         engine.parts().into_owned()
     }
 
+    /// States the live path reaches that an image must carry across a restart.
+    #[test]
+    fn an_image_keeps_a_join_naming_a_blocked_value_and_a_value_blocked_again() {
+        let mut engine = Engine::new();
+        let run = |engine: &mut Engine, changes: Vec<crate::engine::Change>| {
+            for change in &changes {
+                engine.apply(change).unwrap();
+            }
+        };
+        for (n, (email, phone)) in [("a@x.io", "111"), ("b@x.io", "222"), ("a@x.io", "222")]
+            .into_iter()
+            .enumerate()
+        {
+            let query = Query::new(Email::parse(email).unwrap(), Phone::parse(phone).unwrap());
+            let plan =
+                (engine.plan_identify(&query.unwrap(), Timestamp(1_000 + n as i64))).unwrap();
+            run(&mut engine, plan.changes);
+        }
+        // The join of a@x.io and 222 is dormant once 222 is blocked; 111 is blocked, unblocked
+        // (exempt from then on) and blocked again.
+        for (kind, value, at) in [(Kind::Phone, "222", 2_000), (Kind::Phone, "111", 2_001)] {
+            let block = engine.plan_block(kind, value, BlockReason::Admin, Timestamp(at));
+            run(&mut engine, block.unwrap());
+        }
+        let unblock = engine
+            .plan_unblock(Kind::Phone, "111", Timestamp(2_002))
+            .unwrap();
+        run(&mut engine, vec![unblock.unwrap()]);
+        let block = engine.plan_block(Kind::Phone, "111", BlockReason::Admin, Timestamp(2_003));
+        run(&mut engine, block.unwrap());
+        engine.check_invariants().unwrap();
+        let copy = Engine::from_parts(engine.parts().into_owned()).expect("the image loads");
+        assert_eq!(copy.parts(), engine.parts());
+        assert_eq!(copy.blocklist(), engine.blocklist());
+        // Unblocking 222 makes the join evidence again: the two clusters merge.
+        let mut copy = copy;
+        let unblock = copy
+            .plan_unblock(Kind::Phone, "222", Timestamp(3_000))
+            .unwrap();
+        run(&mut copy, vec![unblock.unwrap()]);
+        assert_eq!(copy.identity(2).unwrap().primary_contact_id, 1);
+    }
+
     #[test]
     fn crafted_guard_state_is_refused() {
         let image = guarded_image();
@@ -887,9 +930,8 @@ mod tests {
             ("a shared count off by one", "miscounted", |p| {
                 p.guards[1].shared.as_mut().unwrap()[0].1 += 1;
             }),
-            ("an exempt value that is blocked", "exempt", |p| {
-                let blocked = p.guards[0].blocked[0].sym;
-                p.guards[0].exempt.push(blocked);
+            ("an exempt value that is no string", "exempt", |p| {
+                p.guards[0].exempt.push(u32::MAX - 7);
             }),
             ("a join time of no join", "join time", |p| {
                 p.join_times.push((u64::MAX, 0));

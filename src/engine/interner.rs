@@ -285,7 +285,7 @@ impl Interner {
         if bytes.len() > MAX_ARENA {
             return Err("identifier arena larger than symbols can reach".into());
         }
-        let mut starts = vec![0u64; (bytes.len() >> SHIFT).div_ceil(64)];
+        let mut starts = vec![0u64; ((bytes.len() >> SHIFT) + 1).div_ceil(64)];
         let (mut entries, mut fingerprint, mut at) = (0, 0u64, 0);
         while at < bytes.len() {
             let sym = (at >> SHIFT) as Sym;

@@ -97,6 +97,8 @@ impl Engine {
         ids: &[ContactId],
         at: super::Timestamp,
     ) -> Vec<super::Change> {
+        // Stamps never go backwards (imported rows may carry times after the wall clock).
+        let at = super::Timestamp(at.0.max(self.clock));
         let mut seen_roots = hashbrown::HashSet::new();
         let mut changes = Vec::new();
         for id in ids {

@@ -391,6 +391,10 @@ proptest! {
             let from_model = run_on_model(&mut model, &step.op, now);
             prop_assert_eq!(from_engine, from_model, "step {}: {:?}", i, step);
             assert_same_state(&engine, &model)?;
+            // What a snapshot would hold must load and be the same engine.
+            let image = Engine::from_parts(engine.parts().into_owned());
+            let copy = image.map_err(|e| TestCaseError::fail(format!("step {i}: {e}")))?;
+            assert_same_engine(&copy, &engine)?;
         }
     }
 
