@@ -1,4 +1,4 @@
-//! Operations: health and readiness, Prometheus metrics, and the request limits' settings.
+//! Operations: health and readiness, Prometheus metrics, the request limits and what they answer.
 
 use std::time::Duration;
 
@@ -56,6 +56,18 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         .render(app.store.stats(), app.store.guard_stats());
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     ([(header::CONTENT_TYPE, content_type)], text).into_response()
+}
+
+/// Turns the errors of the tower limit layers into JSON answers.
+pub async fn limit_error(error: axum::BoxError) -> ApiError {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        ApiError::Timeout
+    } else if error.is::<tower::load_shed::error::Overloaded>() {
+        ApiError::Overloaded
+    } else {
+        tracing::error!(%error, "middleware error");
+        ApiError::Internal
+    }
 }
 
 /// Request limits, with the defaults the options document.
