@@ -52,6 +52,28 @@ pub struct ImportGuards {
     pub blocklist: Vec<(Kind, String)>,
 }
 
+impl ImportGuards {
+    /// Blocks (as an admin's blocks) every value of the blocklist not blocked yet, in `engine`;
+    /// returns the facts, for the caller to log.
+    pub(crate) fn block_listed(
+        &self,
+        engine: &mut Engine,
+        now: Timestamp,
+    ) -> Result<Vec<Change>, ImportError> {
+        let mut facts = Vec::new();
+        for (kind, value) in &self.blocklist {
+            let changes = engine
+                .plan_block(*kind, value, BlockReason::Admin, now)
+                .map_err(|refusal| ImportError::Refused(refusal.to_string()))?;
+            for fact in changes {
+                engine.apply(&fact).expect("a planned block applies");
+                facts.push(fact);
+            }
+        }
+        Ok(facts)
+    }
+}
+
 pub(crate) fn list(errors: &[RowError]) -> String {
     let shown: Vec<String> = errors
         .iter()
@@ -184,18 +206,14 @@ pub fn import_guarded(
     let mut file = CheckedFile::new(rows, errors);
     // Applied to memory before the log: nothing reads this engine, and if logging fails (or a
     // guard refuses) the process exits without it, so memory never shows what the log lacks.
-    let mut facts = Vec::new();
-    let mut blocked = Vec::new();
-    for (kind, value) in &guards.blocklist {
-        let changes = engine
-            .plan_block(*kind, value, BlockReason::Admin, Timestamp::now())
-            .map_err(|refusal| ImportError::Refused(refusal.to_string()))?;
-        for fact in changes {
-            engine.apply(&fact).expect("a planned block applies");
-            blocked.push((*kind, value.clone()));
-            facts.push(fact);
-        }
-    }
+    let mut facts = guards.block_listed(&mut engine, Timestamp::now())?;
+    let blocked = facts
+        .iter()
+        .filter_map(|f| match f {
+            Change::Blocked { kind, value, .. } => Some((*kind, value.clone())),
+            _ => None,
+        })
+        .collect();
     let progress = Progress::new(file.len() as u64, "applying");
     let survey = file.survey(&engine);
     let applied = file.apply_with(&mut engine, &survey, |done| progress.tick(done))?;

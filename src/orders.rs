@@ -115,15 +115,9 @@ pub fn import_orders(
     let (store, mut engine, _) = Storage::open(storage)?;
     engine.set_limits(guards.limits);
     let now = Timestamp::now();
-    for (kind, value) in &guards.blocklist {
-        let changes = (engine.plan_block(*kind, value, crate::engine::BlockReason::Admin, now))
-            .map_err(|refusal| ImportError::Refused(refusal.to_string()))?;
-        if !changes.is_empty() {
-            store.append(&changes)?;
-            for change in &changes {
-                engine.apply(change).expect("a planned block applies");
-            }
-        }
+    let blocks = guards.block_listed(&mut engine, now)?;
+    if !blocks.is_empty() {
+        store.append(&blocks)?;
     }
     let mut report = OrdersReport {
         rows: orders.len(),

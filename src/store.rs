@@ -209,9 +209,7 @@ impl Store {
     /// Changes the engine with `f`, which returns the facts it applied, and logs them as one
     /// group: for an import, whose later facts (relinks) depend on the state its rows make.
     /// `f` must leave the engine as it was when it fails. The facts are appended under the same
-    /// lock, so log order is apply order; an append fails only once the log has failed or
-    /// closed, and then every later request is refused, so memory ahead of the log is never
-    /// shown.
+    /// lock, so log order is apply order (see `log_applied`).
     pub async fn apply_then_log<T, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&mut Engine) -> Result<(Vec<Change>, T), E>,
@@ -219,15 +217,7 @@ impl Store {
         let (out, seq) = {
             let mut state = self.lock_healthy().map_err(StoreError::from)?;
             let (facts, out) = f(&mut state.engine)?;
-            if !facts.is_empty() {
-                let seq = self
-                    .inner
-                    .storage
-                    .append(&facts)
-                    .map_err(StoreError::from)?;
-                state.applied_seq = seq;
-            }
-            (out, state.applied_seq)
+            (out, self.log_applied(&mut state, &facts)?)
         };
         self.inner
             .storage
@@ -290,12 +280,13 @@ impl Store {
     fn count(&self, changes: &[Change]) {
         let m = &self.inner.metrics;
         for change in changes {
-            match change {
-                Change::Created(_) => m.contacts_created.inc(),
-                Change::Merged { .. } => m.merges.inc(),
-                Change::Deleted { .. } => m.deletions.inc(),
-                _ => 0,
+            let counter = match change {
+                Change::Created(_) => &m.contacts_created,
+                Change::Merged { .. } => &m.merges,
+                Change::Deleted { .. } => &m.deletions,
+                _ => continue,
             };
+            counter.inc();
         }
     }
 
@@ -321,9 +312,6 @@ impl Store {
     /// stop the next start-up. The lock is held throughout, so nobody sees the applied state
     /// before it is queued, and every reader waits for it to be durable.
     fn commit(&self, state: &mut State, changes: &[Change]) -> Result<u64> {
-        if changes.is_empty() {
-            return Ok(state.applied_seq);
-        }
         for change in changes {
             if let Err(error) = state.engine.apply(change) {
                 // A plan that does not apply is a bug; memory may now hold part of it, which the
@@ -335,17 +323,26 @@ impl Store {
                 return Err(StorageError::Unavailable.into());
             }
         }
-        let seq = match self.inner.storage.append(changes) {
+        self.log_applied(state, changes)
+    }
+
+    /// Appends facts already applied to memory, as one group; returns the seq to wait for. If
+    /// the log refuses them, memory holds what it lacks: the store fails closed (nothing of it
+    /// was shown, since the lock is held until the append).
+    fn log_applied(&self, state: &mut State, facts: &[Change]) -> Result<u64> {
+        if facts.is_empty() {
+            return Ok(state.applied_seq);
+        }
+        let seq = match self.inner.storage.append(facts) {
             Ok(seq) => seq,
             Err(error) => {
-                // Memory now holds what the log refused: fail closed, nothing of it was shown.
                 self.inner.storage.fail_closed(format!(
                     "a change applied in memory was not logged: {error}"
                 ));
                 return Err(error.into());
             }
         };
-        self.count(changes);
+        self.count(facts);
         state.applied_seq = seq;
         Ok(seq)
     }

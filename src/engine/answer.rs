@@ -22,28 +22,15 @@ impl Engine {
         let mut phones = Vec::with_capacity(members.len());
         let mut secondaries = Vec::with_capacity(members.len() - 1);
         // A blocked value's holders may sit in several clusters, so the index cannot name the
-        // one to list it at here: it is listed at its first holder in this walk (rare).
-        let mut blocked: Vec<(u8, Sym)> = Vec::new();
+        // one to list it at: it is listed at its first holder in this walk (rare).
+        let (mut blocked_emails, mut blocked_phones) = (Vec::new(), Vec::new());
         for &slot in members {
             let row = &self.rows[slot as usize];
-            for (index, sym, list, tag) in [
-                (&self.emails, row.email, &mut emails, 0),
-                (&self.phones, row.phone, &mut phones, 1),
-            ] {
-                if sym == NONE {
-                    continue;
-                }
-                let value = index.value(sym);
-                let first_blocked = value == BLOCKED && {
-                    let key = (tag, sym);
-                    !blocked.contains(&key) && {
-                        blocked.push(key);
-                        true
-                    }
-                };
-                if value == slot || first_blocked {
-                    list.push(index.resolve(sym));
-                }
+            if listed_at(&self.emails, row.email, slot, &mut blocked_emails) {
+                emails.push(self.emails.resolve(row.email));
+            }
+            if listed_at(&self.phones, row.phone, slot, &mut blocked_phones) {
+                phones.push(self.phones.resolve(row.phone));
             }
             if row.id != primary {
                 secondaries.push(row.id);
@@ -317,5 +304,21 @@ impl Engine {
             return Err("it is older than its identifier's indexed holder".into());
         }
         Ok(())
+    }
+}
+
+/// Whether an answer lists `sym` at the member `slot`: at the holder the index names, or for a
+/// blocked value at the first member holding it (`seen` holds those already listed).
+fn listed_at(index: &Interner, sym: Sym, slot: Slot, seen: &mut Vec<Sym>) -> bool {
+    if sym == NONE {
+        return false;
+    }
+    match index.value(sym) {
+        holder if holder == slot => true,
+        BLOCKED if !seen.contains(&sym) => {
+            seen.push(sym);
+            true
+        }
+        _ => false,
     }
 }

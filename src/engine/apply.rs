@@ -59,9 +59,10 @@ impl Engine {
         if self.rows.len() >= super::guards::MAX_SLOTS {
             return Err(EngineError::Capacity("contact rows"));
         }
+        // Room is known without a lookup but near the arena's end (plans check the same).
         let fits = |index: &super::Interner, text: &Option<String>| {
             text.as_deref()
-                .is_none_or(|t| index.lookup(t).is_some() || index.has_room(t))
+                .is_none_or(|t| index.has_room(t) || index.lookup(t).is_some())
         };
         if !fits(&self.emails, &c.email) || !fits(&self.phones, &c.phone) {
             return Err(EngineError::Capacity("identifier storage"));

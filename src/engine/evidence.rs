@@ -11,24 +11,7 @@ use serde::Serialize;
 
 use super::forest::Slot;
 use super::interner::Sym;
-use super::{Contact, ContactId, Engine, Timestamp, NONE};
-
-/// Which index a value belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum ValueKind {
-    Email,
-    PhoneNumber,
-}
-
-impl ValueKind {
-    fn prefix(self) -> &'static str {
-        match self {
-            ValueKind::Email => "email:",
-            ValueKind::PhoneNumber => "phoneNumber:",
-        }
-    }
-}
+use super::{Contact, ContactId, Engine, Kind, Timestamp, NONE};
 
 /// One node of a cluster's graph: a live contact with its row, or a value its members hold.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -43,7 +26,7 @@ pub enum GraphNode {
     Value {
         /// `email:<value>` or `phoneNumber:<value>`.
         id: String,
-        kind: ValueKind,
+        kind: Kind,
         value: String,
         /// A blocked value is evidence of nothing: it is held, but links nobody.
         blocked: bool,
@@ -135,15 +118,6 @@ struct ClusterValues {
 }
 
 impl Engine {
-    /// Whether a value is blocked (evidence of nothing).
-    fn value_blocked(&self, kind: ValueKind, sym: Sym) -> bool {
-        let kind = match kind {
-            ValueKind::Email => super::Kind::Email,
-            ValueKind::PhoneNumber => super::Kind::Phone,
-        };
-        self.is_blocked(kind, sym)
-    }
-
     /// Blocked values by reason.
     pub fn blocked_counts(&self) -> BlockedCounts {
         let stats = self.guard_stats();
@@ -183,15 +157,8 @@ impl Engine {
         }
     }
 
-    fn value_id(&self, kind: ValueKind, sym: Sym) -> String {
-        format!("{}{}", kind.prefix(), self.text(kind, sym))
-    }
-
-    fn text(&self, kind: ValueKind, sym: Sym) -> &str {
-        match kind {
-            ValueKind::Email => self.emails.resolve(sym),
-            ValueKind::PhoneNumber => self.phones.resolve(sym),
-        }
+    fn value_id(&self, kind: Kind, sym: Sym) -> String {
+        format!("{}:{}", kind.field(), self.index(kind).resolve(sym))
     }
 
     /// The joins among a cluster's values, each once: (email, phone).
@@ -222,10 +189,7 @@ impl Engine {
                 row: self.contact_at(s),
             });
         }
-        let kinds = [
-            (ValueKind::Email, &values.emails),
-            (ValueKind::PhoneNumber, &values.phones),
-        ];
+        let kinds = [(Kind::Email, &values.emails), (Kind::Phone, &values.phones)];
         for (kind, holders) in kinds {
             let mut syms: Vec<&Sym> = holders.keys().collect();
             syms.sort_unstable_by_key(|s| holders[*s][0]);
@@ -240,15 +204,15 @@ impl Engine {
                 nodes.push(GraphNode::Value {
                     id,
                     kind,
-                    value: self.text(kind, sym).to_owned(),
-                    blocked: self.value_blocked(kind, sym),
+                    value: self.index(kind).resolve(sym).to_owned(),
+                    blocked: self.is_blocked(kind, sym),
                 });
             }
         }
         for (email, phone) in self.cluster_joins(&values) {
             edges.push(GraphEdge::Join {
-                source: self.value_id(ValueKind::Email, email),
-                target: self.value_id(ValueKind::PhoneNumber, phone),
+                source: self.value_id(Kind::Email, email),
+                target: self.value_id(Kind::Phone, phone),
                 made_at: self.join_made_at(email, phone),
             });
         }
@@ -303,11 +267,10 @@ impl Engine {
                 }
             };
             let row = &self.rows[values.members[i] as usize];
-            let email = (row.email != NONE && !self.value_blocked(ValueKind::Email, row.email))
+            let email = (row.email != NONE && !self.is_blocked(Kind::Email, row.email))
                 .then_some(row.email);
-            let phone = (row.phone != NONE
-                && !self.value_blocked(ValueKind::PhoneNumber, row.phone))
-            .then_some(row.phone);
+            let phone = (row.phone != NONE && !self.is_blocked(Kind::Phone, row.phone))
+                .then_some(row.phone);
             if let Some(e) = email.filter(|&e| spent_emails.insert(e)) {
                 let text = self.emails.resolve(e);
                 for &j in &values.emails[&e] {
@@ -316,7 +279,7 @@ impl Engine {
                     });
                 }
                 for &p in self.joins_by_email.get(&e).into_iter().flatten() {
-                    if self.value_blocked(ValueKind::PhoneNumber, p) {
+                    if self.is_blocked(Kind::Phone, p) {
                         continue;
                     }
                     for &j in values.phones.get(&p).into_iter().flatten() {
@@ -332,7 +295,7 @@ impl Engine {
                     });
                 }
                 for &e in self.joins_by_phone.get(&p).into_iter().flatten() {
-                    if self.value_blocked(ValueKind::Email, e) {
+                    if self.is_blocked(Kind::Email, e) {
                         continue;
                     }
                     for &j in values.emails.get(&e).into_iter().flatten() {

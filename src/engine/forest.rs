@@ -168,9 +168,11 @@ impl Forest {
         let label = members[0];
         let small_size = self.nodes[small as usize].size;
         let big_size = self.nodes[big as usize].size;
+        // The joined size first: taking the old largest then finds the new one at once, where
+        // taking first would walk down every size below it.
+        self.sizes.add((small_size + big_size) as usize);
         self.sizes.take(small_size as usize);
         self.sizes.take(big_size as usize);
-        self.sizes.add((small_size + big_size) as usize);
         self.nodes[small as usize] = Node {
             parent: big,
             list: NO_LIST,

@@ -19,10 +19,13 @@ pub(super) const BLOCKED: u32 = u32::MAX - 1;
 /// Slots stay below the index's two markers (NONE and BLOCKED).
 pub(super) const MAX_SLOTS: usize = BLOCKED as usize;
 
-/// Which identifier a value is.
+/// Which identifier a value is. In JSON, the request field's name; in the log (bincode), the
+/// variant's index, so the names may change but the order may not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Kind {
+    #[serde(rename = "email")]
     Email,
+    #[serde(rename = "phoneNumber")]
     Phone,
 }
 

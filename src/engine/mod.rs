@@ -109,8 +109,9 @@ pub struct Engine {
     displaced: HashMap<ContactId, Slot>,
     /// When each deleted row was deleted, by slot.
     deleted_at: HashMap<Slot, i64>,
-    /// Each identifier's value is the oldest live row holding it, or NONE. All holders share a
-    /// cluster, so an answer lists an identifier at the member the index names.
+    /// Each identifier's value is the oldest live row holding it, or NONE, or BLOCKED (its
+    /// holders then listed in its block). All holders of a value that is not blocked share a
+    /// cluster, so an answer lists it at the member the index names.
     emails: Interner,
     phones: Interner,
     /// The clusters; a deleted row's slot is removed from it.
@@ -170,12 +171,6 @@ impl Engine {
     /// The highest id ever used (0 when empty); the next contact gets one more.
     pub fn max_id(&self) -> ContactId {
         self.max_id
-    }
-
-    /// Counts clusters by size again, after an engine is read from an image (which does not
-    /// keep that census).
-    pub fn recount(&mut self) {
-        self.forest.recount();
     }
 
     /// The number of live contacts in the largest cluster (0 when there is none).

@@ -265,15 +265,22 @@ impl Engine {
     /// The identifier (if any) that the plan's new row would give more live holders than the
     /// generic threshold allows.
     fn turns_generic(&self, ask: &Ask<'_>, plan: &Plan) -> Option<Kind> {
-        let threshold = self.limits.generic_threshold;
-        if threshold == 0 || !matches!(plan.changes.as_slice(), [Change::Created(_)]) {
+        if !matches!(plan.changes.as_slice(), [Change::Created(_)]) {
             return None;
         }
         Kind::BOTH.into_iter().find(|&kind| {
-            ask.get(kind).and_then(|a| a.sym).is_some_and(|sym| {
-                !self.guards(kind).exempt.contains(&sym) && self.holders(kind, sym) >= threshold
-            })
+            (ask.get(kind).and_then(|a| a.sym)).is_some_and(|sym| self.past_threshold(kind, sym, 1))
         })
+    }
+
+    /// Whether `sym`, given `added` more live holders, is held by more than the generic
+    /// threshold allows (and may be blocked for it: not blocked yet, not exempt).
+    fn past_threshold(&self, kind: Kind, sym: Sym, added: u32) -> bool {
+        let threshold = self.limits.generic_threshold;
+        threshold > 0
+            && !self.is_blocked(kind, sym)
+            && !self.guards(kind).exempt.contains(&sym)
+            && self.holders(kind, sym) + added > threshold
     }
 
     /// A request naming a known email and phone of one cluster (whose email holder does not
@@ -330,13 +337,8 @@ impl Engine {
     /// The block of `value` as generic if more live contacts hold it than the threshold allows
     /// (it is not blocked or exempt yet): what an import adds after its rows.
     pub fn plan_generic_block(&self, kind: Kind, value: &str, now: Timestamp) -> Option<Change> {
-        let threshold = self.limits.generic_threshold;
         let sym = self.index(kind).lookup(value)?;
-        let over = threshold > 0
-            && !self.is_blocked(kind, sym)
-            && !self.guards(kind).exempt.contains(&sym)
-            && self.holders(kind, sym) > threshold;
-        over.then(|| Change::Blocked {
+        self.past_threshold(kind, sym, 0).then(|| Change::Blocked {
             kind,
             value: value.to_owned(),
             reason: BlockReason::Generic,
@@ -356,13 +358,6 @@ impl Engine {
             holders: self.holders(kind, sym),
             cluster: held(self.index(kind), sym).map(|slot| self.cluster_at(slot)),
         })
-    }
-
-    /// The primary and size of the cluster holding `value` (not blocked), if any holds it.
-    pub fn cluster_holding(&self, kind: Kind, value: &str) -> Option<(ContactId, usize)> {
-        let sym = self.index(kind).lookup(value)?;
-        let holder = held(self.index(kind), sym)?;
-        Some(self.cluster_at(holder))
     }
 
     /// The primary and size of `id`'s cluster, if `id` is live.

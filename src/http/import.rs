@@ -140,7 +140,7 @@ pub async fn import(
         .await?;
     let mut checked = checked;
     let committing = Instant::now();
-    let relinks = app
+    let (relinks, generic, held) = app
         .store
         .apply_then_log(|engine| {
             let locked = Instant::now();
@@ -154,7 +154,6 @@ pub async fn import(
             Ok((applied.facts, out))
         })
         .await?;
-    let (relinks, generic, held) = (relinks.0, relinks.1, relinks.2);
     let durable = committing.elapsed();
     let report = checked.report(&relinks, started.elapsed());
     tracing::info!(
