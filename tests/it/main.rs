@@ -4,6 +4,8 @@
 
 // The shared modules offer more than any one area uses.
 #[allow(dead_code)]
+mod cluster_support;
+#[allow(dead_code)]
 mod common;
 #[allow(dead_code)]
 mod model;
@@ -13,6 +15,7 @@ mod storage_support;
 mod backup;
 mod browser;
 mod canon;
+mod cluster;
 mod console_api;
 mod crash;
 mod disk_full;
