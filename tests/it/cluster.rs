@@ -536,8 +536,10 @@ fn a_paused_leader_steps_down_without_divergence() {
     cluster.pause(old);
     let paused_at = Instant::now();
     let probes = send_to_paused(cluster.node(old).addr, 3);
-    let new = cluster.wait_for_leader(&rest, FAILOVER);
-    writers.wait_for_more(20, FAILOVER, "while the old leader is paused");
+    cluster.wait_for_leader(&rest, FAILOVER);
+    // Writers blocked on a forward to the paused leader wait out their client timeout first.
+    let pause_writes = FAILOVER + CLIENT_TIMEOUT;
+    writers.wait_for_more(20, pause_writes, "while the old leader is paused");
     thread::sleep(Duration::from_secs(3).saturating_sub(paused_at.elapsed()));
     cluster.resume(old);
 
@@ -548,7 +550,9 @@ fn a_paused_leader_steps_down_without_divergence() {
             "node {old} was leader in term {old_term}: {status}"
         ))
     });
-    assert_eq!(cluster.wait_for_leader(&ALL, FAILOVER), new);
+    // Not necessarily the one elected during the pause: without pre-vote, the resumed node may
+    // call an election it cannot win and make the others elect again.
+    cluster.wait_for_leader(&ALL, FAILOVER);
     writers.wait_for_more(10, Duration::from_secs(30), "after the resume");
     let mut acks = writers.stop();
     for probe in probes {
