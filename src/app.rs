@@ -8,7 +8,10 @@ use std::time::Duration;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use std::sync::Arc;
+
 use crate::canon::Canon;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::http::{router, AppState, Limits};
 use crate::storage::StorageError;
@@ -26,6 +29,8 @@ pub enum AppError {
     Blocklist(String),
     #[error("{0}")]
     Matching(String),
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// A recovered store bound to its address, ready to serve.
@@ -33,20 +38,22 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     store: Store,
+    cluster: Option<Arc<Cluster>>,
+    /// A cluster member's hold on its data directory (a single node's store holds its own).
+    _lock: Option<std::fs::File>,
 }
 
 impl App {
     /// Recovers the data directory and binds the address (port 0 works, for tests).
     pub async fn build(config: Config) -> Result<App, AppError> {
-        let storage = config.storage();
-        let guards = config.guards();
         let modes = config.matching.modes().map_err(AppError::Matching)?;
         let unrecorded = crate::matching::check(&config.data_dir, &modes)
             .map_err(|e| AppError::Matching(e.to_string()))?;
-        let (store, report) =
-            tokio::task::spawn_blocking(move || Store::open_with(storage, guards))
-                .await
-                .expect("recovery does not panic")?;
+        let (store, cluster, lock) = if config.cluster.enabled() {
+            Self::join(&config).await?
+        } else {
+            (Self::recover(&config).await?, None, None)
+        };
         if unrecorded {
             // Only now, with the directory locked and opened, is it surely ours to mark.
             crate::matching::record(&config.data_dir, &modes)
@@ -62,17 +69,6 @@ impl App {
             tracing::info!(file = %file.display(), values = values.len(), added, "blocklist applied");
         }
         tracing::info!(matching = %canon.modes(), "matching modes");
-        let stats = store.stats();
-        tracing::info!(
-            records_replayed = report.records_replayed,
-            snapshot_seq = report.snapshot_seq,
-            last_seq = report.last_seq,
-            contacts = stats.contacts,
-            clusters = stats.clusters,
-            tail_cut = report.tail_cut.is_some(),
-            ms = report.elapsed.as_millis() as u64,
-            "recovered"
-        );
         let listener = TcpListener::bind(config.addr)
             .await
             .map_err(|e| AppError::Bind(config.addr, e))?;
@@ -90,12 +86,81 @@ impl App {
                 .filter(|t| !t.is_empty())
                 .map(Into::into),
             canon,
+            cluster: cluster.clone(),
+        };
+        let router = match &cluster {
+            None => router(state),
+            // The forwarding layer goes outside the request limits: a follower only relays. Raft's
+            // own messages are outside both.
+            Some(cluster) => router(state)
+                .layer(axum::middleware::from_fn_with_state(
+                    cluster.clone(),
+                    crate::cluster::http::route,
+                ))
+                .merge(crate::cluster::http::raft_routes(cluster.clone())),
         };
         Ok(App {
             listener,
-            router: router(state),
+            router,
             store,
+            cluster,
+            _lock: lock,
         })
+    }
+
+    /// Opens a single node's data directory: its snapshot and log.
+    async fn recover(config: &Config) -> Result<Store, AppError> {
+        let storage = config.storage();
+        let guards = config.guards();
+        let (store, report) =
+            tokio::task::spawn_blocking(move || Store::open_with(storage, guards))
+                .await
+                .expect("recovery does not panic")?;
+        let stats = store.stats();
+        tracing::info!(
+            records_replayed = report.records_replayed,
+            snapshot_seq = report.snapshot_seq,
+            last_seq = report.last_seq,
+            contacts = stats.contacts,
+            clusters = stats.clusters,
+            tail_cut = report.tail_cut.is_some(),
+            ms = report.elapsed.as_millis() as u64,
+            "recovered"
+        );
+        Ok(store)
+    }
+
+    /// Starts a cluster member over the data directory's `raft/` files.
+    async fn join(
+        config: &Config,
+    ) -> Result<(Store, Option<Arc<Cluster>>, Option<std::fs::File>), AppError> {
+        if config.blocklist.is_some() {
+            return Err(AppError::Cluster(
+                "--blocklist is for a single node; a cluster's blocklist is changed with POST /blocklist on any member".into(),
+            ));
+        }
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| StorageError::file(config.data_dir.clone(), e))?;
+        let lock = crate::storage::lock_dir(&config.data_dir)?;
+        let forward_timeout = Duration::from_millis(config.request_timeout_ms) * 2;
+        let cluster = Cluster::start(
+            &config.data_dir,
+            &config.cluster,
+            config.guards(),
+            forward_timeout,
+        )
+        .await
+        .map_err(|e| AppError::Cluster(e.to_string()))?;
+        let stats = cluster.store.stats();
+        let status = cluster.status();
+        tracing::info!(
+            node = cluster.id,
+            applied = status.applied_index,
+            contacts = stats.contacts,
+            clusters = stats.clusters,
+            "cluster member started"
+        );
+        Ok((cluster.store.clone(), Some(cluster), Some(lock)))
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -121,6 +186,11 @@ impl App {
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(AppError::Serve)?;
+        if let Some(cluster) = &self.cluster {
+            tracing::info!("requests drained; stopping this member's Raft");
+            cluster.shutdown().await;
+            return Ok(());
+        }
         tracing::info!("requests drained; syncing the log and writing a snapshot");
         let store = self.store;
         tokio::task::spawn_blocking(move || store.close())

@@ -23,6 +23,8 @@ pub struct Cli {
     pub serve: Config,
 }
 
+// Parsed once; a box would only add noise to every match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Start the server (what running with no subcommand does).
@@ -178,12 +180,96 @@ pub struct Config {
     pub blocklist: Option<PathBuf>,
     #[command(flatten)]
     pub matching: MatchArgs,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Log line format.
     #[arg(long, env = "IDENTITY_ENGINE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Test hook: storage faults to inject.
     #[arg(skip)]
     pub faults: Option<Arc<Faults>>,
+}
+
+/// Cluster mode (README "Running a cluster"): without --peers the server is a single node.
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// This member's id in the cluster (a positive number, unique in it).
+    #[arg(long, env = "IDENTITY_ENGINE_NODE_ID", requires = "peers")]
+    pub node_id: Option<u64>,
+    /// Every voting member's HTTP address, this one's included: `1=HOST:PORT,2=HOST:PORT,3=HOST:PORT`.
+    /// Used to form the cluster the first time; afterwards the membership is the cluster's.
+    #[arg(long, env = "IDENTITY_ENGINE_PEERS", requires = "node_id")]
+    pub peers: Option<String>,
+    /// A secret every member shares: Raft's messages without it are refused.
+    #[arg(long, env = "IDENTITY_ENGINE_CLUSTER_TOKEN", hide_env_values = true)]
+    pub cluster_token: Option<String>,
+    /// How often the leader tells the others it leads, in milliseconds.
+    #[arg(long, env = "IDENTITY_ENGINE_RAFT_HEARTBEAT_MS", default_value_t = 250)]
+    pub raft_heartbeat_ms: u64,
+    /// A follower that hears nothing from a leader for a random time between this and twice
+    /// this (milliseconds) starts an election.
+    #[arg(long, env = "IDENTITY_ENGINE_RAFT_ELECTION_MS", default_value_t = 1500)]
+    pub raft_election_ms: u64,
+    /// A member snapshots its state after this many log entries since its last snapshot.
+    #[arg(
+        long,
+        env = "IDENTITY_ENGINE_RAFT_SNAPSHOT_ENTRIES",
+        default_value_t = 100_000
+    )]
+    pub raft_snapshot_entries: u64,
+    /// Log entries kept behind a snapshot, so that a member a little behind catches up from
+    /// the log; one further behind is sent the snapshot.
+    #[arg(
+        long,
+        env = "IDENTITY_ENGINE_RAFT_KEEP_ENTRIES",
+        default_value_t = 1000
+    )]
+    pub raft_keep_entries: u64,
+}
+
+impl ClusterArgs {
+    pub fn enabled(&self) -> bool {
+        self.peers.is_some()
+    }
+
+    /// This member's id and every peer's address, checked.
+    pub fn membership(&self) -> Result<(u64, std::collections::BTreeMap<u64, String>), String> {
+        let (Some(id), Some(list)) = (self.node_id, &self.peers) else {
+            return Err("cluster mode needs both --node-id and --peers".into());
+        };
+        let mut peers = std::collections::BTreeMap::new();
+        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (peer, addr) = item
+                .split_once('=')
+                .ok_or_else(|| format!("--peers: {item:?} is not ID=HOST:PORT"))?;
+            let peer: u64 = peer
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&p| p > 0)
+                .ok_or_else(|| format!("--peers: {peer:?} is not a positive node id"))?;
+            let addr = addr.trim();
+            let port = addr.rsplit_once(':').and_then(|(host, port)| {
+                (!host.is_empty()).then_some(())?;
+                port.parse::<u16>().ok().filter(|&p| p > 0)
+            });
+            if port.is_none() {
+                return Err(format!("--peers: {addr:?} is not HOST:PORT"));
+            }
+            if peers.insert(peer, addr.to_owned()).is_some() {
+                return Err(format!("--peers: node {peer} is listed twice"));
+            }
+        }
+        if id == 0 {
+            return Err("--node-id must be a positive number".into());
+        }
+        if !peers.contains_key(&id) {
+            return Err(format!(
+                "--peers must list this member too (node {id}, with the address the others reach it at)"
+            ));
+        }
+        Ok((id, peers))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

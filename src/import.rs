@@ -20,7 +20,7 @@ use crate::export::{Format, COLUMNS};
 use crate::storage::{Storage, StorageError, StorageOptions};
 
 /// A refused row, by its line in the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RowError {
     pub line: u64,
     pub message: String,
@@ -42,6 +42,9 @@ pub enum ImportError {
     Refused(String),
     #[error(transparent)]
     Matching(#[from] crate::matching::MatchingError),
+    /// A row's id taken (by a request) after the file was checked; nothing was imported.
+    #[error("line {}: {}; nothing was imported", .0.line, .0.message)]
+    Taken(RowError),
 }
 
 /// The over-merge guards an import obeys: their settings, and values to block (as an admin's
@@ -216,7 +219,12 @@ pub fn import_guarded(
         .collect();
     let progress = Progress::new(file.len() as u64, "applying");
     let survey = file.survey(&engine);
-    let applied = file.apply_with(&mut engine, &survey, |done| progress.tick(done))?;
+    let applied = file.apply_with(
+        &mut engine,
+        &survey,
+        |done| progress.tick(done),
+        Timestamp::now(),
+    )?;
     progress.finish();
     refuse_over_cap(&engine, &file.live_ids())?;
     facts.extend(applied.facts);
@@ -240,6 +248,7 @@ pub struct Applied {
 }
 
 /// What the links and the report need of a checked row once its contact is a fact.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Summary {
     line: u64,
     id: ContactId,
@@ -250,7 +259,9 @@ struct Summary {
 
 /// Rows read and checked, ready to apply: what an import of a file or of a request body holds
 /// between checking and applying. Each row is already its `Created` fact, so that applying
-/// (under the engine's lock, for an online import) copies nothing.
+/// (under the engine's lock, for an online import) copies nothing. A cluster's log carries it
+/// whole, so that every member applies the same rows.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct CheckedFile {
     rows: Vec<Summary>,
     created: Vec<Change>,
@@ -261,6 +272,7 @@ pub struct CheckedFile {
 }
 
 /// A value of the file: its kind, the row it was first seen in, and every live row holding it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Distinct {
     kind: Kind,
     rows: Vec<usize>,
@@ -348,8 +360,14 @@ impl CheckedFile {
     /// them for [`CheckedFile::report`], and the values blocked as generic. The ids must be
     /// free in `engine` (see [`CheckedFile::taken_id`]) and the cap checked first (see
     /// [`CheckedFile::within_cap`]): then nothing can fail.
-    pub fn apply(&mut self, engine: &mut Engine, survey: &Survey) -> Result<Applied, ImportError> {
-        self.apply_with(engine, survey, |_| {})
+    /// `at` stamps the blocks and relinks it makes (never before the engine's clock).
+    pub fn apply(
+        &mut self,
+        engine: &mut Engine,
+        survey: &Survey,
+        at: Timestamp,
+    ) -> Result<Applied, ImportError> {
+        self.apply_with(engine, survey, |_| {}, at)
     }
 
     /// The ids of the live rows.
@@ -447,6 +465,7 @@ impl CheckedFile {
         engine: &mut Engine,
         survey: &Survey,
         tick: impl Fn(u64),
+        now: Timestamp,
     ) -> Result<Applied, ImportError> {
         for (i, (fact, row)) in self.created.iter().zip(&self.rows).enumerate() {
             engine
@@ -471,7 +490,6 @@ impl CheckedFile {
                 facts.push(fact);
             }
         }
-        let now = Timestamp::now();
         let mut generic = Vec::new();
         for &(kind, i) in &survey.generic {
             let Change::Created(c) = &facts[self.distinct[i].rows[0]] else {
@@ -928,7 +946,9 @@ mod tests {
 ";
         let mut checked = file(rows, |_| false);
         let survey = checked.survey(&engine);
-        let applied = checked.apply(&mut engine, &survey).unwrap();
+        let applied = checked
+            .apply(&mut engine, &survey, Timestamp::now())
+            .unwrap();
         assert!(applied.facts.len() > 4);
         let report = checked.report(&applied.relinks, Duration::ZERO);
         assert_eq!((report.imported, report.corrected), (4, 2));

@@ -11,6 +11,7 @@ pub mod backup;
 pub mod blocklist;
 pub mod canon;
 pub mod check;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod export;

@@ -89,6 +89,27 @@ pub struct Metrics {
     last_snapshot_timestamp: FloatGauge,
     last_snapshot_seconds: FloatGauge,
     recovery_seconds: FloatGauge,
+    /// A cluster member's Raft figures; None on a single node.
+    pub cluster: Option<ClusterMetrics>,
+}
+
+/// A cluster member's Raft figures, set from openraft's metrics as they change.
+#[derive(Default)]
+pub struct ClusterMetrics {
+    pub term: Gauge,
+    pub is_leader: Gauge,
+    pub leader_changes: Counter,
+    pub applied_index: Gauge,
+    pub committed_index: Gauge,
+    /// Entries each follower's log is behind the leader's (on the leader only).
+    pub replication_lag: Family<FollowerLabels, Gauge>,
+    pub snapshots_installed: Counter,
+    pub snapshots_built: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FollowerLabels {
+    pub follower: u64,
 }
 
 impl Default for Metrics {
@@ -119,6 +140,7 @@ impl Metrics {
             last_snapshot_timestamp: FloatGauge::default(),
             last_snapshot_seconds: FloatGauge::default(),
             recovery_seconds: FloatGauge::default(),
+            cluster: None,
         };
         let r = &mut m.registry;
         r.register_collector(Box::new(requests::RequestCollector(m.requests.clone())));
@@ -207,6 +229,55 @@ impl Metrics {
             "How long start-up recovery took",
             m.recovery_seconds.clone(),
         );
+        m
+    }
+
+    /// A cluster member's metrics: a single node's, and the Raft figures.
+    pub fn for_cluster() -> Metrics {
+        let mut m = Metrics::new();
+        let c = ClusterMetrics::default();
+        let r = &mut m.registry;
+        r.register(
+            "cluster_term",
+            "The Raft term this member is in",
+            c.term.clone(),
+        );
+        r.register(
+            "cluster_is_leader",
+            "1 while this member is the leader",
+            c.is_leader.clone(),
+        );
+        r.register(
+            "cluster_leader_changes",
+            "Times the leader this member knows changed, since start",
+            c.leader_changes.clone(),
+        );
+        r.register(
+            "cluster_applied_index",
+            "The index of the last log entry applied to this member's state",
+            c.applied_index.clone(),
+        );
+        r.register(
+            "cluster_committed_index",
+            "The index of the last log entry this member knows is committed",
+            c.committed_index.clone(),
+        );
+        r.register(
+            "cluster_replication_lag",
+            "Log entries each follower is behind the leader (reported by the leader)",
+            c.replication_lag.clone(),
+        );
+        r.register(
+            "cluster_snapshots_installed",
+            "Snapshots this member installed from the leader, since start",
+            c.snapshots_installed.clone(),
+        );
+        r.register(
+            "cluster_snapshots_built",
+            "Snapshots this member built of its own state, since start",
+            c.snapshots_built.clone(),
+        );
+        m.cluster = Some(c);
         m
     }
 

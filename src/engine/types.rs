@@ -69,11 +69,11 @@ pub enum IdentifierError {
 }
 
 /// A normalized email: trimmed, lowercased, plausibly an address. Exists only if valid.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Email(Box<str>);
 
 /// A normalized phone number: trimmed, digits and `+-(). ` only. Exists only if valid.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Phone(Box<str>);
 
 impl Email {
@@ -152,7 +152,8 @@ impl fmt::Display for Phone {
 }
 
 /// What a client asks `/identify` about: at least one identifier, both already normalized.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Serializable so that a cluster's log can carry it (already checked: peers are trusted).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Query {
     email: Option<Email>,
     phone: Option<Phone>,

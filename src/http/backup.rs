@@ -21,15 +21,16 @@ const CHUNK_BYTES: usize = 256 << 10;
     responses((status = 200, description = "The backup file: the newest snapshot and the log after it, each part with its CRC-32; restore it with `identity-engine restore --data-dir DIR FILE`", content_type = "application/octet-stream"),
         (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
         (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody),
+        (status = 409, description = "not_in_cluster: a cluster member keeps no single-node files to back up", body = super::openapi::ErrorBody),
         (status = 503, description = "Storage failed closed", body = super::openapi::ErrorBody)))]
 pub async fn backup(State(app): State<AppState>) -> Result<Response, ApiError> {
     if app.store.is_failed() {
         return Err(ApiError::StorageUnavailable);
     }
+    let (dir, _) = app.store.backup_point()?;
     let store = app.store.clone();
     let staged = tokio::task::spawn_blocking(move || {
-        let (dir, _) = store.backup_point();
-        backup::stage_retrying(&dir, || store.backup_point().1)
+        backup::stage_retrying(&dir, || store.backup_point().expect("a single node").1)
     })
     .await
     .map_err(|_| ApiError::Internal)?

@@ -67,7 +67,7 @@ pub async fn block(
     let compat = app.compat_key_typo;
     let (entry, identities) = app
         .store
-        .block(kind, &value, |i| contact_json(i, compat))
+        .block(kind, &value, move |i| contact_json(i, compat))
         .await?;
     Ok(json_ok(
         &json!({ "blocked": entry_json(&entry), "identities": identities }),
@@ -103,7 +103,7 @@ pub async fn unblock(
     let compat = app.compat_key_typo;
     let identities = app
         .store
-        .unblock(kind, &value, |i| contact_json(i, compat))
+        .unblock(kind, &value, move |i| contact_json(i, compat))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("{} {value:?} is not blocked", kind.field())))?;
     Ok(json_ok(&json!({

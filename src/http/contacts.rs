@@ -88,7 +88,10 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let id = contact_id(id)?;
     let compat = app.compat_key_typo;
-    let (row, identities) = app.store.delete(id, |i| contact_json(i, compat)).await?;
+    let (row, identities) = app
+        .store
+        .delete(id, move |i| contact_json(i, compat))
+        .await?;
     let body = json!({ "deleted": row, "identities": identities });
     Ok(json_ok(&body))
 }

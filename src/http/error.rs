@@ -48,6 +48,12 @@ pub enum ApiError {
     BlockedIdentifier,
     #[error("{0}; nothing was changed")]
     CapacityExhausted(Refusal),
+    #[error("no leader is known to this cluster member now ({0}); nothing was changed by this attempt that can be relied on, and repeating the request is safe")]
+    NoLeader(String),
+    #[error("{0}")]
+    NotInCluster(&'static str),
+    #[error("the membership change was refused: {0}")]
+    MembershipRefused(String),
     #[error("an internal error occurred")]
     Internal,
 }
@@ -72,6 +78,8 @@ impl ApiError {
             ApiError::ClusterLimit(_) => StatusCode::CONFLICT,
             ApiError::BlockedIdentifier => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::CapacityExhausted(_) => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::NoLeader(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotInCluster(_) | ApiError::MembershipRefused(_) => StatusCode::CONFLICT,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -98,6 +106,9 @@ impl ApiError {
             ApiError::ClusterLimit(_) => "cluster_limit",
             ApiError::BlockedIdentifier => "blocked_identifier",
             ApiError::CapacityExhausted(_) => "capacity_exhausted",
+            ApiError::NoLeader(_) => "no_leader",
+            ApiError::NotInCluster(_) => "not_in_cluster",
+            ApiError::MembershipRefused(_) => "membership_refused",
             ApiError::Internal => "internal_error",
         }
     }
@@ -112,6 +123,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if matches!(self, ApiError::NoLeader(_)) {
+            // An election takes about one election timeout.
+            let retry = header::HeaderValue::from_static("1");
+            response.headers_mut().insert(header::RETRY_AFTER, retry);
         }
         response
     }
@@ -138,6 +154,12 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Engine(error) => {
                 tracing::error!(%error, "engine refused a planned change");
+                ApiError::Internal
+            }
+            StoreError::NoLeader(why) => ApiError::NoLeader(why),
+            StoreError::NotInCluster(why) => ApiError::NotInCluster(why),
+            StoreError::Import(error) => {
+                tracing::error!(%error, "an import error reached a non-import path");
                 ApiError::Internal
             }
         }

@@ -34,7 +34,7 @@ pub async fn identify(
     let compat = app.compat_key_typo;
     let answer = app
         .store
-        .identify(&query, |identity| answer_json(identity, compat))
+        .identify(&query, move |identity| answer_json(identity, compat))
         .await?;
     Ok(json_response(StatusCode::OK, answer))
 }

@@ -40,7 +40,10 @@ pub enum Refusal {
 
 impl From<StoreError> for Refusal {
     fn from(e: StoreError) -> Refusal {
-        Refusal::Api(e.into())
+        match e {
+            StoreError::Import(e) => e.into(),
+            e => Refusal::Api(e.into()),
+        }
     }
 }
 
@@ -55,6 +58,7 @@ impl From<ImportError> for Refusal {
             ImportError::Storage(e) => Refusal::Api(StoreError::Storage(e).into()),
             ImportError::Refused(message) => Refusal::ClusterLimit(message),
             ImportError::Matching(e) => Refusal::Api(ApiError::BadQuery(e.to_string())),
+            ImportError::Taken(row) => Refusal::Taken(row),
         }
     }
 }
@@ -129,37 +133,15 @@ pub async fn import(
     }
     // Tables grown in a hold of their own: growing one rehashes it, a pause that ordinary
     // traffic causes too at that size, and which the import's own hold then does not add to.
-    let rows = checked.len();
-    let reserved = app
-        .store
-        .apply_then_log(|engine| {
-            let locked = Instant::now();
-            engine.reserve(rows);
-            Ok::<_, Refusal>((Vec::new(), locked.elapsed()))
-        })
-        .await?;
-    let mut checked = checked;
+    let reserved = app.store.reserve(checked.len());
     let committing = Instant::now();
-    let (relinks, generic, held) = app
-        .store
-        .apply_then_log(|engine| {
-            let locked = Instant::now();
-            if let Some(taken) = checked.taken_id(|id| engine.has_contact(id)) {
-                return Err(Refusal::Taken(taken));
-            }
-            let survey = checked.survey(engine);
-            checked.within_cap(engine, &survey).map_err(Refusal::from)?;
-            let applied = checked.apply(engine, &survey).map_err(Refusal::from)?;
-            let out = (applied.relinks, applied.generic, locked.elapsed());
-            Ok((applied.facts, out))
-        })
-        .await?;
+    let (applied, checked) = app.store.import(checked).await?;
+    let (relinks, generic) = (applied.relinks, applied.generic);
     let durable = committing.elapsed();
     let report = checked.report(&relinks, started.elapsed());
     tracing::info!(
         rows = report.imported,
         reserve_ms = reserved.as_millis() as u64,
-        apply_ms = held.as_millis() as u64,
         until_durable_ms = durable.as_millis() as u64,
         ms = report.elapsed.as_millis() as u64,
         "online import: the lock held to grow the tables, then to apply (and append), then the wait for the log"

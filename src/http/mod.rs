@@ -4,6 +4,7 @@
 mod admin;
 mod backup;
 mod blocklist;
+mod cluster;
 mod console;
 mod contacts;
 mod error;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub admin_token: Option<Arc<str>>,
     /// The matching modes: turns identifiers into the keys the engine matches.
     pub canon: crate::canon::Canon,
+    /// The cluster this server is a member of; None for a single node.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl AppState {
@@ -66,6 +69,7 @@ impl AppState {
             limits: Limits::default(),
             admin_token: None,
             canon: crate::canon::Canon::default(),
+            cluster: None,
         }
     }
 }
@@ -98,6 +102,9 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(graph::graph))
         .routes(routes!(graph::why))
         .routes(routes!(stats::stats))
+        .routes(routes!(cluster::status))
+        .routes(routes!(cluster::add_member))
+        .routes(routes!(cluster::remove_member))
         .merge(import)
         .route_layer(admin_guard);
     let (routes, mut api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())

@@ -26,7 +26,7 @@ pub async fn health() -> Response {
 /// Ready once recovery has finished (the server binds only after it) and while the log is
 /// writable; 503 with the reason once storage has failed closed.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "Recovered and the log is writable", body = super::openapi::Status),
+    responses((status = 200, description = "Recovered and the log is writable (a cluster member: it knows a leader and has applied every entry it knows is committed)", body = super::openapi::Status),
         (status = 503, description = "Storage failed closed; restart to recover", body = super::openapi::ErrorBody)))]
 pub async fn readyz(State(app): State<AppState>) -> Result<Response, ApiError> {
     if app.store.is_failed() {
@@ -35,6 +35,9 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Response, ApiError> {
             .failure()
             .unwrap_or_else(|| "storage has failed".into());
         return Err(ApiError::NotReady(why));
+    }
+    if let Some(cluster) = &app.cluster {
+        cluster.ready().map_err(ApiError::NotReady)?;
     }
     let modes = app.canon.modes();
     let matching = json!({

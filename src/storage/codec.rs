@@ -62,6 +62,27 @@ pub fn decode_image<T: DeserializeOwned>(input: impl Read, limit: u64) -> std::i
         })
 }
 
+/// The largest message between cluster members (a Raft entry, an RPC, a snapshot chunk): an
+/// import carries up to 64 MiB of rows.
+pub const MAX_MESSAGE: u64 = 256 << 20;
+
+fn message_options() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_varint_encoding()
+        .with_little_endian()
+        .with_limit(MAX_MESSAGE)
+        .reject_trailing_bytes()
+}
+
+/// Encodes a message between cluster members, or an entry of the Raft log.
+pub fn encode_message<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::Error> {
+    message_options().serialize(value)
+}
+
+pub fn decode_message<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
+    message_options().deserialize(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

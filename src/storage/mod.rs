@@ -177,6 +177,18 @@ impl StorageOptions {
     }
 }
 
+/// Whether `dir` holds a single node's log or snapshots (what a cluster member may be seeded
+/// from).
+pub fn holds_data(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        wal::parse_segment_name(&name).is_some() || snapshot::parse_snapshot_name(&name).is_some()
+    })
+}
+
 /// Takes the data directory's lock; held until the returned file is dropped or the process dies.
 pub fn lock_dir(dir: &Path) -> Result<File, StorageError> {
     std::fs::create_dir_all(dir).map_err(|e| StorageError::file(dir.to_owned(), e))?;

@@ -1,0 +1,458 @@
+//! Cluster mode: members that agree, through Raft (openraft), on one log of requests.
+//!
+//! Every change a client asks for is proposed as a [`Command`] (the request, with a time the
+//! proposing member chose), replicated to a majority's logs (each fsynced) and only then
+//! applied, by every member, to the same [`Store`] a single node uses: each plans it against
+//! the state the log before it made, so all reach the same state (planning before commit, on
+//! a state that lacks entries not yet applied, would give different facts). The member that
+//! proposed it renders the answer as it applies it.
+//!
+//! Any member takes any request: a follower forwards it to the leader (see [`http`]). Reads
+//! are linearizable (the leader confirms it still leads, then waits until it has applied that
+//! far) unless `?stale=true` asks for this member's own state.
+
+pub mod http;
+mod log;
+mod machine;
+mod network;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Raft, ServerState, SnapshotPolicy};
+use serde::Serialize;
+
+use crate::config::ClusterArgs;
+use crate::engine::Limits;
+use crate::store::{Command, Propose, Store, StoreError};
+
+pub type NodeId = u64;
+pub type Node = BasicNode;
+
+openraft::declare_raft_types!(
+    /// The cluster's Raft types: log entries carry [`Command`]s; what a command answers is
+    /// rendered by the member that proposed it, so the state machine returns nothing.
+    pub TypeConfig:
+        D = Command,
+        R = (),
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+);
+
+/// The header a member sends with Raft's messages (and checks on them) when a cluster token
+/// is set.
+pub const TOKEN_HEADER: &str = "x-cluster-token";
+/// Marks a request a follower forwarded, so that it is never forwarded twice.
+pub const FORWARDED_HEADER: &str = "x-forwarded-by-node";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("{0}")]
+    Options(String),
+    #[error("the cluster's files in {dir}: {error}")]
+    Files { dir: PathBuf, error: std::io::Error },
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// A running member.
+pub struct Cluster {
+    pub raft: Raft<TypeConfig>,
+    pub id: NodeId,
+    pub store: Store,
+    log: log::LogStore,
+    client: network::HttpClient,
+    token: Option<String>,
+    peers: BTreeMap<NodeId, String>,
+    /// How long a forwarded request may take.
+    pub forward_timeout: Duration,
+}
+
+/// The member's view of the cluster, as `GET /cluster` shows it.
+#[derive(Serialize, Debug, Clone, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub node_id: NodeId,
+    /// leader, follower, candidate or learner (shutdown once stopped).
+    pub role: &'static str,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub members: Vec<Member>,
+    pub committed_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    /// The last log index this member's latest snapshot covers.
+    pub snapshot_index: Option<u64>,
+}
+
+#[derive(Serialize, Debug, Clone, utoipa::ToSchema)]
+pub struct Member {
+    pub id: NodeId,
+    pub addr: String,
+    pub voter: bool,
+}
+
+struct Proposer {
+    raft: Raft<TypeConfig>,
+}
+
+impl Propose for Proposer {
+    fn propose(
+        &self,
+        command: Command,
+    ) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
+        Box::pin(async move {
+            self.raft
+                .client_write(command)
+                .await
+                .map(|_| ())
+                .map_err(|e| StoreError::NoLeader(describe(e)))
+        })
+    }
+}
+
+fn describe(e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> String {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match f.leader_id {
+            Some(id) => format!("leadership moved to node {id} while the change was in flight"),
+            None => "this member is not the leader and knows none".into(),
+        },
+        RaftError::APIError(e) => e.to_string(),
+        RaftError::Fatal(e) => format!("this member's Raft stopped: {e}"),
+    }
+}
+
+impl Cluster {
+    /// Opens the member's files in `data_dir/raft` (or, on a first start over a single node's
+    /// data, seeds a one-member cluster from it), starts Raft, and starts forming the cluster
+    /// if it has never been formed.
+    pub async fn start(
+        data_dir: &Path,
+        args: &ClusterArgs,
+        limits: Limits,
+        forward_timeout: Duration,
+    ) -> Result<Arc<Cluster>, ClusterError> {
+        let (id, peers) = args.membership().map_err(ClusterError::Options)?;
+        let dir = data_dir.join("raft");
+        let files = |error| ClusterError::Files {
+            dir: dir.clone(),
+            error,
+        };
+        let seeded = seed_from_single_node(data_dir, &dir, id, &peers)?;
+        let log = log::LogStore::open(&dir).map_err(files)?;
+        let loaded_dir = dir.clone();
+        let (engine, loaded) =
+            tokio::task::spawn_blocking(move || machine::StateMachine::load(&loaded_dir))
+                .await
+                .expect("loading a snapshot does not panic")
+                .map_err(files)?;
+        let store = Store::replicated(engine, limits, id);
+        let machine = machine::StateMachine::new(store.clone(), &dir, loaded);
+        let config = openraft::Config {
+            cluster_name: "identity-engine".into(),
+            heartbeat_interval: args.raft_heartbeat_ms,
+            election_timeout_min: args.raft_election_ms,
+            election_timeout_max: args.raft_election_ms * 2,
+            install_snapshot_timeout: 30_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(args.raft_snapshot_entries),
+            max_in_snapshot_log_to_keep: args.raft_keep_entries,
+            snapshot_max_chunk_size: 8 << 20,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ClusterError::Options(format!("raft timeouts: {e}")))?;
+        let client = network::http_client();
+        let factory = network::Factory {
+            client: client.clone(),
+            token: args.cluster_token.clone(),
+        };
+        let raft = Raft::new(id, Arc::new(config), factory, log.clone(), machine)
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        store.set_proposer(Arc::new(Proposer { raft: raft.clone() }));
+        let cluster = Arc::new(Cluster {
+            raft,
+            id,
+            store,
+            log,
+            client,
+            token: args.cluster_token.clone(),
+            peers,
+            forward_timeout,
+        });
+        if seeded {
+            tracing::info!("this member's single-node data now seeds a one-member cluster");
+        }
+        tokio::spawn(watch_metrics(cluster.clone()));
+        tokio::spawn(form(cluster.clone()));
+        Ok(cluster)
+    }
+
+    /// The leader this member knows, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// The HTTP address of member `id`, from the membership (or `--peers`).
+    pub fn addr_of(&self, id: NodeId) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+            .or_else(|| self.peers.get(&id).cloned())
+    }
+
+    pub fn token_ok(&self, given: Option<&str>) -> bool {
+        match &self.token {
+            None => true,
+            Some(token) => given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())),
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| Member {
+                id: *id,
+                addr: node.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect();
+        Status {
+            node_id: self.id,
+            role: role(m.state),
+            leader: m.current_leader,
+            term: m.current_term,
+            members,
+            committed_index: self.log.committed().map(|l| l.index),
+            applied_index: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+        }
+    }
+
+    /// Whether this member can serve: it knows a leader and has applied every entry it knows
+    /// to be committed.
+    pub fn ready(&self) -> Result<(), String> {
+        let status = self.status();
+        if status.leader.is_none() {
+            return Err("no leader is known yet".into());
+        }
+        if status.applied_index < status.committed_index {
+            return Err(format!(
+                "catching up: applied {:?} of {:?} committed entries",
+                status.applied_index, status.committed_index
+            ));
+        }
+        Ok(())
+    }
+
+    /// Adds member `id` at `addr`: a learner first, which catches up (from the log, or a
+    /// snapshot), then a voter.
+    pub async fn add_member(&self, id: NodeId, addr: String) -> Result<Status, String> {
+        self.raft
+            .add_learner(id, BasicNode { addr }, true)
+            .await
+            .map_err(describe)?;
+        let voters = BTreeSet::from([id]);
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(voters), false)
+            .await
+            .map_err(describe)?;
+        Ok(self.status())
+    }
+
+    /// Removes member `id` (a voter or a learner).
+    pub async fn remove_member(&self, id: NodeId) -> Result<Status, String> {
+        let status = self.status();
+        let member = status.members.iter().find(|m| m.id == id);
+        let change = match member {
+            None => return Err(format!("node {id} is not a member")),
+            Some(m) if m.voter => ChangeMembers::RemoveVoters(BTreeSet::from([id])),
+            Some(_) => ChangeMembers::RemoveNodes(BTreeSet::from([id])),
+        };
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(describe)?;
+        Ok(self.status())
+    }
+
+    /// Confirms this member still leads and waits until it has applied everything committed
+    /// before now: a read after this sees every change acknowledged before it began.
+    pub async fn linearize(&self) -> Result<(), String> {
+        self.raft
+            .ensure_linearizable()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+}
+
+fn role(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A first start over a single node's data directory (and no cluster files yet) makes that
+/// data the state of a one-member cluster, written as its first snapshot; the others are then
+/// added with `POST /cluster/members` and catch up from it. Refused when `--peers` names other
+/// members: they could form a cluster without this data before this member joins.
+fn seed_from_single_node(
+    data_dir: &Path,
+    dir: &Path,
+    id: NodeId,
+    peers: &BTreeMap<NodeId, String>,
+) -> Result<bool, ClusterError> {
+    let files = |error| ClusterError::Files {
+        dir: dir.to_owned(),
+        error,
+    };
+    if dir.exists() || !crate::storage::holds_data(data_dir) {
+        return Ok(false);
+    }
+    if peers.len() > 1 {
+        return Err(ClusterError::Options(format!(
+            "{} holds a single node's data: to make it a cluster's first member, start it with --peers naming only itself ({id}={}), then add the others with POST /cluster/members",
+            data_dir.display(),
+            peers[&id]
+        )));
+    }
+    let options = crate::storage::StorageOptions::new(data_dir);
+    let (storage, engine, _) =
+        crate::storage::Storage::open(options).map_err(|e| ClusterError::Options(e.to_string()))?;
+    let log_id = openraft::LogId::new(openraft::CommittedLeaderId::new(0, 0), 0);
+    let members = BTreeSet::from([id]);
+    let nodes = peers
+        .iter()
+        .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+        .collect::<BTreeMap<_, _>>();
+    let membership = openraft::Membership::new(vec![members], nodes);
+    let meta = openraft::SnapshotMeta {
+        last_log_id: Some(log_id),
+        last_membership: openraft::StoredMembership::new(Some(log_id), membership),
+        snapshot_id: "seeded-from-single-node".into(),
+    };
+    let building = dir.with_extension("seeding");
+    let _ = std::fs::remove_dir_all(&building);
+    std::fs::create_dir_all(&building).map_err(files)?;
+    machine::seed(&building, &engine, &meta).map_err(files)?;
+    log::LogStore::seeded(&building, log_id).map_err(files)?;
+    drop(storage);
+    std::fs::rename(&building, dir).map_err(files)?;
+    Ok(true)
+}
+
+/// Forms the cluster the first time: once a majority of `--peers` answer and none of them
+/// belongs to a cluster yet, each initializes it with the same members (which openraft allows:
+/// the first entry is the same everywhere). A member that finds an existing cluster waits to be
+/// added to it.
+async fn form(cluster: Arc<Cluster>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(300));
+    loop {
+        tick.tick().await;
+        match cluster.raft.is_initialized().await {
+            Ok(true) | Err(_) => return,
+            Ok(false) => {}
+        }
+        let mut up = 0;
+        let mut formed = false;
+        for (&peer, addr) in &cluster.peers {
+            if peer == cluster.id {
+                up += 1;
+                continue;
+            }
+            if let Some(initialized) = http::hello(&cluster, addr).await {
+                up += 1;
+                formed |= initialized;
+            }
+        }
+        if formed {
+            tracing::info!("a peer already belongs to a cluster: waiting to be added to it");
+            return;
+        }
+        if up * 2 > cluster.peers.len() {
+            let nodes: BTreeMap<NodeId, Node> = cluster
+                .peers
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+                .collect();
+            match cluster.raft.initialize(nodes).await {
+                Ok(()) => tracing::info!(members = cluster.peers.len(), "cluster formed"),
+                Err(e) => tracing::info!(error = %e, "cluster already formed"),
+            }
+            return;
+        }
+    }
+}
+
+/// Keeps the Raft metrics current as openraft reports changes.
+async fn watch_metrics(cluster: Arc<Cluster>) {
+    let Some(gauges) = &cluster.store.metrics().cluster else {
+        return;
+    };
+    let mut metrics = cluster.raft.metrics();
+    let mut leader = None;
+    loop {
+        {
+            let m = metrics.borrow_and_update();
+            gauges.term.set(m.current_term as i64);
+            gauges
+                .is_leader
+                .set(i64::from(m.state == ServerState::Leader));
+            if m.current_leader != leader {
+                if m.current_leader.is_some() {
+                    gauges.leader_changes.inc();
+                }
+                leader = m.current_leader;
+            }
+            if let Some(applied) = m.last_applied {
+                gauges.applied_index.set(applied.index as i64);
+            }
+            if let Some(committed) = cluster.log.committed() {
+                gauges.committed_index.set(committed.index as i64);
+            }
+            gauges.replication_lag.clear();
+            if let (Some(replication), Some(last)) = (&m.replication, m.last_log_index) {
+                for (follower, matched) in replication.iter() {
+                    if *follower == cluster.id {
+                        continue;
+                    }
+                    let matched = matched.map_or(0, |l| l.index + 1);
+                    let lag = (last + 1).saturating_sub(matched);
+                    let labels = crate::metrics::FollowerLabels {
+                        follower: *follower,
+                    };
+                    gauges
+                        .replication_lag
+                        .get_or_create(&labels)
+                        .set(lag as i64);
+                }
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
