@@ -555,9 +555,17 @@ fn a_paused_leader_steps_down_without_divergence() {
     cluster.wait_for_leader(&ALL, FAILOVER);
     writers.wait_for_more(10, Duration::from_secs(30), "after the resume");
     let mut acks = writers.stop();
-    for probe in probes {
-        acks.extend(probe.join().expect("a probe does not panic"));
-    }
+    let sent_to_paused = probes.len();
+    let probe_acks: Vec<Ack> = probes
+        .into_iter()
+        .filter_map(|p| p.join().expect("a probe does not panic"))
+        .collect();
+    eprintln!(
+        "paused leader {old} (term {old_term}): {} of {sent_to_paused} requests sent to it while \
+         paused were acknowledged",
+        probe_acks.len()
+    );
+    acks.extend(probe_acks);
 
     let export = cluster.converged_export(&ALL, CONVERGENCE);
     assert_acknowledged_in(&acks, &export);
@@ -624,8 +632,14 @@ fn a_follower_far_behind_catches_up_by_snapshot() {
         },
     );
     cluster.restart(follower);
+    let restarted_at = Instant::now();
 
     let export = cluster.converged_export(&ALL, CONVERGENCE);
+    eprintln!(
+        "follower {follower} stopped at index {applied_before}, caught up with {} rows in {:?}",
+        export.lines().count(),
+        restarted_at.elapsed()
+    );
     assert_acknowledged_in(&acks, &export);
     let installed = cluster
         .node(follower)
