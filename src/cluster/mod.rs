@@ -141,7 +141,6 @@ impl Cluster {
             dir: dir.clone(),
             error,
         };
-        let seeded = seed_from_single_node(data_dir, &dir, id, &peers)?;
         let log = log::LogStore::open(&dir).map_err(files)?;
         let loaded_dir = dir.clone();
         let (engine, loaded) =
@@ -183,9 +182,6 @@ impl Cluster {
             peers,
             forward_timeout,
         });
-        if seeded {
-            tracing::info!("this member's single-node data now seeds a one-member cluster");
-        }
         tokio::spawn(watch_metrics(cluster.clone()));
         tokio::spawn(form(cluster.clone()));
         Ok(cluster)
@@ -319,12 +315,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// data the state of a one-member cluster, written as its first snapshot; the others are then
 /// added with `POST /cluster/members` and catch up from it. Refused when `--peers` names other
 /// members: they could form a cluster without this data before this member joins.
-fn seed_from_single_node(
-    data_dir: &Path,
-    dir: &Path,
-    id: NodeId,
-    peers: &BTreeMap<NodeId, String>,
-) -> Result<bool, ClusterError> {
+/// Called before the member takes the directory's lock (opening the single node's storage
+/// takes it too).
+pub fn seed_from_single_node(data_dir: &Path, args: &ClusterArgs) -> Result<bool, ClusterError> {
+    let (id, peers) = args.membership().map_err(ClusterError::Options)?;
+    let dir = &data_dir.join("raft");
     let files = |error| ClusterError::Files {
         dir: dir.to_owned(),
         error,
@@ -361,6 +356,7 @@ fn seed_from_single_node(
     log::LogStore::seeded(&building, log_id).map_err(files)?;
     drop(storage);
     std::fs::rename(&building, dir).map_err(files)?;
+    tracing::info!("this member's single-node data now seeds a one-member cluster");
     Ok(true)
 }
 
