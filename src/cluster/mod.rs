@@ -70,6 +70,8 @@ pub struct Cluster {
     peers: BTreeMap<NodeId, String>,
     /// How long a forwarded request may take.
     pub forward_timeout: Duration,
+    /// The shortest election timeout, in milliseconds.
+    election_ms: u64,
 }
 
 /// The member's view of the cluster, as `GET /cluster` shows it.
@@ -181,6 +183,7 @@ impl Cluster {
             token: args.cluster_token.clone(),
             peers,
             forward_timeout,
+            election_ms: args.raft_election_ms,
         });
         tokio::spawn(watch_metrics(cluster.clone()));
         tokio::spawn(form(cluster.clone()));
@@ -190,6 +193,19 @@ impl Cluster {
     /// The leader this member knows, if any.
     pub fn leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader
+    }
+
+    /// How long ago a majority last answered this member, if it leads and that is longer than
+    /// an election timeout: a leader cut off from the others cannot commit anything, so it
+    /// says so at once rather than let requests wait.
+    pub fn quorum_lost(&self) -> Option<u64> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let leads = m.state == ServerState::Leader;
+        let since = m
+            .millis_since_quorum_ack
+            .filter(|&ms| ms > self.election_ms);
+        since.filter(|_| leads && m.membership_config.membership().voter_ids().count() > 1)
     }
 
     /// The HTTP address of member `id`, from the membership (or `--peers`).
