@@ -15,7 +15,9 @@
 //! `link` (clusters of four: a primary, then three secondaries sharing its phone).
 //! `WORKLOADS=read,write` picks some; `SERVER_ARGS="--phone-match e164 --default-region US"`
 //! passes more options to the server. The server runs with its defaults (`--fsync always`) on a
-//! temporary data directory.
+//! temporary data directory. `CLUSTER=3` runs a cluster of three members on this machine
+//! instead (sharing its cores with each other and with this client) and spreads the
+//! connections over them, as clients that do not know the leader would.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,33 +50,45 @@ fn main() {
         .build()
         .unwrap();
     let data = std::env::temp_dir().join(format!("identity-engine-load-{}", std::process::id()));
-    let (echo_addr, server_addr) = (free_addr(), free_addr());
+    let members: usize = std::env::var("CLUSTER").map_or(1, |n| n.parse().expect("CLUSTER=N"));
+    let echo_addr = free_addr();
+    let servers: Vec<SocketAddr> = (0..members).map(|_| free_addr()).collect();
+    let peers = (servers.iter().enumerate())
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
     let me = std::env::current_exe().expect("this program's path");
     let mut children = Children(vec![]);
     children.0.push(spawn(
         Command::new(&me).args(["echo", &echo_addr.to_string()]),
     ));
-    children.0.push(spawn(
-        Command::new(server_binary(&me))
+    for (i, addr) in servers.iter().enumerate() {
+        let mut command = Command::new(server_binary(&me));
+        command
+            .args(["--addr", &addr.to_string()])
             .args([
-                "--addr",
-                &server_addr.to_string(),
                 "--data-dir",
-                &data.display().to_string(),
+                &data.join(i.to_string()).display().to_string(),
             ])
-            .args(server_args.split_whitespace()),
-    ));
+            .args(server_args.split_whitespace());
+        if members > 1 {
+            command.args(["--node-id", &(i + 1).to_string(), "--peers", &peers]);
+        }
+        children.0.push(spawn(&mut command));
+    }
     runtime.block_on(async {
         wait_up(echo_addr).await;
-        wait_up(server_addr).await;
-        seed(server_addr).await;
+        for &addr in &servers {
+            wait_up(addr).await;
+        }
+        seed(servers[0]).await;
         println!("{seconds} s per run, {connections} connections, two runs each, ceiling and server alternating");
         let mut ratios = vec![];
         for workload in workloads.split(',') {
             let (mut ceiling, mut server) = (vec![], vec![]);
             for _ in 0..2 {
-                ceiling.push(run(echo_addr, workload, seconds, connections).await);
-                server.push(run(server_addr, workload, seconds, connections).await);
+                ceiling.push(run(&[echo_addr], workload, seconds, connections).await);
+                server.push(run(&servers, workload, seconds, connections).await);
             }
             let (c, s) = (Outcome::mean(&ceiling), Outcome::mean(&server));
             println!(
@@ -159,8 +173,14 @@ fn body(workload: &str, run: u64, conn: usize, n: u64) -> String {
     }
 }
 
+/// Adds the pairs `read` asks about (first waiting, for a cluster, until it has a leader).
 async fn seed(addr: SocketAddr) {
     let mut conn = Connection::open(addr).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while conn.identify(&body("read", 0, 0, 0)).await != 200 {
+        assert!(Instant::now() < deadline, "the server never answered 200");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for i in 0..1000 {
         conn.identify(&body("read", 0, 0, i)).await;
     }
@@ -187,7 +207,8 @@ impl Outcome {
 }
 
 /// Runs `connections` clients for `seconds`; each sends its next request when the answer comes.
-async fn run(addr: SocketAddr, workload: &str, seconds: u64, connections: usize) -> Outcome {
+/// Connection `c` goes to `addrs[c % addrs.len()]`.
+async fn run(addrs: &[SocketAddr], workload: &str, seconds: u64, connections: usize) -> Outcome {
     static RUN: AtomicU64 = AtomicU64::new(1);
     let run = RUN.fetch_add(1, Ordering::Relaxed);
     let stop = Arc::new(AtomicBool::new(false));
@@ -196,6 +217,7 @@ async fn run(addr: SocketAddr, workload: &str, seconds: u64, connections: usize)
     let tasks: Vec<_> = (0..connections)
         .map(|c| {
             let (stop, errors, workload) = (stop.clone(), errors.clone(), workload.to_owned());
+            let addr = addrs[c % addrs.len()];
             tokio::spawn(async move {
                 let mut conn = Connection::open(addr).await;
                 let mut latencies = Vec::with_capacity(1 << 14);

@@ -141,6 +141,8 @@ impl App {
         }
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StorageError::file(config.data_dir.clone(), e))?;
+        crate::cluster::seed_from_single_node(&config.data_dir, &config.cluster)
+            .map_err(|e| AppError::Cluster(e.to_string()))?;
         let lock = crate::storage::lock_dir(&config.data_dir)?;
         let forward_timeout = Duration::from_millis(config.request_timeout_ms) * 2;
         let cluster = Cluster::start(

@@ -78,6 +78,9 @@ pub struct Command {
     pub op: Op,
     /// Milliseconds since the epoch; the engine never goes back from its own clock.
     pub at: i64,
+    /// The guards' settings of the member that proposed it: planning depends on them, so every
+    /// member plans with these, whatever its own options say.
+    pub limits: Limits,
     /// The node that proposed it, and its number there: whom to answer.
     pub origin: u64,
     pub nonce: u64,
@@ -112,6 +115,8 @@ type Respond = Box<dyn FnOnce(&Engine, Result<Done>) + Send>;
 
 struct Replicated {
     node_id: u64,
+    /// This member's guards, which the commands it proposes carry.
+    limits: Limits,
     proposer: OnceLock<Arc<dyn Propose>>,
     /// Answers still to render, by nonce: filled when this member proposes, taken when the
     /// command applies here.
@@ -155,6 +160,7 @@ impl Replicated {
         let command = Command {
             op,
             at: Timestamp::now().0,
+            limits: self.limits,
             origin: self.node_id,
             nonce,
         };
@@ -217,6 +223,7 @@ impl Store {
         engine.set_limits(limits);
         let replicated = Replicated {
             node_id,
+            limits,
             proposer: OnceLock::new(),
             pending: Mutex::new(HashMap::new()),
             next_nonce: AtomicU64::new(0),
@@ -269,6 +276,7 @@ impl Store {
             return Err(why);
         }
         let at = Timestamp(command.at);
+        state.engine.set_limits(command.limits);
         let done = match &command.op {
             Op::Identify(query) => self
                 .run_identify(&mut state, query, at)

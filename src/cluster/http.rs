@@ -195,6 +195,10 @@ pub async fn route(
     }
     match cluster.leader() {
         Some(leader) if leader == cluster.id => {
+            if let Some(ms) = cluster.quorum_lost() {
+                let why = format!("this member leads, but no majority has answered it for {ms} ms");
+                return ApiError::NoLeader(why).into_response();
+            }
             if class == Class::Read {
                 if let Err(why) = cluster.linearize().await {
                     return ApiError::NoLeader(why).into_response();

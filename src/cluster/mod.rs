@@ -70,6 +70,8 @@ pub struct Cluster {
     peers: BTreeMap<NodeId, String>,
     /// How long a forwarded request may take.
     pub forward_timeout: Duration,
+    /// The shortest election timeout, in milliseconds.
+    election_ms: u64,
 }
 
 /// The member's view of the cluster, as `GET /cluster` shows it.
@@ -141,7 +143,6 @@ impl Cluster {
             dir: dir.clone(),
             error,
         };
-        let seeded = seed_from_single_node(data_dir, &dir, id, &peers)?;
         let log = log::LogStore::open(&dir).map_err(files)?;
         let loaded_dir = dir.clone();
         let (engine, loaded) =
@@ -182,10 +183,8 @@ impl Cluster {
             token: args.cluster_token.clone(),
             peers,
             forward_timeout,
+            election_ms: args.raft_election_ms,
         });
-        if seeded {
-            tracing::info!("this member's single-node data now seeds a one-member cluster");
-        }
         tokio::spawn(watch_metrics(cluster.clone()));
         tokio::spawn(form(cluster.clone()));
         Ok(cluster)
@@ -194,6 +193,19 @@ impl Cluster {
     /// The leader this member knows, if any.
     pub fn leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader
+    }
+
+    /// How long ago a majority last answered this member, if it leads and that is longer than
+    /// an election timeout: a leader cut off from the others cannot commit anything, so it
+    /// says so at once rather than let requests wait.
+    pub fn quorum_lost(&self) -> Option<u64> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let leads = m.state == ServerState::Leader;
+        let since = m
+            .millis_since_quorum_ack
+            .filter(|&ms| ms > self.election_ms);
+        since.filter(|_| leads && m.membership_config.membership().voter_ids().count() > 1)
     }
 
     /// The HTTP address of member `id`, from the membership (or `--peers`).
@@ -319,12 +331,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// data the state of a one-member cluster, written as its first snapshot; the others are then
 /// added with `POST /cluster/members` and catch up from it. Refused when `--peers` names other
 /// members: they could form a cluster without this data before this member joins.
-fn seed_from_single_node(
-    data_dir: &Path,
-    dir: &Path,
-    id: NodeId,
-    peers: &BTreeMap<NodeId, String>,
-) -> Result<bool, ClusterError> {
+/// Called before the member takes the directory's lock (opening the single node's storage
+/// takes it too).
+pub fn seed_from_single_node(data_dir: &Path, args: &ClusterArgs) -> Result<bool, ClusterError> {
+    let (id, peers) = args.membership().map_err(ClusterError::Options)?;
+    let dir = &data_dir.join("raft");
     let files = |error| ClusterError::Files {
         dir: dir.to_owned(),
         error,
@@ -361,6 +372,7 @@ fn seed_from_single_node(
     log::LogStore::seeded(&building, log_id).map_err(files)?;
     drop(storage);
     std::fs::rename(&building, dir).map_err(files)?;
+    tracing::info!("this member's single-node data now seeds a one-member cluster");
     Ok(true)
 }
 

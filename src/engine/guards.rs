@@ -61,7 +61,7 @@ impl BlockReason {
 
 /// The guards' settings. They decide plans only: facts record what was decided, so a log
 /// replays the same whatever the settings at replay.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     /// A value held by more live contacts than this is blocked as generic; 0 turns it off.
     pub generic_threshold: u32,
