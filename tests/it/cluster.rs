@@ -436,8 +436,9 @@ fn assert_cluster_status(cluster: &Cluster, leader: NodeId) {
     }
 }
 
-/// The leader says it leads in its metrics and reports the lag of each follower.
+/// Every member's metrics give its role and the term; the leader reports each follower's lag.
 fn assert_cluster_metrics(cluster: &Cluster, leader: NodeId) {
+    let term = term_of(cluster, leader) as f64;
     for id in ALL {
         eventually(Duration::from_secs(10), "the cluster metrics", || {
             let r = cluster.node(id).get("/metrics")?;
@@ -449,7 +450,12 @@ fn assert_cluster_metrics(cluster: &Cluster, leader: NodeId) {
             if is_leader != want {
                 return Err(format!("node {id}: is_leader {is_leader}, not {want}"));
             }
-            value("identity_engine_cluster_term")?;
+            let seen = value("identity_engine_cluster_term")?;
+            if seen != term {
+                return Err(format!(
+                    "node {id}: term {seen} in its metrics, {term} in GET /cluster"
+                ));
+            }
             value("identity_engine_cluster_leader_changes_total")?;
             value("identity_engine_cluster_applied_index")?;
             value("identity_engine_cluster_snapshots_installed_total")?;
