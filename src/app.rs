@@ -184,10 +184,24 @@ impl App {
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(AppError::Serve)?;
+        if self.cluster.is_none() {
+            axum::serve(self.listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(AppError::Serve)?;
+        } else {
+            // Members talk in small request-answer rounds (Raft's messages, forwarded
+            // requests): without TCP_NODELAY an answer written in two parts waits for the
+            // peer's delayed ACK, 40 ms a round.
+            use axum::serve::ListenerExt;
+            let listener = self.listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(AppError::Serve)?;
+        }
         if let Some(cluster) = &self.cluster {
             tracing::info!("requests drained; stopping this member's Raft");
             cluster.shutdown().await;
