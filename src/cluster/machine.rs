@@ -215,10 +215,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let log_id = *entry.get_log_id();
             match &entry.payload {
                 EntryPayload::Blank => {}
-                EntryPayload::Normal(command) => {
-                    self.store
-                        .apply_command(command)
-                        .map_err(|why| storage_error(ErrorVerb::Write, why))?;
+                EntryPayload::Normal(commands) => {
+                    for command in commands {
+                        self.store
+                            .apply_command(command)
+                            .map_err(|why| storage_error(ErrorVerb::Write, why))?;
+                    }
                 }
                 EntryPayload::Membership(membership) => {
                     self.membership = StoredMembership::new(Some(log_id), membership.clone());
