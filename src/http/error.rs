@@ -48,7 +48,7 @@ pub enum ApiError {
     BlockedIdentifier,
     #[error("{0}; nothing was changed")]
     CapacityExhausted(Refusal),
-    #[error("no leader is known to this cluster member now ({0}); nothing was changed by this attempt that can be relied on, and repeating the request is safe")]
+    #[error("this cluster member cannot reach a leader that can commit now ({0}); nothing can be relied on to have changed, and repeating the request is safe")]
     NoLeader(String),
     #[error("{0}")]
     NotInCluster(&'static str),
