@@ -206,9 +206,10 @@ pub struct ClusterArgs {
     /// How often the leader tells the others it leads, in milliseconds.
     #[arg(long, env = "IDENTITY_ENGINE_RAFT_HEARTBEAT_MS", default_value_t = 250)]
     pub raft_heartbeat_ms: u64,
-    /// A follower that hears nothing from a leader for a random time between this and twice
-    /// this (milliseconds) starts an election.
-    #[arg(long, env = "IDENTITY_ENGINE_RAFT_ELECTION_MS", default_value_t = 1500)]
+    /// Election timeout, in milliseconds: a follower that hears nothing from the leader for
+    /// the leader's lease (1.5 times this) and then a random time between this and 1.5 times
+    /// this starts an election.
+    #[arg(long, env = "IDENTITY_ENGINE_RAFT_ELECTION_MS", default_value_t = 1000)]
     pub raft_election_ms: u64,
     /// A member snapshots its state after this many log entries since its last snapshot.
     #[arg(

@@ -192,7 +192,7 @@ impl Cluster {
             cluster_name: "identity-engine".into(),
             heartbeat_interval: args.raft_heartbeat_ms,
             election_timeout_min: args.raft_election_ms,
-            election_timeout_max: args.raft_election_ms * 2,
+            election_timeout_max: args.raft_election_ms * 3 / 2,
             install_snapshot_timeout: 30_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(args.raft_snapshot_entries),
             max_in_snapshot_log_to_keep: args.raft_keep_entries,
