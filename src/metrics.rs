@@ -1,11 +1,10 @@
 //! Prometheus metrics: one registry per running store, no globals, rendered in the text format
 //! at `GET /metrics`. Counts of rows and clusters are read from the engine at scrape time; the
-//! log writer reports fsyncs, batches and snapshots through [`LogObserver`].
-
-mod requests;
+//! log writer reports fsyncs, batches and snapshots through [`LogObserver`]. Requests are counted
+//! through [`RouteMetrics`], handles on the request families that the router keeps per route.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -56,6 +55,70 @@ fn latency_histogram() -> Histogram {
     Histogram::new(latency_buckets())
 }
 
+/// The request families: counts by (method, route, status), latencies by route.
+#[derive(Clone, Debug)]
+struct RequestFamilies {
+    counts: Family<RequestLabels, Counter>,
+    latencies: Family<RouteLabels, Histogram, fn() -> Histogram>,
+}
+
+/// The methods a request is counted under; any other is `other`.
+pub const METHODS: [&str; 8] = [
+    "GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS", "other",
+];
+
+/// The statuses the service answers with (docs/API.md), whose counters a route keeps at hand.
+const STATUSES: [u16; 16] = [
+    200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 413, 415, 422, 500, 503, 507,
+];
+
+/// One route's request metrics: its series of the request families, each looked up in its
+/// family once, on first use (a series appears once a request has been counted in it, as
+/// `get_or_create` would have it), then counted through the handle kept here.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    route: Route,
+    families: RequestFamilies,
+    latency: OnceLock<Histogram>,
+    /// By method (index in `METHODS`) and status (index in `STATUSES`).
+    counts: Box<[OnceLock<Counter>]>,
+}
+
+impl RouteMetrics {
+    /// The route template (or `unmatched`) requests are counted under.
+    pub fn route(&self) -> &str {
+        &self.route.0
+    }
+
+    /// Counts a request: `method` is an index in [`METHODS`].
+    pub fn observe(&self, method: usize, status: u16, took: Duration) {
+        let counter = || {
+            self.families
+                .counts
+                .get_or_create(&RequestLabels {
+                    method: METHODS[method],
+                    route: self.route.clone(),
+                    status,
+                })
+                .clone()
+        };
+        match STATUSES.iter().position(|&s| s == status) {
+            Some(i) => self.counts[method * STATUSES.len() + i]
+                .get_or_init(counter)
+                .inc(),
+            None => counter().inc(),
+        };
+        self.latency
+            .get_or_init(|| {
+                let labels = RouteLabels {
+                    route: self.route.clone(),
+                };
+                self.families.latencies.get_or_create(&labels).clone()
+            })
+            .observe(took.as_secs_f64());
+    }
+}
+
 /// Log and snapshot state since start, for `/stats`.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -69,7 +132,7 @@ pub struct StorageFigures {
 
 pub struct Metrics {
     registry: Registry,
-    requests: Arc<requests::Requests>,
+    requests: RequestFamilies,
     contacts: Gauge,
     deleted: Gauge,
     clusters: Gauge,
@@ -122,7 +185,10 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut m = Metrics {
             registry: Registry::with_prefix("identity_engine"),
-            requests: Arc::new(requests::Requests::new(latency_buckets())),
+            requests: RequestFamilies {
+                counts: Family::default(),
+                latencies: Family::new_with_constructor(latency_histogram),
+            },
             contacts: Gauge::default(),
             deleted: Gauge::default(),
             clusters: Gauge::default(),
@@ -143,7 +209,16 @@ impl Metrics {
             cluster: None,
         };
         let r = &mut m.registry;
-        r.register_collector(Box::new(requests::RequestCollector(m.requests.clone())));
+        r.register(
+            "http_requests",
+            "HTTP requests by method, route and status",
+            m.requests.counts.clone(),
+        );
+        r.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            m.requests.latencies.clone(),
+        );
         r.register(
             "contacts_live",
             "Contacts that are not deleted",
@@ -281,16 +356,16 @@ impl Metrics {
         m
     }
 
-    /// Counts a request (in this thread's shard: no lock another core holds, no allocation
-    /// once the label set has been seen).
-    pub fn observe_request(
-        &self,
-        method: &'static str,
-        route: &Arc<str>,
-        status: u16,
-        took: Duration,
-    ) {
-        self.requests.observe(method, route, status, took);
+    /// The request metrics of `route`, for the router to keep (one per route template).
+    pub fn route(&self, route: Arc<str>) -> RouteMetrics {
+        RouteMetrics {
+            route: Route(route),
+            families: self.requests.clone(),
+            latency: OnceLock::new(),
+            counts: (0..METHODS.len() * STATUSES.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+        }
     }
 
     pub fn observe_recovery(&self, took: Duration) {
@@ -370,7 +445,7 @@ mod tests {
     use prometheus_client::metrics::family::Family;
 
     /// The lines of `text` about HTTP requests, sorted (a `Family` writes its label sets in
-    /// any order), sums rounded to the nanosecond (shards add them up in another order).
+    /// any order), sums rounded to the nanosecond (threads add them up in another order).
     fn request_lines(text: &str) -> Vec<String> {
         let mut lines: Vec<String> = (text.lines())
             .filter(|l| l.contains("http_request"))
@@ -395,7 +470,8 @@ mod tests {
         let requests: Vec<(&'static str, usize, u16, Duration)> = (0..300u64)
             .map(|i| {
                 let method = ["POST", "GET", "DELETE"][i as usize % 3];
-                let status = [200, 200, 400, 404, 503][i as usize % 5];
+                // 418: a status no route keeps a counter for at hand.
+                let status = [200, 200, 400, 404, 503, 418][i as usize % 6];
                 // From 1 us to 3.2 s: every bucket, +Inf included.
                 let took = Duration::from_micros(1 + i * i * 37);
                 (method, i as usize % routes.len(), status, took)
@@ -403,12 +479,14 @@ mod tests {
             .collect();
 
         let metrics = Metrics::new();
+        let handles: Vec<RouteMetrics> = routes.iter().map(|r| metrics.route(r.clone())).collect();
         std::thread::scope(|s| {
             for part in requests.chunks(40) {
-                let (metrics, routes) = (&metrics, &routes);
+                let handles = &handles;
                 s.spawn(move || {
                     for &(method, route, status, took) in part {
-                        metrics.observe_request(method, &routes[route], status, took);
+                        let method = METHODS.iter().position(|&m| m == method).unwrap();
+                        handles[route].observe(method, status, took);
                     }
                 });
             }

@@ -6,7 +6,7 @@ use super::change::{Change, NewContact};
 use super::forest::Slot;
 use super::guards::{BlockReason, BlockedValue, GuardStats, Kind};
 use super::interner::{Interner, Sym};
-use super::types::{Contact, ContactId, Precedence, Timestamp};
+use super::types::{Contact, ContactId, Timestamp};
 use super::{held, join_key, Engine, IdentityRef, BLOCKED, NONE};
 
 impl Engine {
@@ -54,20 +54,15 @@ impl Engine {
         let row = &self.rows[slot as usize];
         let text =
             |interner: &Interner, sym: Sym| (sym != NONE).then(|| interner.resolve(sym).to_owned());
-        Contact {
+        Contact::from(NewContact {
             id: row.id,
-            phone_number: text(&self.phones, row.phone),
             email: text(&self.emails, row.email),
+            phone: text(&self.phones, row.phone),
             linked_id: row.linked_id(),
-            link_precedence: if row.linked == 0 {
-                Precedence::Primary
-            } else {
-                Precedence::Secondary
-            },
             created_at: Timestamp(row.created),
             updated_at: Timestamp(row.updated),
             deleted_at: self.deleted_at.get(&slot).map(|&t| Timestamp(t)),
-        }
+        })
     }
 
     /// Every row, in the order they were added.

@@ -89,24 +89,18 @@ impl Email {
     /// assert!(Email::parse("no-at-sign").is_err());
     /// ```
     pub fn parse(raw: &str) -> Result<Option<Email>, IdentifierError> {
-        let trimmed = raw.trim();
-        if trimmed.is_empty() {
-            return Ok(None);
-        }
-        let lower = if trimmed.is_ascii() {
-            trimmed.to_ascii_lowercase()
-        } else {
-            trimmed.to_lowercase()
-        };
-        let plausible = lower.len() <= Self::MAX_BYTES
-            && !lower.chars().any(|c| c.is_whitespace() || c.is_control())
-            && matches!(lower.split_once('@'), Some((local, domain))
-                if !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
-        if plausible {
-            Ok(Some(Email(lower.into_boxed_str())))
-        } else {
-            Err(IdentifierError::Email)
-        }
+        parse_trimmed(raw, IdentifierError::Email, |trimmed| {
+            let lower = if trimmed.is_ascii() {
+                trimmed.to_ascii_lowercase()
+            } else {
+                trimmed.to_lowercase()
+            };
+            let plausible = lower.len() <= Self::MAX_BYTES
+                && !lower.chars().any(|c| c.is_whitespace() || c.is_control())
+                && matches!(lower.split_once('@'), Some((local, domain))
+                    if !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
+            plausible.then(|| Email(lower.into_boxed_str()))
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -119,24 +113,32 @@ impl Phone {
 
     /// Normalizes `raw`; `Ok(None)` when it is empty or blank (SPEC: counts as absent).
     pub fn parse(raw: &str) -> Result<Option<Phone>, IdentifierError> {
-        let trimmed = raw.trim();
-        if trimmed.is_empty() {
-            return Ok(None);
-        }
-        let allowed = |c: char| c.is_ascii_digit() || " +-().".contains(c);
-        let plausible = trimmed.len() <= Self::MAX_BYTES
-            && trimmed.chars().all(allowed)
-            && trimmed.chars().any(|c| c.is_ascii_digit());
-        if plausible {
-            Ok(Some(Phone(trimmed.into())))
-        } else {
-            Err(IdentifierError::Phone)
-        }
+        parse_trimmed(raw, IdentifierError::Phone, |trimmed| {
+            let allowed = |c: char| c.is_ascii_digit() || " +-().".contains(c);
+            let plausible = trimmed.len() <= Self::MAX_BYTES
+                && trimmed.chars().all(allowed)
+                && trimmed.chars().any(|c| c.is_ascii_digit());
+            plausible.then(|| Phone(trimmed.into()))
+        })
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// What both identifiers share (SPEC rule 1): `raw` is trimmed, and blank counts as absent;
+/// otherwise `normalize` gives the value, or `None` when it is not one (`refused`).
+fn parse_trimmed<T>(
+    raw: &str,
+    refused: IdentifierError,
+    normalize: impl FnOnce(&str) -> Option<T>,
+) -> Result<Option<T>, IdentifierError> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Ok(None);
+    }
+    normalize(trimmed).map(Some).ok_or(refused)
 }
 
 impl fmt::Display for Email {
@@ -182,18 +184,48 @@ pub enum Precedence {
     Secondary,
 }
 
-/// One row of the Contact table, every field of SPEC.md, with its JSON spelling.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// A row of the Contact table.
+///
+/// Every field of SPEC.md with its JSON spelling; its one declaration, from which the answers'
+/// JSON and the OpenAPI schema (`ContactRow`) both come. The log records a new row as a
+/// [`NewContact`](super::NewContact), which [`From`] turns into this.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ContactRow)]
 pub struct Contact {
     pub id: ContactId,
     pub phone_number: Option<String>,
     pub email: Option<String>,
     pub linked_id: Option<ContactId>,
+    /// `primary` or `secondary`.
+    #[schema(value_type = String)]
     pub link_precedence: Precedence,
+    /// RFC 3339 UTC with milliseconds.
+    #[schema(value_type = String)]
     pub created_at: Timestamp,
+    #[schema(value_type = String)]
     pub updated_at: Timestamp,
+    #[schema(value_type = Option<String>)]
     pub deleted_at: Option<Timestamp>,
+}
+
+impl From<super::NewContact> for Contact {
+    /// The row as read: one that links to none is a primary.
+    fn from(row: super::NewContact) -> Contact {
+        Contact {
+            id: row.id,
+            phone_number: row.phone,
+            email: row.email,
+            linked_id: row.linked_id,
+            link_precedence: match row.linked_id {
+                None => Precedence::Primary,
+                Some(_) => Precedence::Secondary,
+            },
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            deleted_at: row.deleted_at,
+        }
+    }
 }
 
 /// The answer of `/identify` for one cluster, in SPEC.md's order.

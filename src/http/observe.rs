@@ -1,7 +1,7 @@
 //! The per-request middleware: one log line (method, route, status, latency) and the request
 //! metrics. A plain tower layer rather than `from_fn`: no boxed `Next` and no boxed future per
-//! request, and labels that borrow (`&'static str` methods, shared route names) so counting a
-//! request allocates nothing. Logs name the route template, never the path or the body: emails
+//! request, and each route's metric handles made once, when the router is built, so counting a
+//! request looks nothing up. Logs name the route template, never the path or the body: emails
 //! and phone numbers are personal data.
 
 use std::future::Future;
@@ -16,24 +16,30 @@ use axum::response::Response;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
+use crate::metrics::{RouteMetrics, METHODS};
 use crate::store::Store;
 
 /// Wraps each route (with `Router::layer`) so the route template is known.
 #[derive(Clone)]
 pub struct ObserveLayer {
     store: Store,
-    /// Every route template, shared by the labels of every request.
-    routes: Arc<[Arc<str>]>,
-    /// The label of requests no route matched.
-    unmatched: Arc<str>,
+    /// The metrics of every route template.
+    routes: Arc<[Arc<RouteMetrics>]>,
+    /// The metrics of requests no route matched.
+    unmatched: Arc<RouteMetrics>,
 }
 
 impl ObserveLayer {
     pub fn new(store: Store, routes: impl IntoIterator<Item = String>) -> ObserveLayer {
+        let metrics = store.metrics();
+        let routes = (routes.into_iter())
+            .map(|route| Arc::new(metrics.route(Arc::from(route))))
+            .collect();
+        let unmatched = Arc::new(metrics.route(Arc::from("unmatched")));
         ObserveLayer {
             store,
-            routes: routes.into_iter().map(Arc::from).collect(),
-            unmatched: Arc::from("unmatched"),
+            routes,
+            unmatched,
         }
     }
 }
@@ -78,33 +84,31 @@ where
             started: Instant::now(),
             method,
             route,
-            store: self.layer.store.clone(),
         }
     }
 }
 
 impl<S> Observe<S> {
-    /// The shared name of `template`; a template the layer was not told of is still counted.
-    fn route_label(&self, template: &str) -> Arc<str> {
-        self.layer
-            .routes
-            .iter()
-            .find(|r| ***r == *template)
-            .cloned()
-            .unwrap_or_else(|| Arc::from(template))
+    /// The metrics of `template`; a template the layer was not told of is still counted.
+    fn route_label(&self, template: &str) -> Arc<RouteMetrics> {
+        match self.layer.routes.iter().find(|r| r.route() == template) {
+            Some(route) => route.clone(),
+            None => Arc::new(self.layer.store.metrics().route(Arc::from(template))),
+        }
     }
 }
 
-fn method_label(method: &Method) -> &'static str {
+/// The index in [`METHODS`] of `method`'s label.
+fn method_label(method: &Method) -> usize {
     match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::DELETE => "DELETE",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::DELETE => 2,
+        Method::PUT => 3,
+        Method::PATCH => 4,
+        Method::HEAD => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
     }
 }
 
@@ -113,9 +117,8 @@ pin_project! {
         #[pin]
         inner: F,
         started: Instant,
-        method: &'static str,
-        route: Arc<str>,
-        store: Store,
+        method: usize,
+        route: Arc<RouteMetrics>,
     }
 }
 
@@ -130,16 +133,35 @@ where
         let response = ready!(this.inner.poll(cx))?;
         let took = this.started.elapsed();
         let status = response.status().as_u16();
-        this.store
-            .metrics()
-            .observe_request(this.method, this.route, status, took);
+        this.route.observe(*this.method, status, took);
         tracing::info!(
-            method = %this.method,
-            route = &**this.route,
+            method = %METHODS[*this.method],
+            route = this.route.route(),
             status,
             micros = took.as_micros() as u64,
             "request"
         );
         Poll::Ready(Ok(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_are_counted_under_their_own_names() {
+        for method in [
+            Method::GET,
+            Method::POST,
+            Method::DELETE,
+            Method::PUT,
+            Method::PATCH,
+            Method::HEAD,
+            Method::OPTIONS,
+        ] {
+            assert_eq!(METHODS[method_label(&method)], method.as_str());
+        }
+        assert_eq!(METHODS[method_label(&Method::TRACE)], "other");
     }
 }

@@ -54,21 +54,8 @@ pub struct Answer {
 /// The answer's one declaration lives with its renderer.
 pub use super::identify::ContactJson as Identity;
 
-/// A row of the Contact table.
-#[derive(ToSchema, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ContactRow {
-    id: u32,
-    phone_number: Option<String>,
-    email: Option<String>,
-    linked_id: Option<u32>,
-    /// `primary` or `secondary`.
-    link_precedence: String,
-    /// RFC 3339 UTC with milliseconds.
-    created_at: String,
-    updated_at: String,
-    deleted_at: Option<String>,
-}
+/// The row's one declaration is the engine's.
+pub use crate::engine::Contact as ContactRow;
 
 /// Every error answer.
 #[derive(ToSchema, Serialize)]

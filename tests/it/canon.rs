@@ -413,7 +413,7 @@ proptest! {
         rekey_engine(&mut engine, &modes, Timestamp(now), |_| Ok::<_, ()>(())).unwrap();
         model.rekey(|e| model_email(modes.email, e), |p| model_phone(modes.phone, p), now);
         engine.check_invariants().map_err(TestCaseError::fail)?;
-        let rows: Vec<_> = model.rows().iter().map(|r| r.to_contact()).collect();
+        let rows: Vec<_> = model.rows().iter().map(crate::model::to_contact).collect();
         prop_assert_eq!(engine.contacts().collect::<Vec<_>>(), rows, "{}", modes);
         let canon = Canon::new(modes.clone());
         for op in &after {

@@ -22,7 +22,7 @@ use identity_engine::storage::frame::FILE_HEADER;
 use identity_engine::storage::wal::segment_name;
 use identity_engine::storage::{Faults, FsyncPolicy, Storage, StorageOptions};
 use identity_engine::store::{Store, StoreError};
-use model::{DeleteError, Model, Row};
+use model::{DeleteError, Model};
 use proptest::prelude::*;
 use serde_json::Value;
 use storage_support::{
@@ -219,7 +219,7 @@ fn run_on_model(model: &mut Model, step: &Step, rows: &[Contact], pick_max: Cont
 }
 
 fn model_rows(model: &Model) -> Vec<Contact> {
-    model.rows().iter().map(Row::to_contact).collect()
+    model.rows().iter().map(model::to_contact).collect()
 }
 
 proptest! {

@@ -10,7 +10,7 @@ use identity_engine::engine::{
     BlockReason, Change, Contact, ContactId, Email, Engine, EngineError, Identity, Kind, Limits,
     Phone, Query, Refusal, Timestamp,
 };
-use model::{DeleteError, Model, ModelAnswer, Refused, Row};
+use model::{DeleteError, Model, ModelAnswer, Refused};
 use proptest::prelude::*;
 
 /// Small pools, so that requests keep colliding, merging and splitting clusters.
@@ -266,7 +266,7 @@ fn remembered_joins(engine: &Engine) -> BTreeSet<(String, String)> {
 /// Everything the engine shows that the model also knows must be equal.
 fn assert_same_state(engine: &Engine, model: &Model) -> Result<(), TestCaseError> {
     engine.check_invariants().map_err(TestCaseError::fail)?;
-    let expected: Vec<Contact> = model.rows().iter().map(Row::to_contact).collect();
+    let expected: Vec<Contact> = model.rows().iter().map(crate::model::to_contact).collect();
     prop_assert_eq!(engine.contacts().collect::<Vec<_>>(), expected);
     let joins: BTreeSet<_> = model.joins().iter().cloned().collect();
     prop_assert_eq!(remembered_joins(engine), joins);

@@ -10,49 +10,26 @@
 //! recomputed after every step from all the evidence minus the blocked values. A request is
 //! tried on a copy and kept only if no guard refuses it, so a refused request changes nothing.
 
-use identity_engine::engine::{BlockReason, Kind};
+use identity_engine::engine::{BlockReason, Contact, Kind, Timestamp};
 
 pub type Id = u32;
 
-/// One contact row; timestamps in milliseconds. A primary has `linked_id` None.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Row {
-    pub id: Id,
-    pub email: Option<String>,
-    pub phone: Option<String>,
-    pub linked_id: Option<Id>,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub deleted_at: Option<i64>,
+/// One contact row, the engine's own declaration of it (the log's record of a new row); time
+/// in milliseconds. A primary has `linked_id` None.
+pub use identity_engine::engine::NewContact as Row;
+
+/// The row as the engine reads it, for comparing the two.
+pub fn to_contact(row: &Row) -> Contact {
+    Contact::from(row.clone())
 }
 
-impl Row {
-    /// The row as the engine spells it, for comparing the two.
-    pub fn to_contact(&self) -> identity_engine::engine::Contact {
-        use identity_engine::engine::{Contact, Precedence, Timestamp};
-        Contact {
-            id: self.id,
-            phone_number: self.phone.clone(),
-            email: self.email.clone(),
-            linked_id: self.linked_id,
-            link_precedence: match self.linked_id {
-                None => Precedence::Primary,
-                Some(_) => Precedence::Secondary,
-            },
-            created_at: Timestamp(self.created_at),
-            updated_at: Timestamp(self.updated_at),
-            deleted_at: self.deleted_at.map(Timestamp),
-        }
-    }
+fn is_live(row: &Row) -> bool {
+    row.deleted_at.is_none()
+}
 
-    fn is_live(&self) -> bool {
-        self.deleted_at.is_none()
-    }
-
-    /// Who is older: the smaller `(createdAt, id)`.
-    fn age(&self) -> (i64, Id) {
-        (self.created_at, self.id)
-    }
+/// Who is older: the smaller `(createdAt, id)`.
+fn age(row: &Row) -> (Timestamp, Id) {
+    (row.created_at, row.id)
 }
 
 /// The `/identify` answer, in SPEC.md's order.
@@ -249,7 +226,7 @@ impl Model {
             .filter(|&i| field(&self.rows[i], kind) == Some(value))
             .map(|i| self.cluster(i)[0])
             .collect();
-        primaries.sort_by_key(|&i| self.rows[i].age());
+        primaries.sort_by_key(|&i| age(&self.rows[i]));
         primaries.dedup();
         primaries.into_iter().map(|i| self.rows[i].id).collect()
     }
@@ -334,11 +311,11 @@ impl Model {
             .iter()
             .position(|r| r.id == id)
             .ok_or(DeleteError::Unknown)?;
-        if !self.rows[gone].is_live() {
+        if !is_live(&self.rows[gone]) {
             return Err(DeleteError::AlreadyDeleted);
         }
         let former = self.cluster(gone);
-        self.rows[gone].deleted_at = Some(now);
+        self.rows[gone].deleted_at = Some(Timestamp(now));
         // A join whose email or phone no live row holds any more is forgotten.
         let joins = std::mem::take(&mut self.joins);
         self.joins = joins
@@ -351,7 +328,7 @@ impl Model {
             .filter(|&i| i != gone)
             .map(|i| self.cluster(i)[0])
             .collect();
-        primaries.sort_by_key(|&i| self.rows[i].age());
+        primaries.sort_by_key(|&i| age(&self.rows[i]));
         primaries.dedup();
         Ok(primaries.into_iter().map(|i| self.rows[i].id).collect())
     }
@@ -390,7 +367,7 @@ impl Model {
             }
             next += 1;
         }
-        found.sort_by_key(|&i| self.rows[i].age());
+        found.sort_by_key(|&i| age(&self.rows[i]));
         found
     }
 
@@ -421,7 +398,7 @@ impl Model {
             let want = (primary != self.rows[i].id).then_some(primary);
             if self.rows[i].linked_id != want {
                 self.rows[i].linked_id = want;
-                self.rows[i].updated_at = now;
+                self.rows[i].updated_at = Timestamp(now);
             }
         }
     }
@@ -445,8 +422,8 @@ impl Model {
             email: email.map(str::to_owned),
             phone: phone.map(str::to_owned),
             linked_id,
-            created_at: now,
-            updated_at: now,
+            created_at: Timestamp(now),
+            updated_at: Timestamp(now),
             deleted_at: None,
         });
         self.rows.len() - 1
@@ -465,11 +442,11 @@ impl Model {
             .rows
             .iter()
             .flat_map(|r| [Some(r.created_at), Some(r.updated_at), r.deleted_at]);
-        stamps.flatten().fold(now, i64::max)
+        stamps.flatten().map(|t| t.0).fold(now, i64::max)
     }
 
     fn live(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.rows.len()).filter(|&i| self.rows[i].is_live())
+        (0..self.rows.len()).filter(|&i| is_live(&self.rows[i]))
     }
 }
 

@@ -133,6 +133,27 @@ fn every_documented_route_is_served() {
 }
 
 #[test]
+fn a_row_answers_the_fields_its_schema_names() {
+    let app = spawn_app();
+    app.identify(r#"{"email":"a@b.c"}"#);
+    let doc = app.get("/openapi.json").json();
+    let schema = &doc["components"]["schemas"]["ContactRow"];
+    let row = app.get("/contacts/1").json();
+    let row = row.as_object().unwrap();
+    let mut named: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
+    let mut answered: Vec<&String> = row.keys().collect();
+    named.sort_unstable();
+    answered.sort_unstable();
+    assert_eq!(named, answered);
+    for field in schema["required"].as_array().unwrap() {
+        assert!(
+            !row[field.as_str().unwrap()].is_null(),
+            "{field} is required"
+        );
+    }
+}
+
+#[test]
 fn the_docs_page_renders_the_document_without_the_network() {
     let app = spawn_app();
     let page = app.get("/docs");

@@ -124,7 +124,7 @@ fn imported_orders_give_the_models_rows_and_the_answers_of_the_same_requests() {
         for row in model.rows() {
             assert_eq!(
                 engine.contact(row.id),
-                Some(row.to_contact()),
+                Some(crate::model::to_contact(row)),
                 "{name}: row {}",
                 row.id
             );
