@@ -306,18 +306,52 @@ impl Cluster {
     }
 
     /// Adds member `id` at `addr`: a learner first, which catches up (from the log, or a
-    /// snapshot), then a voter.
-    pub async fn add_member(&self, id: NodeId, addr: String) -> Result<Status, String> {
-        self.raft
-            .add_learner(id, BasicNode { addr }, true)
-            .await
-            .map_err(describe)?;
-        let voters = BTreeSet::from([id]);
-        self.raft
-            .change_membership(ChangeMembers::AddVoterIds(voters), false)
-            .await
-            .map_err(describe)?;
-        Ok(self.status())
+    /// snapshot), then a voter. openraft's own wait for the learner can end while a snapshot
+    /// is still on its way, so this waits until the leader sees the learner's log reach the
+    /// entry that added it.
+    pub async fn add_member(self: Arc<Self>, id: NodeId, addr: String) -> Result<Status, String> {
+        // A task of its own: a client that gives up does not leave a learner never promoted.
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            let added = cluster
+                .raft
+                .add_learner(id, BasicNode { addr }, true)
+                .await
+                .map_err(describe)?;
+            let target = added.log_id.index;
+            let mut metrics = cluster.raft.metrics();
+            loop {
+                let caught_up = {
+                    let m = metrics.borrow_and_update();
+                    if m.state != ServerState::Leader {
+                        return Err(
+                            "this member stopped leading while the learner caught up".into()
+                        );
+                    }
+                    let matched = m
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).copied().flatten());
+                    matched.is_some_and(|l| l.index >= target)
+                };
+                if caught_up {
+                    break;
+                }
+                metrics
+                    .changed()
+                    .await
+                    .map_err(|_| "this member's Raft stopped".to_owned())?;
+            }
+            let voters = BTreeSet::from([id]);
+            cluster
+                .raft
+                .change_membership(ChangeMembers::AddVoterIds(voters), false)
+                .await
+                .map_err(describe)?;
+            Ok(cluster.status())
+        })
+        .await
+        .map_err(|e| format!("adding the member failed: {e}"))?
     }
 
     /// Removes member `id` (a voter or a learner).
@@ -391,7 +425,10 @@ pub fn seed_from_single_node(data_dir: &Path, args: &ClusterArgs) -> Result<bool
     let options = crate::storage::StorageOptions::new(data_dir);
     let (storage, engine, _) =
         crate::storage::Storage::open(options).map_err(|e| ClusterError::Options(e.to_string()))?;
-    let log_id = openraft::LogId::new(openraft::CommittedLeaderId::new(0, 0), 0);
+    // Index 1, as if this member had led and written it: openraft takes index 0 with no
+    // leader for the entry every log starts with, which a new member would then think it
+    // already has, and it would never be sent the seeded state.
+    let log_id = openraft::LogId::new(openraft::CommittedLeaderId::new(0, id), 1);
     let members = BTreeSet::from([id]);
     let nodes = peers
         .iter()

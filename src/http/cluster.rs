@@ -57,6 +57,7 @@ pub async fn add_member(
         return Err(ApiError::InvalidJson("id must be a positive number".into()));
     }
     let status = cluster
+        .clone()
         .add_member(new.id, new.addr)
         .await
         .map_err(ApiError::MembershipRefused)?;
