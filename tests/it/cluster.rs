@@ -935,3 +935,57 @@ fn assert_rows_are_the_models(export: &str, model: &Model) {
         assert_eq!(fields, expected, "row {}: {got} against {want:?}", want.id);
     }
 }
+
+/// README, "A single node's data as a cluster's first member": the single node's rows become
+/// the cluster's, and a member added afterwards catches up from them.
+#[test]
+fn a_single_nodes_data_becomes_the_first_members_and_the_others_catch_up() {
+    let mut single = String::new();
+    let mut cluster = Cluster::start_seeded(|dir| {
+        let app = crate::common::spawn_app_in(dir, |_| {}).expect("a single node");
+        for body in [
+            r#"{"email":"doc@hillvalley.edu","phoneNumber":"555"}"#,
+            r#"{"email":"emmett@hillvalley.edu","phoneNumber":"555"}"#,
+            r#"{"email":"marty@hillvalley.edu"}"#,
+        ] {
+            assert_eq!(app.identify(body).status, 200);
+        }
+        single = app.get("/contacts/export?format=ndjson").text;
+        drop(app);
+    });
+    cluster.wait_for_leader(&[1], FIRST_ELECTION);
+    assert_eq!(single.lines().count(), 3, "{single}");
+    assert_eq!(cluster.converged_export(&[1], CONVERGENCE), single);
+    let addr2 = cluster.start_new_node(2);
+    let add = json!({"id": 2, "addr": addr2.to_string()}).to_string();
+    let added = call(
+        cluster.node(1).addr,
+        "POST",
+        "/cluster/members",
+        &add,
+        &[],
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(added.status, 200, "POST /cluster/members: {}", added.text);
+    assert_eq!(voters(&added.json()), [1, 2], "{}", added.text);
+    // The new member holds the single node's rows as soon as it votes.
+    let export2 = cluster.node(2).export().unwrap();
+    assert_eq!(export2, single, "node 2 caught up from the seeded snapshot");
+    let answer = cluster
+        .node(2)
+        .post(
+            "/identify",
+            r#"{"email":"einstein@hillvalley.edu","phoneNumber":"555"}"#,
+        )
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(
+        answer.json()["contact"]["primaryContactId"],
+        1,
+        "{}",
+        answer.text
+    );
+    let both = cluster.converged_export(&[1, 2], CONVERGENCE);
+    assert_eq!(both.lines().count(), 4, "{both}");
+}

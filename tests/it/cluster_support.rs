@@ -156,6 +156,24 @@ impl Cluster {
         cluster
     }
 
+    /// Starts node 1 alone (`--peers` naming only itself) over a data directory `prepare`
+    /// fills first: a single node's data becoming a cluster's first member.
+    pub fn start_seeded(prepare: impl FnOnce(&std::path::Path)) -> Cluster {
+        let turn = ONE_CLUSTER_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            options: Options::default(),
+            tmp: tempfile::tempdir().expect("temp dir"),
+            _turn: turn,
+        };
+        prepare(&cluster.tmp.path().join("node-1"));
+        let addr = free_addr();
+        cluster.add_process(1, addr, peer_list([(1, addr)].into_iter()));
+        cluster
+    }
+
     /// Starts node `id` as a new process that lists every node started so far and itself as
     /// peers; `POST /cluster/members` is the caller's business.
     pub fn start_new_node(&mut self, id: NodeId) -> SocketAddr {
