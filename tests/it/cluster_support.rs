@@ -551,42 +551,6 @@ pub fn call(
     stream
         .read_to_end(&mut raw)
         .map_err(|e| failed("read", e))?;
-    parse(&raw).ok_or_else(|| format!("{method} {path} on {addr}: not an HTTP answer: {raw:?}"))
-}
-
-fn parse(raw: &[u8]) -> Option<Response> {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let text = if chunked {
-        dechunk(body)?
-    } else {
-        body.to_owned()
-    };
-    Some(Response {
-        status,
-        headers,
-        text,
-    })
-}
-
-fn dechunk(mut body: &str) -> Option<String> {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = body.split_once("\r\n")?;
-        let n = usize::from_str_radix(size.trim(), 16).ok()?;
-        if n == 0 {
-            return Some(out);
-        }
-        out.push_str(rest.get(..n)?);
-        body = rest.get(n + 2..)?;
-    }
+    crate::common::try_parse_response(&raw)
+        .ok_or_else(|| format!("{method} {path} on {addr}: not an HTTP answer: {raw:?}"))
 }

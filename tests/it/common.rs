@@ -164,19 +164,16 @@ pub fn request(
 }
 
 fn parse_response(raw: &[u8]) -> Response {
+    try_parse_response(raw)
+        .unwrap_or_else(|| panic!("not an HTTP answer: {:?}", String::from_utf8_lossy(raw)))
+}
+
+/// The answer in `raw`, or None if it is not a whole HTTP answer.
+pub fn try_parse_response(raw: &[u8]) -> Option<Response> {
     let text = String::from_utf8_lossy(raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header end: {text:?}"));
+    let (head, body) = text.split_once("\r\n\r\n")?;
     let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
@@ -185,26 +182,26 @@ fn parse_response(raw: &[u8]) -> Response {
         .iter()
         .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
     let text = if chunked {
-        dechunk(body)
+        dechunk(body)?
     } else {
         body.to_owned()
     };
-    Response {
+    Some(Response {
         status,
         headers,
         text,
-    }
+    })
 }
 
-fn dechunk(mut body: &str) -> String {
+fn dechunk(mut body: &str) -> Option<String> {
     let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+    loop {
+        let (size, rest) = body.split_once("\r\n")?;
+        let n = usize::from_str_radix(size.trim(), 16).ok()?;
         if n == 0 {
-            break;
+            return Some(out);
         }
-        out.push_str(&rest[..n]);
-        body = &rest[n + 2..];
+        out.push_str(rest.get(..n)?);
+        body = rest.get(n + 2..)?;
     }
-    out
 }
