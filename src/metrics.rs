@@ -159,6 +159,8 @@ pub struct Metrics {
 /// A cluster member's Raft figures, set from openraft's metrics as they change.
 #[derive(Default)]
 pub struct ClusterMetrics {
+    /// 1 for this member's role now (leader, follower, candidate, learner), 0 for the others.
+    pub role: Family<RoleLabels, Gauge>,
     pub term: Gauge,
     pub is_leader: Gauge,
     pub leader_changes: Counter,
@@ -168,6 +170,11 @@ pub struct ClusterMetrics {
     pub replication_lag: Family<FollowerLabels, Gauge>,
     pub snapshots_installed: Counter,
     pub snapshots_built: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabels {
+    pub role: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -312,6 +319,11 @@ impl Metrics {
         let mut m = Metrics::new();
         let c = ClusterMetrics::default();
         let r = &mut m.registry;
+        r.register(
+            "cluster_role",
+            "1 for this member's role now, by role",
+            c.role.clone(),
+        );
         r.register(
             "cluster_term",
             "The Raft term this member is in",

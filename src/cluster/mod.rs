@@ -505,6 +505,11 @@ async fn watch_metrics(cluster: Arc<Cluster>) {
         {
             let m = metrics.borrow_and_update();
             gauges.term.set(m.current_term as i64);
+            for name in ["leader", "follower", "candidate", "learner"] {
+                let labels = crate::metrics::RoleLabels { role: name };
+                let now = i64::from(role(m.state) == name);
+                gauges.role.get_or_create(&labels).set(now);
+            }
             gauges
                 .is_leader
                 .set(i64::from(m.state == ServerState::Leader));

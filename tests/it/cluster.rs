@@ -450,6 +450,11 @@ fn assert_cluster_metrics(cluster: &Cluster, leader: NodeId) {
             if is_leader != want {
                 return Err(format!("node {id}: is_leader {is_leader}, not {want}"));
             }
+            let role = if id == leader { "leader" } else { "follower" };
+            let line = format!("identity_engine_cluster_role{{role=\"{role}\"}} 1");
+            if !r.text.lines().any(|l| l == line) {
+                return Err(format!("node {id}: no {line} in\n{}", r.text));
+            }
             let seen = value("identity_engine_cluster_term")?;
             if seen != term {
                 return Err(format!(
