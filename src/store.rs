@@ -109,6 +109,10 @@ enum Done {
 /// Proposes a command to the cluster; completes once it is committed and applied here.
 pub trait Propose: Send + Sync + 'static {
     fn propose(&self, command: Command) -> Pin<Box<dyn Future<Output = Result<()>> + Send + '_>>;
+
+    /// Completes once this member has confirmed that it leads and has applied everything
+    /// committed before the call (a read index): its state then answers a linearizable read.
+    fn read_barrier(&self) -> Pin<Box<dyn Future<Output = Result<()>> + Send + '_>>;
 }
 
 type Respond = Box<dyn FnOnce(&Engine, Result<Done>) + Send>;
@@ -138,6 +142,14 @@ impl Drop for Forget<'_> {
 }
 
 impl Replicated {
+    async fn read_barrier(&self) -> Result<()> {
+        let proposer = self
+            .proposer
+            .get()
+            .ok_or_else(|| StoreError::NoLeader("the cluster is starting".into()))?;
+        proposer.read_barrier().await
+    }
+
     async fn execute<T: Send + 'static>(
         &self,
         op: Op,
@@ -331,6 +343,18 @@ impl Store {
         render: impl FnOnce(&IdentityRef<'_>) -> T + Send + 'static,
     ) -> Result<T> {
         if let Some(replicated) = self.replicated_part() {
+            // A request that changes nothing needs no log entry: once the leader has confirmed
+            // it leads and has applied everything committed before now, its own state answers.
+            if replicated.read_barrier().await.is_ok() {
+                let state = self.lock_healthy()?;
+                let plan = state
+                    .engine
+                    .plan_identify(query, Timestamp::now())
+                    .inspect_err(|refusal| self.count_refusal(refusal))?;
+                if plan.changes.is_empty() {
+                    return Ok(render(&Self::identity(&state.engine, plan.answer)));
+                }
+            }
             let show = move |engine: &Engine, done| match done {
                 Done::Answer(id) => render(&Self::identity(engine, id)),
                 _ => unreachable!("an identify answers with a contact"),

@@ -102,8 +102,12 @@ pub struct Member {
 /// A command waiting to be proposed, and who waits for it to be committed and applied.
 type Proposal = (Command, oneshot::Sender<Result<(), String>>);
 
+/// Someone waiting for a read barrier.
+type Reader = oneshot::Sender<Result<(), String>>;
+
 struct Proposer {
     queue: mpsc::UnboundedSender<Proposal>,
+    readers: mpsc::UnboundedSender<Reader>,
 }
 
 impl Propose for Proposer {
@@ -119,6 +123,38 @@ impl Propose for Proposer {
                 .map_err(|_| stopped())?
                 .map_err(StoreError::NoLeader)
         })
+    }
+
+    fn read_barrier(&self) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
+        Box::pin(async move {
+            let stopped = || StoreError::NoLeader("this member's Raft stopped".into());
+            let (tx, rx) = oneshot::channel();
+            self.readers.send(tx).map_err(|_| stopped())?;
+            rx.await
+                .map_err(|_| stopped())?
+                .map_err(StoreError::NoLeader)
+        })
+    }
+}
+
+/// Read barriers, batched like proposals: one confirmation of leadership (a heartbeat round
+/// to a majority, no fsync) serves every read that was waiting when it started; reads that
+/// arrive during it wait for the next, since a barrier proves nothing about a read that came
+/// after it began.
+async fn batch_read_barriers(raft: Raft<TypeConfig>, mut queue: mpsc::UnboundedReceiver<Reader>) {
+    while let Some(first) = queue.recv().await {
+        let mut waiters = vec![first];
+        while let Ok(waiter) = queue.try_recv() {
+            waiters.push(waiter);
+        }
+        let result = raft
+            .ensure_linearizable()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        for waiter in waiters {
+            let _ = waiter.send(result.clone());
+        }
     }
 }
 
@@ -211,7 +247,9 @@ impl Cluster {
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let (queue, proposals) = mpsc::unbounded_channel();
         tokio::spawn(batch_proposals(raft.clone(), proposals));
-        store.set_proposer(Arc::new(Proposer { queue }));
+        let (readers, barriers) = mpsc::unbounded_channel();
+        tokio::spawn(batch_read_barriers(raft.clone(), barriers));
+        store.set_proposer(Arc::new(Proposer { queue, readers }));
         let cluster = Arc::new(Cluster {
             raft,
             id,
