@@ -345,7 +345,14 @@ impl Store {
         if let Some(replicated) = self.replicated_part() {
             // A request that changes nothing needs no log entry: once the leader has confirmed
             // it leads and has applied everything committed before now, its own state answers.
-            if replicated.read_barrier().await.is_ok() {
+            // One that this member's state already says changes something goes straight to
+            // the log (planned again when it commits), without the barrier's round trip.
+            let changes = {
+                let state = self.lock_healthy()?;
+                let plan = state.engine.plan_identify(query, Timestamp::now());
+                plan.is_ok_and(|plan| !plan.changes.is_empty())
+            };
+            if !changes && replicated.read_barrier().await.is_ok() {
                 let state = self.lock_healthy()?;
                 let plan = state
                     .engine
