@@ -16,7 +16,7 @@ use crate::canon::Canon;
 use crate::engine::{Change, Email, Phone, Query, Timestamp};
 use crate::export::Format;
 use crate::import::{list, sniff, ImportError, Progress, RowError};
-use crate::storage::{Storage, StorageError, StorageOptions};
+use crate::storage::{Storage, StorageOptions};
 
 /// `import --format`: the Contact table's rows as CSV or NDJSON, or a shop's orders (CSV or
 /// NDJSON, told apart by the extension and the first byte).
@@ -125,7 +125,6 @@ pub fn import_orders(
         ..OrdersReport::default()
     };
     let progress = Progress::new(orders.len() as u64, "orders");
-    let mut last_seq = None;
     for (i, order) in orders.iter().enumerate() {
         // An order a guard refuses (every identifier blocked, or a cluster past the cap)
         // changes nothing, as the request would not.
@@ -136,7 +135,7 @@ pub fn import_orders(
         };
         count(&mut report, &plan.changes);
         if !plan.changes.is_empty() {
-            last_seq = Some(store.append(&plan.changes)?);
+            store.append(&plan.changes)?;
             for change in &plan.changes {
                 engine.apply(change).expect("a planned change applies");
             }
@@ -144,12 +143,7 @@ pub fn import_orders(
         progress.tick(i as u64 + 1);
     }
     progress.finish();
-    if let Some(seq) = last_seq {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .map_err(StorageError::Io)?;
-        runtime.block_on(store.wait_durable(seq))?;
-    }
+    // close() writes and syncs everything appended, and fails if the log did.
     store.close(&engine)?;
     let stats = engine.stats();
     (report.contacts, report.clusters) = (stats.contacts, stats.clusters);

@@ -82,17 +82,11 @@ pub fn rekey(
     let from = crate::matching::recorded(&dir)?;
     let (store, mut engine, _) = Storage::open(storage)?;
     engine.set_limits(limits);
-    let mut last_seq = None;
     let mut report = rekey_engine(&mut engine, &modes, Timestamp::now(), |changes| {
-        last_seq = Some(store.append(changes)?);
+        store.append(changes)?;
         Ok::<_, StorageError>(())
     })?;
-    if let Some(seq) = last_seq {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .map_err(StorageError::Io)?;
-        runtime.block_on(store.wait_durable(seq))?;
-    }
+    // close() writes and syncs everything appended, and fails if the log did.
     store.close(&engine)?;
     crate::matching::record(&dir, &modes)?;
     report.from = from;

@@ -19,6 +19,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use super::{Node, NodeId, TypeConfig};
+use crate::engine::image::Parts;
 use crate::engine::Engine;
 use crate::storage::snapshot;
 use crate::store::Store;
@@ -147,7 +148,7 @@ fn current(dir: &Path) -> io::Result<Option<Snapshot<TypeConfig>>> {
 /// A copy of the state at one log index, written out off the state machine's task.
 pub struct Builder {
     dir: PathBuf,
-    parts: Option<crate::engine::image::Parts<'static>>,
+    parts: Option<Parts<'static>>,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, Node>,
     id: String,
@@ -165,17 +166,8 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
         let dir = self.dir.clone();
         let written = meta.clone();
         let snapshot = tokio::task::spawn_blocking(move || -> io::Result<Snapshot<TypeConfig>> {
-            let index = written.last_log_id.map_or(0, |l| l.index);
-            let snapshots = dir.join("snapshots");
-            let (path, _) = snapshot::write_parts(&snapshots, &parts, index)
-                .map_err(|e| io::Error::other(e.to_string()))?;
+            let path = write(&dir, &parts, &written)?;
             drop(parts);
-            let file = path
-                .file_name()
-                .expect("a snapshot file has a name")
-                .to_string_lossy()
-                .into_owned();
-            save(&dir, &written, &file)?;
             let bytes = fs::read(&path)?;
             Ok(Snapshot {
                 meta: written,
@@ -298,15 +290,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 /// Writes `engine` as the snapshot a new cluster starts from: a single node's data becoming
 /// the first member's (see the README's "Running a cluster").
 pub fn seed(dir: &Path, engine: &Engine, meta: &SnapshotMeta<NodeId, Node>) -> io::Result<()> {
-    let snapshots = dir.join("snapshots");
-    fs::create_dir_all(&snapshots)?;
+    fs::create_dir_all(dir.join("snapshots"))?;
+    write(dir, &engine.parts(), meta).map(|_| ())
+}
+
+/// Writes `parts` as the snapshot `meta` describes and makes it the current one; returns its
+/// path.
+fn write(dir: &Path, parts: &Parts<'_>, meta: &SnapshotMeta<NodeId, Node>) -> io::Result<PathBuf> {
     let index = meta.last_log_id.map_or(0, |l| l.index);
-    let (path, _) = snapshot::write_parts(&snapshots, &engine.parts(), index)
+    let (path, _) = snapshot::write_parts(&dir.join("snapshots"), parts, index)
         .map_err(|e| io::Error::other(e.to_string()))?;
     let file = path
         .file_name()
         .expect("a snapshot file has a name")
         .to_string_lossy()
         .into_owned();
-    save(dir, meta, &file)
+    save(dir, meta, &file)?;
+    Ok(path)
 }

@@ -74,6 +74,8 @@ pub struct Cluster {
     pub forward_timeout: Duration,
     /// The shortest election timeout, in milliseconds.
     election_ms: u64,
+    /// Where reads wait for a read barrier.
+    readers: mpsc::UnboundedSender<Reader>,
 }
 
 /// The member's view of the cluster, as `GET /cluster` shows it.
@@ -127,14 +129,19 @@ impl Propose for Proposer {
 
     fn read_barrier(&self) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
         Box::pin(async move {
-            let stopped = || StoreError::NoLeader("this member's Raft stopped".into());
-            let (tx, rx) = oneshot::channel();
-            self.readers.send(tx).map_err(|_| stopped())?;
-            rx.await
-                .map_err(|_| stopped())?
+            read_barrier(&self.readers)
+                .await
                 .map_err(StoreError::NoLeader)
         })
     }
+}
+
+/// Waits for the next batched read barrier (see [`batch_read_barriers`]).
+async fn read_barrier(readers: &mpsc::UnboundedSender<Reader>) -> Result<(), String> {
+    let stopped = || "this member's Raft stopped".to_owned();
+    let (tx, rx) = oneshot::channel();
+    readers.send(tx).map_err(|_| stopped())?;
+    rx.await.map_err(|_| stopped())?
 }
 
 /// Read barriers, batched like proposals: one confirmation of leadership (a heartbeat round
@@ -249,7 +256,10 @@ impl Cluster {
         tokio::spawn(batch_proposals(raft.clone(), proposals));
         let (readers, barriers) = mpsc::unbounded_channel();
         tokio::spawn(batch_read_barriers(raft.clone(), barriers));
-        store.set_proposer(Arc::new(Proposer { queue, readers }));
+        store.set_proposer(Arc::new(Proposer {
+            queue,
+            readers: readers.clone(),
+        }));
         let cluster = Arc::new(Cluster {
             raft,
             id,
@@ -260,6 +270,7 @@ impl Cluster {
             peers,
             forward_timeout,
             election_ms: args.raft_election_ms,
+            readers,
         });
         tokio::spawn(watch_metrics(cluster.clone()));
         tokio::spawn(form(cluster.clone()));
@@ -411,11 +422,7 @@ impl Cluster {
     /// Confirms this member still leads and waits until it has applied everything committed
     /// before now: a read after this sees every change acknowledged before it began.
     pub async fn linearize(&self) -> Result<(), String> {
-        self.raft
-            .ensure_linearizable()
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        read_barrier(&self.readers).await
     }
 
     pub async fn shutdown(&self) {
