@@ -8,8 +8,8 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use identity_engine::canon::{Canon, EmailMatch, Modes, PhoneMatch};
 use identity_engine::engine::{Email, Phone, Query};
+use identity_engine::matching::canon::{Canon, EmailMatch, Modes, PhoneMatch};
 
 const REQUESTS: usize = 1024;
 
@@ -75,7 +75,10 @@ fn bench(c: &mut Criterion) {
     group.bench_function("e164/first_time", |b| {
         b.iter(|| {
             for phone in &phones {
-                black_box(identity_engine::canon::e164(phone.as_str(), region));
+                black_box(identity_engine::matching::canon::e164(
+                    phone.as_str(),
+                    region,
+                ));
             }
         })
     });

@@ -10,10 +10,10 @@ use tokio::net::TcpListener;
 
 use std::sync::Arc;
 
-use crate::canon::Canon;
-use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::http::{router, AppState, Limits};
+use crate::matching::canon::Canon;
+use crate::raft::Member;
 use crate::storage::StorageError;
 use crate::store::Store;
 
@@ -30,7 +30,7 @@ pub enum AppError {
     #[error("{0}")]
     Matching(String),
     #[error("cluster: {0}")]
-    Cluster(String),
+    Member(String),
 }
 
 /// A recovered store bound to its address, ready to serve.
@@ -38,7 +38,7 @@ pub struct App {
     listener: TcpListener,
     router: Router,
     store: Store,
-    cluster: Option<Arc<Cluster>>,
+    member: Option<Arc<Member>>,
     /// A cluster member's hold on its data directory (a single node's store holds its own).
     _lock: Option<std::fs::File>,
 }
@@ -47,23 +47,24 @@ impl App {
     /// Recovers the data directory and binds the address (port 0 works, for tests).
     pub async fn build(config: Config) -> Result<App, AppError> {
         let modes = config.matching.modes().map_err(AppError::Matching)?;
-        let unrecorded = crate::matching::check(&config.data_dir, &modes)
+        let unrecorded = crate::matching::record::check(&config.data_dir, &modes)
             .map_err(|e| AppError::Matching(e.to_string()))?;
-        let (store, cluster, lock) = if config.cluster.enabled() {
+        let (store, member, lock) = if config.cluster.enabled() {
             Self::join(&config).await?
         } else {
             (Self::recover(&config).await?, None, None)
         };
         if unrecorded {
             // Only now, with the directory locked and opened, is it surely ours to mark.
-            crate::matching::record(&config.data_dir, &modes)
+            crate::matching::record::record(&config.data_dir, &modes)
                 .map_err(|e| AppError::Matching(e.to_string()))?;
         }
         let canon =
             Canon::new(modes).with_fallback_counter(store.metrics().phone_e164_fallbacks.clone());
         if let Some(file) = &config.blocklist {
-            let values = crate::blocklist::read(file, &canon).map_err(AppError::Blocklist)?;
-            let added = crate::blocklist::apply(&store, &values)
+            let values =
+                crate::tools::blocklist::read(file, &canon).map_err(AppError::Blocklist)?;
+            let added = crate::tools::blocklist::apply(&store, &values)
                 .await
                 .map_err(|e| AppError::Blocklist(e.to_string()))?;
             tracing::info!(file = %file.display(), values = values.len(), added, "blocklist applied");
@@ -86,24 +87,24 @@ impl App {
                 .filter(|t| !t.is_empty())
                 .map(Into::into),
             canon,
-            cluster: cluster.clone(),
+            member: member.clone(),
         };
-        let router = match &cluster {
+        let router = match &member {
             None => router(state),
             // The forwarding layer goes outside the request limits: a follower only relays. Raft's
             // own messages are outside both.
-            Some(cluster) => router(state)
+            Some(member) => router(state)
                 .layer(axum::middleware::from_fn_with_state(
-                    cluster.clone(),
-                    crate::cluster::http::route,
+                    member.clone(),
+                    crate::raft::http::route,
                 ))
-                .merge(crate::cluster::http::raft_routes(cluster.clone())),
+                .merge(crate::raft::http::raft_routes(member.clone())),
         };
         Ok(App {
             listener,
             router,
             store,
-            cluster,
+            member,
             _lock: lock,
         })
     }
@@ -133,26 +134,26 @@ impl App {
     /// Starts a cluster member over the data directory's `raft/` files.
     async fn join(
         config: &Config,
-    ) -> Result<(Store, Option<Arc<Cluster>>, Option<std::fs::File>), AppError> {
+    ) -> Result<(Store, Option<Arc<Member>>, Option<std::fs::File>), AppError> {
         if config.blocklist.is_some() {
-            return Err(AppError::Cluster(
+            return Err(AppError::Member(
                 "--blocklist is for a single node; a cluster's blocklist is changed with POST /blocklist on any member".into(),
             ));
         }
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StorageError::file(config.data_dir.clone(), e))?;
-        crate::cluster::seed_from_single_node(&config.data_dir, &config.cluster)
-            .map_err(|e| AppError::Cluster(e.to_string()))?;
+        crate::raft::seed_from_single_node(&config.data_dir, &config.cluster)
+            .map_err(|e| AppError::Member(e.to_string()))?;
         let lock = crate::storage::lock_dir(&config.data_dir)?;
         let forward_timeout = Duration::from_millis(config.request_timeout_ms) * 2;
-        let cluster = Cluster::start(
+        let cluster = Member::start(
             &config.data_dir,
             &config.cluster,
             config.guards(),
             forward_timeout,
         )
         .await
-        .map_err(|e| AppError::Cluster(e.to_string()))?;
+        .map_err(|e| AppError::Member(e.to_string()))?;
         let stats = cluster.store.stats();
         let status = cluster.status();
         tracing::info!(
@@ -184,7 +185,7 @@ impl App {
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
-        if self.cluster.is_none() {
+        if self.member.is_none() {
             axum::serve(self.listener, service)
                 .with_graceful_shutdown(shutdown)
                 .await
@@ -202,9 +203,9 @@ impl App {
                 .await
                 .map_err(AppError::Serve)?;
         }
-        if let Some(cluster) = &self.cluster {
+        if let Some(member) = &self.member {
             tracing::info!("requests drained; stopping this member's Raft");
-            cluster.shutdown().await;
+            member.shutdown().await;
             return Ok(());
         }
         tracing::info!("requests drained; syncing the log and writing a snapshot");

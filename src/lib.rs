@@ -2,25 +2,23 @@
 //! primary is the oldest contact, and serves `POST /identify` over HTTP.
 //!
 //! - [`engine`]: pure and synchronous; rows, indexes, the disjoint-set forest, `plan` and `apply`.
-//! - [`store`]: the shared handle: one lock around the engine, the log behind it.
+//! - [`store`]: the shared handle: one lock around the engine, a durability back-end behind it.
+//! - [`storage`]: the local back-end: the write-ahead log, snapshots, recovery, on-disk formats.
+//! - [`raft`]: the replicated back-end (openraft): its log, state machine and network.
+//! - [`http`]: the axum router, handlers, errors and the console.
+//! - [`matching`]: the keys identifiers are matched by, and the directory's record of them.
+//! - [`tools`]: the offline commands (import, export, rekey, check, backup and restore).
+//! - [`telemetry`]: log lines and metrics.
+//! - [`config`]: options and listen addresses; [`app`]: start-up, serving, shutdown.
 #![forbid(unsafe_code)]
 
-pub mod addr;
 pub mod app;
-pub mod backup;
-pub mod blocklist;
-pub mod canon;
-pub mod check;
-pub mod cluster;
 pub mod config;
 pub mod engine;
-pub mod export;
 pub mod http;
-pub mod import;
-pub mod logging;
 pub mod matching;
-pub mod metrics;
-pub mod orders;
-pub mod rekey;
+pub mod raft;
 pub mod storage;
 pub mod store;
+pub mod telemetry;
+pub mod tools;

@@ -6,9 +6,10 @@ use clap::Parser;
 use identity_engine::app::{shutdown_signal, App};
 use identity_engine::config::{Cli, Command, Config, LogFormat};
 use identity_engine::engine::Limits;
-use identity_engine::orders::{self, ImportFormat};
 use identity_engine::storage::StorageOptions;
-use identity_engine::{backup, check, export, import, logging, rekey};
+use identity_engine::telemetry::logging;
+use identity_engine::tools::orders::{self, ImportFormat};
+use identity_engine::tools::{backup, check, export, import, rekey};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -68,11 +69,11 @@ fn run_tool(command: Command) -> Result<(), String> {
                 max_cluster_size,
             };
             // Blocklist values get the keys of the modes the directory was built with.
-            let modes =
-                identity_engine::matching::recorded(&data_dir).map_err(|e| e.to_string())?;
-            let canon = identity_engine::canon::Canon::new(modes);
+            let modes = identity_engine::matching::record::recorded(&data_dir)
+                .map_err(|e| e.to_string())?;
+            let canon = identity_engine::matching::canon::Canon::new(modes);
             let blocklist = match &blocklist {
-                Some(path) => identity_engine::blocklist::read(path, &canon)?,
+                Some(path) => identity_engine::tools::blocklist::read(path, &canon)?,
                 None => Vec::new(),
             };
             let guards = import::ImportGuards { limits, blocklist };
@@ -116,8 +117,8 @@ fn run_tool(command: Command) -> Result<(), String> {
 }
 
 fn serve(config: Config) -> Result<(), String> {
-    if config.addr == identity_engine::addr::DEFAULT_ADDR {
-        if let Some(problem) = identity_engine::addr::port_problem() {
+    if config.addr == identity_engine::config::addr::DEFAULT_ADDR {
+        if let Some(problem) = identity_engine::config::addr::port_problem() {
             return Err(problem);
         }
     }

@@ -18,9 +18,9 @@ use crate::engine::{
     BlockReason, BlockedValue, Change, Contact, ContactId, Engine, EngineError, GuardStats,
     IdentityRef, Kind, Limits, Query, Refusal, Stats, Timestamp,
 };
-use crate::import::{Applied, CheckedFile, ImportError};
-use crate::metrics::Metrics;
 use crate::storage::{Report, Storage, StorageError, StorageOptions};
+use crate::telemetry::metrics::Metrics;
+use crate::tools::import::{Applied, CheckedFile, ImportError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -247,7 +247,7 @@ impl Store {
                 applied_seq: 0,
             }),
             durability: Durability::Replicated(replicated),
-            metrics: Arc::new(Metrics::for_cluster()),
+            metrics: Arc::new(Metrics::for_raft()),
         };
         Store {
             inner: Arc::new(inner),

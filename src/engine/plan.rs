@@ -69,7 +69,7 @@ impl Ask<'_> {
 }
 
 impl Engine {
-    /// What `/identify` with `query` implies at wall-clock time `now` (SPEC rules 2 to 4, under
+    /// What `/identify` with `query` implies at wall-clock time `now` (docs/API.md, rules 2 to 4, under
     /// the over-merge guards), or why it changes nothing.
     pub fn plan_identify(&self, query: &Query, now: Timestamp) -> Result<Plan, Refusal> {
         let now = Timestamp(now.0.max(self.clock));

@@ -1,4 +1,4 @@
-//! The worked examples of SPEC.md and the deletion rules, on the engine alone.
+//! The worked examples of docs/API.md and the deletion rules, on the engine alone.
 
 use super::image::Parts;
 use super::*;

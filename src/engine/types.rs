@@ -27,7 +27,7 @@ impl Timestamp {
 }
 
 impl fmt::Display for Timestamp {
-    /// RFC 3339 in UTC with milliseconds, as SPEC.md spells `createdAt`.
+    /// RFC 3339 in UTC with milliseconds, as docs/API.md spells `createdAt`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         crate::engine::time::write_rfc3339(f, self.0)
     }
@@ -79,7 +79,7 @@ pub struct Phone(Box<str>);
 impl Email {
     pub const MAX_BYTES: usize = 254;
 
-    /// Normalizes `raw`; `Ok(None)` when it is empty or blank (SPEC: counts as absent).
+    /// Normalizes `raw`; `Ok(None)` when it is empty or blank (docs/API.md: counts as absent).
     ///
     /// ```
     /// use identity_engine::engine::Email;
@@ -111,7 +111,7 @@ impl Email {
 impl Phone {
     pub const MAX_BYTES: usize = 32;
 
-    /// Normalizes `raw`; `Ok(None)` when it is empty or blank (SPEC: counts as absent).
+    /// Normalizes `raw`; `Ok(None)` when it is empty or blank (docs/API.md: counts as absent).
     pub fn parse(raw: &str) -> Result<Option<Phone>, IdentifierError> {
         parse_trimmed(raw, IdentifierError::Phone, |trimmed| {
             let allowed = |c: char| c.is_ascii_digit() || " +-().".contains(c);
@@ -127,7 +127,7 @@ impl Phone {
     }
 }
 
-/// What both identifiers share (SPEC rule 1): `raw` is trimmed, and blank counts as absent;
+/// What both identifiers share (docs/API.md, rule 1): `raw` is trimmed, and blank counts as absent;
 /// otherwise `normalize` gives the value, or `None` when it is not one (`refused`).
 fn parse_trimmed<T>(
     raw: &str,
@@ -162,7 +162,7 @@ pub struct Query {
 }
 
 impl Query {
-    /// `None` when neither identifier is present (SPEC rule 1).
+    /// `None` when neither identifier is present (docs/API.md, rule 1).
     pub fn new(email: Option<Email>, phone: Option<Phone>) -> Option<Query> {
         (email.is_some() || phone.is_some()).then_some(Query { email, phone })
     }
@@ -186,7 +186,7 @@ pub enum Precedence {
 
 /// A row of the Contact table.
 ///
-/// Every field of SPEC.md with its JSON spelling; its one declaration, from which the answers'
+/// Every field of docs/API.md with its JSON spelling; its one declaration, from which the answers'
 /// JSON and the OpenAPI schema (`ContactRow`) both come. The log records a new row as a
 /// [`NewContact`](super::NewContact), which [`From`] turns into this.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -228,7 +228,7 @@ impl From<super::NewContact> for Contact {
     }
 }
 
-/// The answer of `/identify` for one cluster, in SPEC.md's order.
+/// The answer of `/identify` for one cluster, in docs/API.md's order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
     pub primary_contact_id: ContactId,

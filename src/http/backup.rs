@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 
 use super::{ApiError, AppState};
-use crate::backup::{self, Staged};
+use crate::tools::backup::{self, Staged};
 
 /// Chunks in flight between the reading thread and the connection.
 const CHANNEL_CHUNKS: usize = 4;

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::identify::{answer_json, contact_json, json_ok, json_response};
 use super::{ApiError, AppState};
 use crate::engine::{Contact, ContactId, Email, Phone};
-use crate::export::{Format, PAGE};
+use crate::tools::export::{Format, PAGE};
 
 /// The `email` and `phoneNumber` of a query string, normalized and validated like a request's.
 pub(super) fn identifiers_of(

@@ -1,5 +1,5 @@
 //! `POST /contacts/import`: the CLI import over HTTP, so the console can upload a file while the
-//! server runs. The same reading, checks, report and all-or-nothing rule (`crate::import`).
+//! server runs. The same reading, checks, report and all-or-nothing rule (`crate::tools::import`).
 //!
 //! The body is read and every row checked with no lock held. Then, under the engine's lock, the
 //! ids are checked again (a request may have taken one meanwhile: the import is then refused
@@ -20,9 +20,9 @@ use serde_json::json;
 
 use super::identify::json_ok;
 use super::{ApiError, AppState};
-use crate::export::Format;
-use crate::import::{CheckedFile, ImportError, RowError};
 use crate::store::StoreError;
+use crate::tools::export::Format;
+use crate::tools::import::{CheckedFile, ImportError, RowError};
 
 /// The largest import body: about 600,000 rows of export CSV.
 pub const IMPORT_BODY_LIMIT: usize = 64 << 20;

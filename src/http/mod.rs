@@ -4,13 +4,13 @@
 mod admin;
 mod backup;
 mod blocklist;
-mod cluster;
 mod console;
 mod contacts;
 mod error;
 mod graph;
 mod identify;
 mod import;
+mod members;
 mod observe;
 mod openapi;
 mod ops;
@@ -55,9 +55,9 @@ pub struct AppState {
     /// With a token, admin endpoints need it; without, they answer loopback clients only.
     pub admin_token: Option<Arc<str>>,
     /// The matching modes: turns identifiers into the keys the engine matches.
-    pub canon: crate::canon::Canon,
+    pub canon: crate::matching::canon::Canon,
     /// The cluster this server is a member of; None for a single node.
-    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    pub member: Option<Arc<crate::raft::Member>>,
 }
 
 impl AppState {
@@ -68,8 +68,8 @@ impl AppState {
             compat_key_typo: false,
             limits: Limits::default(),
             admin_token: None,
-            canon: crate::canon::Canon::default(),
-            cluster: None,
+            canon: crate::matching::canon::Canon::default(),
+            member: None,
         }
     }
 }
@@ -102,9 +102,9 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(graph::graph))
         .routes(routes!(graph::why))
         .routes(routes!(stats::stats))
-        .routes(routes!(cluster::status))
-        .routes(routes!(cluster::add_member))
-        .routes(routes!(cluster::remove_member))
+        .routes(routes!(members::status))
+        .routes(routes!(members::add_member))
+        .routes(routes!(members::remove_member))
         .merge(import)
         .route_layer(admin_guard);
     let (routes, mut api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())

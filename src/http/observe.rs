@@ -16,8 +16,8 @@ use axum::response::Response;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use crate::metrics::{RouteMetrics, METHODS};
 use crate::store::Store;
+use crate::telemetry::metrics::{RouteMetrics, METHODS};
 
 /// Wraps each route (with `Router::layer`) so the route template is known.
 #[derive(Clone)]

@@ -36,8 +36,8 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Response, ApiError> {
             .unwrap_or_else(|| "storage has failed".into());
         return Err(ApiError::NotReady(why));
     }
-    if let Some(cluster) = &app.cluster {
-        cluster.ready().map_err(ApiError::NotReady)?;
+    if let Some(member) = &app.member {
+        member.ready().map_err(ApiError::NotReady)?;
     }
     let modes = app.canon.modes();
     let matching = json!({

@@ -238,7 +238,7 @@ impl Storage {
     /// Locks `dir`, recovers the state in it, and starts the log writer after the last record.
     pub fn open(options: StorageOptions) -> Result<(Storage, Engine, Report), StorageError> {
         let lock = lock_dir(&options.dir)?;
-        crate::backup::remove_staging(&options.dir);
+        crate::tools::backup::remove_staging(&options.dir);
         let (engine, report) = recovery::recover(&options.dir, Mode::Open)?;
         let (sealed_tx, sealed_rx) = std::sync::mpsc::channel();
         // A long replay means the last run never snapshotted what it logged (it was killed, or

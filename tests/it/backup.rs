@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use identity_engine::backup;
+use identity_engine::tools::backup;
 
 use crate::common::{spawn_app_in, spawn_app_with, TestApp};
 

@@ -3,10 +3,10 @@
 //! (with keys of its own, written here from the documented rules), must agree; and over HTTP,
 //! the modes a data directory records, `rekey` and its guards.
 
-use identity_engine::canon::{Canon, EmailMatch, Modes, PhoneMatch};
 use identity_engine::engine::{Email, Engine, Identity, Limits, Phone, Query, Timestamp};
-use identity_engine::rekey::{rekey, rekey_engine};
+use identity_engine::matching::canon::{Canon, EmailMatch, Modes, PhoneMatch};
 use identity_engine::storage::StorageOptions;
+use identity_engine::tools::rekey::{rekey, rekey_engine};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -377,8 +377,8 @@ fn a_backup_carries_the_directorys_modes() {
     let file = work.path().join("modes.backup");
     std::fs::write(&file, crate::backup::fetch_backup(app.addr)).unwrap();
     let restored = work.path().join("restored");
-    identity_engine::backup::restore_dir(&file, &restored).unwrap();
-    let recorded = identity_engine::matching::recorded(&restored).unwrap();
+    identity_engine::tools::backup::restore_dir(&file, &restored).unwrap();
+    let recorded = identity_engine::matching::record::recorded(&restored).unwrap();
     assert_eq!(
         recorded,
         Modes::new(PhoneMatch::E164, EmailMatch::Provider, Some("US")).unwrap()

@@ -1,6 +1,6 @@
 //! Durability, in process: a restart of any kind (graceful, dropped, or a crash image of the live
 //! files) restores exactly the acknowledged state, checked against the reference model of
-//! SPEC.md; a log cut at any byte or followed by garbage starts up with every whole group before
+//! docs/API.md; a log cut at any byte or followed by garbage starts up with every whole group before
 //! the damage; a flipped byte before valid records stops start-up with a clear error until
 //! `check --repair` cuts there; a failing disk is answered 503 and fails closed without losing or
 //! half-keeping anything; tiny segments are snapshotted in the background and a graceful shutdown
@@ -16,12 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{spawn_app_in, TestApp};
-use identity_engine::check;
 use identity_engine::engine::{Contact, ContactId, Email, EngineError, Identity, Phone, Query};
 use identity_engine::storage::frame::FILE_HEADER;
 use identity_engine::storage::wal::segment_name;
 use identity_engine::storage::{Faults, FsyncPolicy, Storage, StorageOptions};
 use identity_engine::store::{Store, StoreError};
+use identity_engine::tools::check;
 use model::{DeleteError, Model};
 use proptest::prelude::*;
 use serde_json::Value;

@@ -1,5 +1,5 @@
 //! Random sequences of requests and deletions, run through the engine and through the brute-force
-//! model of SPEC.md, which must agree after every step; and engines rebuilt from their facts,
+//! model of docs/API.md, which must agree after every step; and engines rebuilt from their facts,
 //! which must be indistinguishable from the original.
 
 use crate::model;

@@ -6,8 +6,8 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::common::{spawn_app_in, spawn_app_with, TestApp};
-use identity_engine::import::import;
 use identity_engine::storage::StorageOptions;
+use identity_engine::tools::import::import;
 
 fn identify(app: &TestApp, email: &str, phone: &str) -> crate::common::Response {
     app.identify(&format!(r#"{{"email":"{email}","phoneNumber":"{phone}"}}"#))
@@ -202,7 +202,7 @@ fn the_last_contact_id_used_is_507_and_the_data_directory_still_starts_and_check
         known.text
     );
     drop(app);
-    identity_engine::check::check(&data).expect("check finds the directory clean");
+    identity_engine::tools::check::check(&data).expect("check finds the directory clean");
     let app = spawn_app_in(&data, |_| {}).expect("starts again");
     assert_eq!(identify(&app, "last@id.example", "1").status, 200);
 }
@@ -223,16 +223,20 @@ fn rows_sharing(phone: &str, n: u32) -> String {
 fn import_guarded(
     dir: &Path,
     csv: &str,
-    guards: &identity_engine::import::ImportGuards,
-) -> Result<identity_engine::import::ImportReport, identity_engine::import::ImportError> {
+    guards: &identity_engine::tools::import::ImportGuards,
+) -> Result<identity_engine::tools::import::ImportReport, identity_engine::tools::import::ImportError>
+{
     let file = dir.join("rows.csv");
     std::fs::write(&file, csv).unwrap();
     let storage = StorageOptions::new(dir.join("data"));
-    identity_engine::import::import_guarded(storage, &file, None, false, guards)
+    identity_engine::tools::import::import_guarded(storage, &file, None, false, guards)
 }
 
-fn limits(generic_threshold: u32, max_cluster_size: u32) -> identity_engine::import::ImportGuards {
-    identity_engine::import::ImportGuards {
+fn limits(
+    generic_threshold: u32,
+    max_cluster_size: u32,
+) -> identity_engine::tools::import::ImportGuards {
+    identity_engine::tools::import::ImportGuards {
         limits: identity_engine::engine::Limits {
             generic_threshold,
             max_cluster_size,
@@ -286,7 +290,7 @@ fn an_import_that_would_pass_the_cap_is_refused_whole_naming_the_values() {
 fn an_import_with_a_blocklist_blocks_its_values_before_the_rows() {
     let tmp = tempfile::tempdir().unwrap();
     let mut guards = limits(0, 0);
-    let list = identity_engine::blocklist::parse(
+    let list = identity_engine::tools::blocklist::parse(
         "# junk\nphone: 5550000 \nemail:NOBODY@shop.example\n",
         &Default::default(),
     );
@@ -309,7 +313,7 @@ fn an_import_with_a_blocklist_blocks_its_values_before_the_rows() {
         [0, 3],
         "the email no one holds, the phone three rows hold"
     );
-    assert!(identity_engine::blocklist::parse("fax:1", &Default::default()).is_err());
+    assert!(identity_engine::tools::blocklist::parse("fax:1", &Default::default()).is_err());
 }
 
 #[test]

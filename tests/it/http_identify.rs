@@ -1,4 +1,4 @@
-//! `POST /identify` over HTTP against the real server: SPEC.md's worked examples, every error row
+//! `POST /identify` over HTTP against the real server: docs/API.md's worked examples, every error row
 //! that applies to it, the input forms it accepts, the `--compat-key-typo` option, bursts of
 //! concurrent requests, and garbage that must never cause a 500.
 
@@ -14,10 +14,10 @@ use std::thread;
 use common::{request, spawn_app, spawn_app_with, Response, TestApp};
 use serde_json::Value;
 
-/// SPEC.md's default body limit.
+/// docs/API.md's default body limit.
 const BODY_LIMIT: usize = 16 * 1024;
 
-/// The `contact` of a 200 answer, in SPEC.md's shape.
+/// The `contact` of a 200 answer, in docs/API.md's shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Answer {
     primary: u64,
@@ -35,7 +35,7 @@ fn answer(primary: u64, emails: &[&str], phones: &[&str], secondaries: &[u64]) -
     }
 }
 
-/// Reads a 200 answer, requiring exactly SPEC.md's keys (no typo key unless asked for).
+/// Reads a 200 answer, requiring exactly docs/API.md's keys (no typo key unless asked for).
 fn answer_of(response: &Response) -> Answer {
     assert_eq!(response.status, 200, "{}", response.text);
     let json = response.json();
@@ -79,7 +79,7 @@ fn identify(app: &TestApp, body: &str) -> Answer {
     answer_of(&app.identify(body))
 }
 
-/// Asserts SPEC.md's error answer: `status`, JSON `{"error":{"code":..,"message":..}}`, `code`.
+/// Asserts docs/API.md's error answer: `status`, JSON `{"error":{"code":..,"message":..}}`, `code`.
 fn assert_error(response: &Response, status: u16, code: &str, case: &str) {
     assert_eq!(response.status, status, "{case}: {}", response.text);
     let content_type = response.header("content-type").unwrap_or_default();
@@ -136,7 +136,7 @@ fn padded_body(len: usize) -> String {
     format!("{head}{}{tail}", "x".repeat(len - head.len() - tail.len()))
 }
 
-// SPEC.md's worked examples, built by real requests in order.
+// docs/API.md's worked examples, built by real requests in order.
 
 #[test]
 fn repeating_known_information_answers_the_whole_cluster_and_creates_nothing() {
@@ -288,7 +288,7 @@ fn a_primary_without_an_email_lists_its_secondaries_emails_in_age_order() {
     );
 }
 
-// SPEC.md's error table, the rows that apply to /identify.
+// docs/API.md's error table, the rows that apply to /identify.
 
 #[test]
 fn a_body_that_is_not_json_is_refused() {
@@ -545,7 +545,7 @@ fn a_refused_request_creates_no_contact() {
     assert_eq!(good, answer(2, &["good@x.test"], &[], &[]));
 }
 
-// The input forms SPEC.md accepts.
+// The input forms docs/API.md accepts.
 
 #[test]
 fn a_numeric_phone_number_means_its_digits() {

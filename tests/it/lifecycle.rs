@@ -1,5 +1,5 @@
 //! The data lifecycle over the real server: Contact rows looked up, paged and deleted (with the
-//! regrouping SPEC.md's "Deleting a contact" asks for), export then import (library and CLI),
+//! regrouping docs/API.md's "Deleting a contact" asks for), export then import (library and CLI),
 //! import of bad or disagreeing files, and admin access by token or loopback.
 
 use crate::common;
@@ -11,8 +11,8 @@ use std::process::Command;
 
 use common::{request, spawn_app, spawn_app_in, spawn_app_with, Response, TestApp};
 use identity_engine::engine::{Contact, Timestamp};
-use identity_engine::import::{import, ImportError, ImportReport, RowError};
 use identity_engine::storage::{recovery, StorageOptions};
+use identity_engine::tools::import::{import, ImportError, ImportReport, RowError};
 use serde_json::{json, Value};
 
 const HEADER: &str = "id,phoneNumber,email,linkedId,linkPrecedence,createdAt,updatedAt,deletedAt";
@@ -37,7 +37,7 @@ fn ok(response: Response) -> Value {
     response.json()
 }
 
-/// Asserts an error answer's status and SPEC.md's JSON error shape with `code`.
+/// Asserts an error answer's status and docs/API.md's JSON error shape with `code`.
 fn assert_error(response: &Response, status: u16, code: &str) {
     assert_eq!(response.status, status, "{}", response.text);
     assert_eq!(response.error_code(), code, "{}", response.text);

@@ -1,8 +1,8 @@
-//! A brute-force reference model of SPEC.md's rules: a plain list of rows and of remembered joins,
+//! A brute-force reference model of docs/API.md's rules: a plain list of rows and of remembered joins,
 //! no indexes and no union-find; every question is answered by scanning every row.
 //!
-//! It is written from SPEC.md, not from the engine, so that a test can check one against the
-//! other. It keeps to the engine's choices where SPEC.md leaves room: time never goes backwards,
+//! It is written from docs/API.md, not from the engine, so that a test can check one against the
+//! other. It keeps to the engine's choices where docs/API.md leaves room: time never goes backwards,
 //! a join is remembered only when it is new evidence, and a join is forgotten once no live row
 //! holds its email or its phone.
 //!
@@ -32,7 +32,7 @@ fn age(row: &Row) -> (Timestamp, Id) {
     (row.created_at, row.id)
 }
 
-/// The `/identify` answer, in SPEC.md's order.
+/// The `/identify` answer, in docs/API.md's order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelAnswer {
     pub primary_contact_id: Id,

@@ -2,8 +2,8 @@
 //! give the model's rows (times included), and the same rows sent one by one as requests give
 //! the same rows and answers.
 
-use identity_engine::orders::import_orders;
 use identity_engine::storage::{FsyncPolicy, Storage, StorageOptions};
+use identity_engine::tools::orders::import_orders;
 use serde_json::Value;
 
 use crate::common::spawn_app_in;

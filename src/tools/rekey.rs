@@ -8,10 +8,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::canon::{Canon, Modes};
 use crate::engine::{BlockReason, Change, Email, Engine, Kind, Limits, Phone, Refusal, Timestamp};
-use crate::import::{ImportError, Progress};
+use crate::matching::canon::{Canon, Modes};
 use crate::storage::{Storage, StorageError, StorageOptions};
+use crate::tools::import::{ImportError, Progress};
 
 /// What a re-key did.
 #[derive(Debug, Default)]
@@ -79,7 +79,7 @@ pub fn rekey(
 ) -> Result<RekeyReport, ImportError> {
     let started = Instant::now();
     let dir = storage.dir.clone();
-    let from = crate::matching::recorded(&dir)?;
+    let from = crate::matching::record::recorded(&dir)?;
     let (store, mut engine, _) = Storage::open(storage)?;
     engine.set_limits(limits);
     let mut report = rekey_engine(&mut engine, &modes, Timestamp::now(), |changes| {
@@ -88,7 +88,7 @@ pub fn rekey(
     })?;
     // close() writes and syncs everything appended, and fails if the log did.
     store.close(&engine)?;
-    crate::matching::record(&dir, &modes)?;
+    crate::matching::record::record(&dir, &modes)?;
     report.from = from;
     report.elapsed = started.elapsed();
     Ok(report)

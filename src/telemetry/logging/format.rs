@@ -311,7 +311,7 @@ mod tests {
         assert!(crate::engine::time::parse_rfc3339(time).is_some(), "{time}");
         assert_eq!(
             rest,
-            " INFO identity_engine::logging::format::tests: request method=POST route=\"/identify\" status=200 micros=17"
+            " INFO identity_engine::telemetry::logging::format::tests: request method=POST route=\"/identify\" status=200 micros=17"
         );
     }
 
@@ -323,7 +323,7 @@ mod tests {
         });
         assert!(
             got[0].ends_with(
-                " WARN identity_engine::logging::format::tests: recovery{dir=\"d\"}: cut"
+                " WARN identity_engine::telemetry::logging::format::tests: recovery{dir=\"d\"}: cut"
             ),
             "{}",
             got[0]
@@ -341,7 +341,10 @@ mod tests {
         assert_eq!(got.len(), 2);
         let first: serde_json::Value = serde_json::from_str(&got[0]).unwrap();
         assert_eq!(first["level"], "INFO");
-        assert_eq!(first["target"], "identity_engine::logging::format::tests");
+        assert_eq!(
+            first["target"],
+            "identity_engine::telemetry::logging::format::tests"
+        );
         assert_eq!(
             first["fields"],
             serde_json::json!({"message": "request", "method": "POST", "route": "/identify", "status": 200, "micros": 17})

@@ -12,11 +12,11 @@ use std::io::BufRead;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::canon::Canon;
 use crate::engine::{Change, Email, Phone, Query, Timestamp};
-use crate::export::Format;
-use crate::import::{list, sniff, ImportError, Progress, RowError};
+use crate::matching::canon::Canon;
 use crate::storage::{Storage, StorageOptions};
+use crate::tools::export::Format;
+use crate::tools::import::{list, sniff, ImportError, Progress, RowError};
 
 /// `import --format`: the Contact table's rows as CSV or NDJSON, or a shop's orders (CSV or
 /// NDJSON, told apart by the extension and the first byte).
@@ -103,11 +103,11 @@ pub fn import_orders(
     file: &Path,
     syntax: Option<Format>,
     skip_invalid: bool,
-    guards: &crate::import::ImportGuards,
+    guards: &crate::tools::import::ImportGuards,
 ) -> Result<OrdersReport, ImportError> {
     let started = Instant::now();
     // Orders are matched by the keys of the modes the directory was built with.
-    let canon = Canon::new(crate::matching::recorded(&storage.dir)?);
+    let canon = Canon::new(crate::matching::record::recorded(&storage.dir)?);
     let (orders, skipped) = read(file, syntax, &canon)?;
     if !skipped.is_empty() && !skip_invalid {
         return Err(ImportError::Invalid(skipped));
@@ -277,7 +277,7 @@ fn bad_header(message: String) -> ImportError {
 }
 
 fn read_ndjson(reader: impl BufRead) -> std::io::Result<RawRows> {
-    crate::import::ndjson_lines(reader, ndjson_fields)
+    crate::tools::import::ndjson_lines(reader, ndjson_fields)
 }
 
 fn ndjson_fields(line: &str) -> Result<Fields, String> {

@@ -9,19 +9,19 @@ use serde::Deserialize;
 
 use super::identify::json_ok;
 use super::{ApiError, AppState};
-use crate::cluster::Cluster;
+use crate::raft::Member;
 
 const SINGLE: &str =
     "this server is a single node, not a cluster member (start it with --node-id and --peers)";
 
-fn member(app: &AppState) -> Result<&Arc<Cluster>, ApiError> {
-    app.cluster.as_ref().ok_or(ApiError::NotInCluster(SINGLE))
+fn member(app: &AppState) -> Result<&Arc<Member>, ApiError> {
+    app.member.as_ref().ok_or(ApiError::NotInCluster(SINGLE))
 }
 
 /// This member's view of the cluster: its role, the leader, the term, the members, and how far
 /// its log is committed and applied. Served by the member asked, from what it knows.
 #[utoipa::path(get, path = "/cluster", tag = "cluster",
-    responses((status = 200, description = "This member's view of the cluster", body = crate::cluster::Status),
+    responses((status = 200, description = "This member's view of the cluster", body = crate::raft::Status),
         (status = 409, description = "not_in_cluster: a single node", body = super::openapi::ErrorBody),
         (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
         (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
@@ -42,7 +42,7 @@ pub struct NewMember {
 /// --peers naming the members and itself.
 #[utoipa::path(post, path = "/cluster/members", tag = "cluster",
     request_body = NewMember,
-    responses((status = 200, description = "The member is a voter now; the cluster as the leader sees it", body = crate::cluster::Status),
+    responses((status = 200, description = "The member is a voter now; the cluster as the leader sees it", body = crate::raft::Status),
         (status = 400, description = "invalid_json", body = super::openapi::ErrorBody),
         (status = 409, description = "not_in_cluster, or the change was refused (with why)", body = super::openapi::ErrorBody),
         (status = 503, description = "no_leader", body = super::openapi::ErrorBody)))]
@@ -67,7 +67,7 @@ pub async fn add_member(
 /// Removes a member (voter or learner); stop its process afterwards.
 #[utoipa::path(delete, path = "/cluster/members/{id}", tag = "cluster",
     params(("id" = u64, Path, description = "The member's node id")),
-    responses((status = 200, description = "The cluster as the leader sees it after the change", body = crate::cluster::Status),
+    responses((status = 200, description = "The cluster as the leader sees it after the change", body = crate::raft::Status),
         (status = 409, description = "not_in_cluster, or the change was refused (with why)", body = super::openapi::ErrorBody),
         (status = 503, description = "no_leader", body = super::openapi::ErrorBody)))]
 pub async fn remove_member(

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
 
-use crate::canon::Canon;
 use crate::engine::{
     BlockReason, Change, ContactId, Email, Engine, Kind, Limits, NewContact, Phone, Precedence,
     Timestamp,
 };
-use crate::export::{Format, COLUMNS};
+use crate::matching::canon::Canon;
 use crate::storage::{Storage, StorageError, StorageOptions};
+use crate::tools::export::{Format, COLUMNS};
 
 /// A refused row, by its line in the file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -41,7 +41,7 @@ pub enum ImportError {
     #[error("{0}; nothing was imported")]
     Refused(String),
     #[error(transparent)]
-    Matching(#[from] crate::matching::MatchingError),
+    Matching(#[from] crate::matching::record::MatchingError),
     /// A row's id taken (by a request) after the file was checked; nothing was imported.
     #[error("line {}: {}; nothing was imported", .0.line, .0.message)]
     Taken(RowError),
@@ -199,7 +199,7 @@ pub fn import_guarded(
 ) -> Result<ImportReport, ImportError> {
     let started = Instant::now();
     // Rows get the keys of the modes the directory was built with.
-    let canon = Canon::new(crate::matching::recorded(&storage.dir)?);
+    let canon = Canon::new(crate::matching::record::recorded(&storage.dir)?);
     let (store, mut engine, _) = Storage::open(storage)?;
     engine.set_limits(guards.limits);
     let (rows, errors) = read_rows(file, format, &engine, &canon)?;

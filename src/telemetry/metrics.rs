@@ -153,12 +153,12 @@ pub struct Metrics {
     last_snapshot_seconds: FloatGauge,
     recovery_seconds: FloatGauge,
     /// A cluster member's Raft figures; None on a single node.
-    pub cluster: Option<ClusterMetrics>,
+    pub cluster: Option<RaftMetrics>,
 }
 
 /// A cluster member's Raft figures, set from openraft's metrics as they change.
 #[derive(Default)]
-pub struct ClusterMetrics {
+pub struct RaftMetrics {
     /// 1 for this member's role now (leader, follower, candidate, learner), 0 for the others.
     pub role: Family<RoleLabels, Gauge>,
     pub term: Gauge,
@@ -315,9 +315,9 @@ impl Metrics {
     }
 
     /// A cluster member's metrics: a single node's, and the Raft figures.
-    pub fn for_cluster() -> Metrics {
+    pub fn for_raft() -> Metrics {
         let mut m = Metrics::new();
-        let c = ClusterMetrics::default();
+        let c = RaftMetrics::default();
         let r = &mut m.registry;
         r.register(
             "cluster_role",

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
 
-use crate::canon::{EmailMatch, Modes, PhoneMatch};
+use crate::matching::canon::{EmailMatch, Modes, PhoneMatch};
 
 pub const FILE: &str = "MATCHING";
 const HEADER: &str = "identity-engine matching 1";

@@ -14,13 +14,13 @@ use axum::Router;
 use http_body_util::{BodyExt, Full};
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::{Cluster, FORWARDED_HEADER, TOKEN_HEADER};
+use super::{Member, FORWARDED_HEADER, TOKEN_HEADER};
 use crate::http::ApiError;
 use crate::storage::codec;
 
 /// `/cluster/raft/...`: append, vote, snapshot (bincode), and hello (JSON: who answers, and
 /// whether it belongs to a cluster yet).
-pub fn raft_routes(cluster: Arc<Cluster>) -> Router {
+pub fn raft_routes(cluster: Arc<Member>) -> Router {
     Router::new()
         .route("/cluster/raft/append", post(append))
         .route("/cluster/raft/vote", post(vote))
@@ -38,7 +38,7 @@ fn refused() -> Response {
         .into_response()
 }
 
-fn authorized(cluster: &Cluster, headers: &HeaderMap) -> bool {
+fn authorized(cluster: &Member, headers: &HeaderMap) -> bool {
     let given = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok());
     cluster.token_ok(given)
 }
@@ -56,7 +56,7 @@ fn encode<T: Serialize>(value: &T) -> Response {
     }
 }
 
-async fn append(State(cluster): State<Arc<Cluster>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn append(State(cluster): State<Arc<Member>>, headers: HeaderMap, body: Bytes) -> Response {
     if !authorized(&cluster, &headers) {
         return refused();
     }
@@ -66,7 +66,7 @@ async fn append(State(cluster): State<Arc<Cluster>>, headers: HeaderMap, body: B
     }
 }
 
-async fn vote(State(cluster): State<Arc<Cluster>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn vote(State(cluster): State<Arc<Member>>, headers: HeaderMap, body: Bytes) -> Response {
     if !authorized(&cluster, &headers) {
         return refused();
     }
@@ -76,11 +76,7 @@ async fn vote(State(cluster): State<Arc<Cluster>>, headers: HeaderMap, body: Byt
     }
 }
 
-async fn snapshot(
-    State(cluster): State<Arc<Cluster>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn snapshot(State(cluster): State<Arc<Member>>, headers: HeaderMap, body: Bytes) -> Response {
     if !authorized(&cluster, &headers) {
         return refused();
     }
@@ -90,7 +86,7 @@ async fn snapshot(
     }
 }
 
-async fn hello_answer(State(cluster): State<Arc<Cluster>>, headers: HeaderMap) -> Response {
+async fn hello_answer(State(cluster): State<Arc<Member>>, headers: HeaderMap) -> Response {
     if !authorized(&cluster, &headers) {
         return refused();
     }
@@ -100,7 +96,7 @@ async fn hello_answer(State(cluster): State<Arc<Cluster>>, headers: HeaderMap) -
 }
 
 /// Asks the member at `addr` whether it belongs to a cluster; None if it does not answer.
-pub(super) async fn hello(cluster: &Cluster, addr: &str) -> Option<bool> {
+pub(super) async fn hello(cluster: &Member, addr: &str) -> Option<bool> {
     let mut request = hyper::Request::get(format!("http://{addr}/cluster/raft/hello"));
     if let Some(token) = &cluster.token {
         request = request.header(TOKEN_HEADER, token);
@@ -178,7 +174,7 @@ fn take_stale(uri: &Uri) -> (bool, Option<Uri>) {
 /// The layer in front of the client routes: serves a request here when this member can, or
 /// forwards it to the leader and returns the leader's answer.
 pub async fn route(
-    State(cluster): State<Arc<Cluster>>,
+    State(cluster): State<Arc<Member>>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -221,7 +217,7 @@ pub async fn route(
 }
 
 /// Sends `request` to the leader and streams its answer back.
-async fn forward(cluster: &Cluster, leader: u64, addr: &str, request: Request) -> Response {
+async fn forward(cluster: &Member, leader: u64, addr: &str, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let bytes = match axum::body::to_bytes(body, codec::MAX_MESSAGE as usize).await {
         Ok(bytes) => bytes,

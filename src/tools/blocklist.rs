@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use crate::canon::Canon;
 use crate::engine::{Email, Kind, Phone};
+use crate::matching::canon::Canon;
 use crate::store::{Store, StoreError};
 
 /// The values of a blocklist file as matching keys, or what is wrong with it (naming the line).

@@ -1,12 +1,14 @@
 //! Command-line options; each is also an environment variable `IDENTITY_ENGINE_<NAME>`.
 
+pub mod addr;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::canon::{EmailMatch, Modes, PhoneMatch};
+use crate::matching::canon::{EmailMatch, Modes, PhoneMatch};
 use crate::storage::{Faults, FsyncPolicy, StorageOptions};
 
 #[derive(Parser, Debug)]
@@ -54,8 +56,8 @@ pub enum Command {
     Export {
         #[arg(long, env = "IDENTITY_ENGINE_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
-        #[arg(long, value_enum, default_value_t = crate::export::Format::Csv)]
-        format: crate::export::Format,
+        #[arg(long, value_enum, default_value_t = crate::tools::export::Format::Csv)]
+        format: crate::tools::export::Format,
         /// File to write; standard output when absent.
         #[arg(long)]
         output: Option<PathBuf>,
@@ -71,7 +73,7 @@ pub enum Command {
         /// absent), or orders: rows of email, phoneNumber and an optional timestamp, run as
         /// /identify requests in timestamp order.
         #[arg(long, value_enum)]
-        format: Option<crate::orders::ImportFormat>,
+        format: Option<crate::tools::orders::ImportFormat>,
         /// Import the valid rows and report the invalid ones, instead of importing nothing.
         #[arg(long)]
         skip_invalid: bool,
@@ -136,8 +138,8 @@ pub struct Config {
     /// Address to listen on: host:port (a name works), :port (every interface) or a port
     /// (loopback); port 0 picks a free one. Default 127.0.0.1:3000, or 0.0.0.0:$PORT when PORT
     /// is set.
-    #[arg(long, env = "IDENTITY_ENGINE_ADDR", value_parser = crate::addr::parse_addr,
-        default_value_t = crate::addr::default_addr())]
+    #[arg(long, env = "IDENTITY_ENGINE_ADDR", value_parser = crate::config::addr::parse_addr,
+        default_value_t = crate::config::addr::default_addr())]
     pub addr: SocketAddr,
     /// Directory for the log and snapshots; one server per directory.
     #[arg(long, env = "IDENTITY_ENGINE_DATA_DIR", default_value = "./data")]
@@ -181,7 +183,7 @@ pub struct Config {
     #[command(flatten)]
     pub matching: MatchArgs,
     #[command(flatten)]
-    pub cluster: ClusterArgs,
+    pub cluster: RaftArgs,
     /// Log line format.
     #[arg(long, env = "IDENTITY_ENGINE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -192,7 +194,7 @@ pub struct Config {
 
 /// Cluster mode (README "Running a cluster"): without --peers the server is a single node.
 #[derive(Args, Debug, Clone)]
-pub struct ClusterArgs {
+pub struct RaftArgs {
     /// This member's id in the cluster (a positive number, unique in it).
     #[arg(long, env = "IDENTITY_ENGINE_NODE_ID", requires = "peers")]
     pub node_id: Option<u64>,
@@ -228,7 +230,7 @@ pub struct ClusterArgs {
     pub raft_keep_entries: u64,
 }
 
-impl ClusterArgs {
+impl RaftArgs {
     pub fn enabled(&self) -> bool {
         self.peers.is_some()
     }

@@ -28,7 +28,7 @@ use openraft::{BasicNode, ChangeMembers, Raft, ServerState, SnapshotPolicy};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::ClusterArgs;
+use crate::config::RaftArgs;
 use crate::engine::Limits;
 use crate::store::{Command, Propose, Store, StoreError};
 
@@ -52,7 +52,7 @@ pub const TOKEN_HEADER: &str = "x-cluster-token";
 pub const FORWARDED_HEADER: &str = "x-forwarded-by-node";
 
 #[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
+pub enum MemberError {
     #[error("{0}")]
     Options(String),
     #[error("the cluster's files in {dir}: {error}")]
@@ -62,7 +62,7 @@ pub enum ClusterError {
 }
 
 /// A running member.
-pub struct Cluster {
+pub struct Member {
     pub raft: Raft<TypeConfig>,
     pub id: NodeId,
     pub store: Store,
@@ -87,7 +87,7 @@ pub struct Status {
     pub role: &'static str,
     pub leader: Option<NodeId>,
     pub term: u64,
-    pub members: Vec<Member>,
+    pub members: Vec<Peer>,
     pub committed_index: Option<u64>,
     pub applied_index: Option<u64>,
     /// The last log index this member's latest snapshot covers.
@@ -95,7 +95,7 @@ pub struct Status {
 }
 
 #[derive(Serialize, Debug, Clone, utoipa::ToSchema)]
-pub struct Member {
+pub struct Peer {
     pub id: NodeId,
     pub addr: String,
     pub voter: bool,
@@ -206,19 +206,19 @@ fn describe(e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> String {
     }
 }
 
-impl Cluster {
+impl Member {
     /// Opens the member's files in `data_dir/raft` (or, on a first start over a single node's
     /// data, seeds a one-member cluster from it), starts Raft, and starts forming the cluster
     /// if it has never been formed.
     pub async fn start(
         data_dir: &Path,
-        args: &ClusterArgs,
+        args: &RaftArgs,
         limits: Limits,
         forward_timeout: Duration,
-    ) -> Result<Arc<Cluster>, ClusterError> {
-        let (id, peers) = args.membership().map_err(ClusterError::Options)?;
+    ) -> Result<Arc<Member>, MemberError> {
+        let (id, peers) = args.membership().map_err(MemberError::Options)?;
         let dir = data_dir.join("raft");
-        let files = |error| ClusterError::Files {
+        let files = |error| MemberError::Files {
             dir: dir.clone(),
             error,
         };
@@ -243,7 +243,7 @@ impl Cluster {
             ..Default::default()
         }
         .validate()
-        .map_err(|e| ClusterError::Options(format!("raft timeouts: {e}")))?;
+        .map_err(|e| MemberError::Options(format!("raft timeouts: {e}")))?;
         let client = network::http_client();
         let factory = network::Factory {
             client: client.clone(),
@@ -251,7 +251,7 @@ impl Cluster {
         };
         let raft = Raft::new(id, Arc::new(config), factory, log.clone(), machine)
             .await
-            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+            .map_err(|e| MemberError::Raft(e.to_string()))?;
         let (queue, proposals) = mpsc::unbounded_channel();
         tokio::spawn(batch_proposals(raft.clone(), proposals));
         let (readers, barriers) = mpsc::unbounded_channel();
@@ -260,7 +260,7 @@ impl Cluster {
             queue,
             readers: readers.clone(),
         }));
-        let cluster = Arc::new(Cluster {
+        let cluster = Arc::new(Member {
             raft,
             id,
             store,
@@ -320,7 +320,7 @@ impl Cluster {
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let members = membership
             .nodes()
-            .map(|(id, node)| Member {
+            .map(|(id, node)| Peer {
                 id: *id,
                 addr: node.addr.clone(),
                 voter: voters.contains(id),
@@ -450,10 +450,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// members: they could form a cluster without this data before this member joins.
 /// Called before the member takes the directory's lock (opening the single node's storage
 /// takes it too).
-pub fn seed_from_single_node(data_dir: &Path, args: &ClusterArgs) -> Result<bool, ClusterError> {
-    let (id, peers) = args.membership().map_err(ClusterError::Options)?;
+pub fn seed_from_single_node(data_dir: &Path, args: &RaftArgs) -> Result<bool, MemberError> {
+    let (id, peers) = args.membership().map_err(MemberError::Options)?;
     let dir = &data_dir.join("raft");
-    let files = |error| ClusterError::Files {
+    let files = |error| MemberError::Files {
         dir: dir.to_owned(),
         error,
     };
@@ -461,7 +461,7 @@ pub fn seed_from_single_node(data_dir: &Path, args: &ClusterArgs) -> Result<bool
         return Ok(false);
     }
     if peers.len() > 1 {
-        return Err(ClusterError::Options(format!(
+        return Err(MemberError::Options(format!(
             "{} holds a single node's data: to make it a cluster's first member, start it with --peers naming only itself ({id}={}), then add the others with POST /cluster/members",
             data_dir.display(),
             peers[&id]
@@ -469,7 +469,7 @@ pub fn seed_from_single_node(data_dir: &Path, args: &ClusterArgs) -> Result<bool
     }
     let options = crate::storage::StorageOptions::new(data_dir);
     let (storage, engine, _) =
-        crate::storage::Storage::open(options).map_err(|e| ClusterError::Options(e.to_string()))?;
+        crate::storage::Storage::open(options).map_err(|e| MemberError::Options(e.to_string()))?;
     // Index 1, as if this member had led and written it: openraft takes index 0 with no
     // leader for the entry every log starts with, which a new member would then think it
     // already has, and it would never be sent the seeded state.
@@ -500,7 +500,7 @@ pub fn seed_from_single_node(data_dir: &Path, args: &ClusterArgs) -> Result<bool
 /// belongs to a cluster yet, each initializes it with the same members (which openraft allows:
 /// the first entry is the same everywhere). A member that finds an existing cluster waits to be
 /// added to it.
-async fn form(cluster: Arc<Cluster>) {
+async fn form(cluster: Arc<Member>) {
     let mut tick = tokio::time::interval(Duration::from_millis(300));
     loop {
         tick.tick().await;
@@ -540,7 +540,7 @@ async fn form(cluster: Arc<Cluster>) {
 }
 
 /// Keeps the Raft metrics current as openraft reports changes.
-async fn watch_metrics(cluster: Arc<Cluster>) {
+async fn watch_metrics(cluster: Arc<Member>) {
     let Some(gauges) = &cluster.store.metrics().cluster else {
         return;
     };
@@ -551,7 +551,7 @@ async fn watch_metrics(cluster: Arc<Cluster>) {
             let m = metrics.borrow_and_update();
             gauges.term.set(m.current_term as i64);
             for name in ["leader", "follower", "candidate", "learner"] {
-                let labels = crate::metrics::RoleLabels { role: name };
+                let labels = crate::telemetry::metrics::RoleLabels { role: name };
                 let now = i64::from(role(m.state) == name);
                 gauges.role.get_or_create(&labels).set(now);
             }
@@ -578,7 +578,7 @@ async fn watch_metrics(cluster: Arc<Cluster>) {
                     }
                     let matched = matched.map_or(0, |l| l.index + 1);
                     let lag = (last + 1).saturating_sub(matched);
-                    let labels = crate::metrics::FollowerLabels {
+                    let labels = crate::telemetry::metrics::FollowerLabels {
                         follower: *follower,
                     };
                     gauges

@@ -49,8 +49,8 @@ pub fn check(dir: &Path) -> Result<String, StorageError> {
         stats.contacts, stats.deleted, stats.clusters, stats.joins
     )
     .ok();
-    let modes = crate::matching::recorded(dir).map_err(|e| StorageError::Corrupt {
-        file: dir.join(crate::matching::FILE),
+    let modes = crate::matching::record::recorded(dir).map_err(|e| StorageError::Corrupt {
+        file: dir.join(crate::matching::record::FILE),
         offset: 0,
         reason: e.to_string(),
     })?;

@@ -130,7 +130,7 @@ pub fn stage(dir: &Path, end: LogEnd) -> Result<Option<Staged>, BackupError> {
     }
     // The matching modes the keys were made by travel with them (a directory without a record
     // holds as-given keys, and so does its backup).
-    let modes = dir.join(crate::matching::FILE);
+    let modes = dir.join(crate::matching::record::FILE);
     let modes = modes.exists().then_some((u64::MAX, modes));
     for (seq, path) in wanted.into_iter().chain(modes.as_ref()) {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -171,7 +171,7 @@ pub fn stage_retrying(dir: &Path, end: impl Fn() -> LogEnd) -> Result<Staged, Ba
 /// restores is one the server starts from. Returns the report to print.
 pub fn restore_dir(file: &Path, dir: &Path) -> Result<String, BackupError> {
     let parts = restore(file, dir)?;
-    let state = crate::check::check(dir).inspect_err(|_| clear(dir))?;
+    let state = crate::tools::check::check(dir).inspect_err(|_| clear(dir))?;
     Ok(format!(
         "restored {} file(s) from {} into {}\n{state}start the server with --data-dir {}\n",
         parts.len(),
@@ -190,7 +190,7 @@ pub fn check(file: &Path) -> Result<String, BackupError> {
     let tmp = parent.join(format!(".{name}.check-{}", std::process::id()));
     let result = restore(file, &tmp).and_then(|parts| {
         // The files are named as in the backup, not by the temporary directory they sit in.
-        let state = crate::check::check(&tmp)?.replace(&format!("{}/", tmp.display()), "");
+        let state = crate::tools::check::check(&tmp)?.replace(&format!("{}/", tmp.display()), "");
         let mut out = format!(
             "{}: {} part(s), every checksum matches\n",
             file.display(),
@@ -286,7 +286,7 @@ pub fn read(
             .filter(|n| {
                 parse_segment_name(n).is_some()
                     || parse_snapshot_name(n).is_some()
-                    || n == crate::matching::FILE
+                    || n == crate::matching::record::FILE
             })
             .ok_or_else(|| BackupError::Damaged("a part has no valid file name".into()))?;
         let mut size = [0u8; 8];

@@ -1,0 +1,10 @@
+//! The offline commands over a data directory no server is using (import, orders, rekey,
+//! export, check and repair), and the backup container and restore.
+
+pub mod backup;
+pub mod blocklist;
+pub mod check;
+pub mod export;
+pub mod import;
+pub mod orders;
+pub mod rekey;
