@@ -1,9 +1,22 @@
-//! The shared handle: one engine behind one lock, and the log behind it.
+//! The shared handle: one engine behind one lock, and a durability back-end behind it: the
+//! local write-ahead log ([`Storage`]) or a Raft group's log. Every change is an [`Op`] through
+//! [`Store::execute`], in one order whatever the back-end: plan, make durable, apply, render.
+//!
+//! - Local: under the lock, the plan's facts are staged in the log (held back from the file),
+//!   applied, then released to the writer; the answer is rendered and the lock released; the
+//!   answer goes out once the log is durable that far (group commit).
+//! - Raft: the op itself is what is made durable (committed on a majority); every member then
+//!   plans and applies it under its lock against the state the entries before it made, so all
+//!   reach the same state, and the member that proposed it renders the answer there.
 //!
 //! One `parking_lot::Mutex` because the work under it is microseconds (hash lookups, a few
 //! pushes, encoding a few records) and a single lock gives every request one linear history:
-//! fifty identical new requests create exactly one contact. Nothing under the lock waits on I/O;
-//! the wait for the log to become durable happens after the lock is released.
+//! fifty identical new requests create exactly one contact. Nothing under the lock waits on
+//! I/O; the wait for durability happens after it is released.
+//!
+//! A fact that fails to apply (which a correct plan never produces) fails the store closed:
+//! memory may hold part of it, so every later change and read is refused until a restart
+//! recovers from the log, which never holds it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,43 +24,71 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::engine::{
-    BlockReason, BlockedValue, Change, Contact, ContactId, Engine, EngineError, GuardStats,
-    IdentityRef, Kind, Limits, Query, Refusal, Stats, Timestamp,
+    Cause, Change, Engine, GuardStats, Limits, Moved, Op, Outcome, Refusal, Stats, Timestamp,
 };
+use crate::storage::raft_files::Command;
 use crate::storage::{Report, Storage, StorageError, StorageOptions};
 use crate::telemetry::metrics::Metrics;
-use crate::tools::import::{Applied, CheckedFile, ImportError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    /// A guard or a limit refused the change; nothing changed.
+    /// A guard, a limit or the state refused the op; nothing changed.
     #[error(transparent)]
     Refused(#[from] Refusal),
     /// A read refused because the log has failed: memory may hold what the log lacks.
     #[error("reads are refused after a storage failure")]
     ReadRefused,
-    /// A cluster member could not have the change committed: no leader is known, or it
-    /// changed while the change was in flight. Nothing is known to have changed; repeating
-    /// the request is safe.
+    /// A Raft member could not have the change committed: no leader is known, or it changed
+    /// while the change was in flight. Nothing is known to have changed; repeating it is safe.
     #[error("no leader: {0}")]
     NoLeader(String),
-    /// What a cluster member cannot do (a backup of files it does not keep, say).
+    /// What a Raft member cannot do (a backup of files it does not keep, say).
     #[error("{0}")]
     NotInCluster(&'static str),
-    /// An online import refused whole (an id taken meanwhile, or past the cluster cap).
-    #[error(transparent)]
-    Import(ImportError),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Who asked for an op: what made it (the change feed's `cause`) and the name of the token, if
+/// a token was given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub cause: Cause,
+    pub by: Option<String>,
+}
+
+impl Origin {
+    /// The op's own cause, with no token.
+    pub fn of(op: &Op) -> Origin {
+        Origin {
+            cause: op.cause(),
+            by: None,
+        }
+    }
+
+    /// A tool's ops: its own cause.
+    pub fn tool(cause: Cause) -> Origin {
+        Origin { cause, by: None }
+    }
+
+    pub fn by(mut self, name: Option<String>) -> Origin {
+        self.by = name;
+        self
+    }
+}
+
+/// What an applied op did: its plan's outcome, its facts, and the contacts they moved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Done {
+    pub outcome: Outcome,
+    pub facts: Vec<Change>,
+    pub moved: Vec<Moved>,
+}
 
 struct State {
     engine: Engine,
@@ -57,56 +98,19 @@ struct State {
 
 struct Inner {
     state: Mutex<State>,
-    durability: Durability,
+    backend: Backend,
     metrics: Arc<Metrics>,
 }
 
 /// How a change becomes durable.
-enum Durability {
-    /// A single node: its own write-ahead log, appended under the lock.
-    Log(Storage),
-    /// A cluster member: the Raft log made each command durable on a majority before it is
-    /// applied here, so the store only applies.
-    Replicated(Replicated),
+enum Backend {
+    /// This node's own write-ahead log.
+    Local(Storage),
+    /// A Raft group's log, through this member's Raft node.
+    Raft(Replicated),
 }
 
-/// What a cluster's log carries: one request, with the time the member that took it chose.
-/// Every member plans and applies it when it is committed, against the same state, so they
-/// all reach the same state; the member it came from also renders the answer.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Command {
-    pub op: Op,
-    /// Milliseconds since the epoch; the engine never goes back from its own clock.
-    pub at: i64,
-    /// The guards' settings of the member that proposed it: planning depends on them, so every
-    /// member plans with these, whatever its own options say.
-    pub limits: Limits,
-    /// The node that proposed it, and its number there: whom to answer.
-    pub origin: u64,
-    pub nonce: u64,
-}
-
-/// A change request, as the log carries it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum Op {
-    Identify(Query),
-    Delete(ContactId),
-    Block(Kind, String),
-    Unblock(Kind, String),
-    /// An import's rows, already read, checked and keyed by the member that took it.
-    Import(CheckedFile),
-}
-
-/// What an op did, for the answer.
-enum Done {
-    Answer(ContactId),
-    Groups(Vec<ContactId>),
-    Blocked,
-    Unblocked(bool),
-    Imported(Applied, CheckedFile),
-}
-
-/// Proposes a command to the cluster; completes once it is committed and applied here.
+/// Proposes a command to the Raft group; completes once it is committed and applied here.
 pub trait Propose: Send + Sync + 'static {
     fn propose(&self, command: Command) -> Pin<Box<dyn Future<Output = Result<()>> + Send + '_>>;
 
@@ -115,6 +119,7 @@ pub trait Propose: Send + Sync + 'static {
     fn read_barrier(&self) -> Pin<Box<dyn Future<Output = Result<()>> + Send + '_>>;
 }
 
+/// Renders the answer of a command this member proposed, where it applies.
 type Respond = Box<dyn FnOnce(&Engine, Result<Done>) + Send>;
 
 struct Replicated {
@@ -142,27 +147,23 @@ impl Drop for Forget<'_> {
 }
 
 impl Replicated {
-    async fn read_barrier(&self) -> Result<()> {
-        let proposer = self
-            .proposer
-            .get()
-            .ok_or_else(|| StoreError::NoLeader("the cluster is starting".into()))?;
-        proposer.read_barrier().await
+    fn proposer(&self) -> Result<&Arc<dyn Propose>> {
+        (self.proposer.get())
+            .ok_or_else(|| StoreError::NoLeader("the Raft group is starting".into()))
     }
 
-    async fn execute<T: Send + 'static>(
+    /// Proposes `op`; returns the answer rendered where it applied here.
+    async fn propose<T: Send + 'static>(
         &self,
         op: Op,
-        show: impl FnOnce(&Engine, Done) -> T + Send + 'static,
+        origin: Origin,
+        render: impl FnOnce(&Engine, &Done) -> T + Send + 'static,
     ) -> Result<T> {
-        let proposer = self
-            .proposer
-            .get()
-            .ok_or_else(|| StoreError::NoLeader("the cluster is starting".into()))?;
+        let proposer = self.proposer()?;
         let nonce = self.next_nonce.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let respond: Respond = Box::new(move |engine, done| {
-            let _ = tx.send(done.map(|done| show(engine, done)));
+            let _ = tx.send(done.map(|done| render(engine, &done)));
         });
         self.pending.lock().insert(nonce, respond);
         let _forget = Forget {
@@ -171,6 +172,8 @@ impl Replicated {
         };
         let command = Command {
             op,
+            cause: origin.cause,
+            by: origin.by,
             at: Timestamp::now().0,
             limits: self.limits,
             origin: self.node_id,
@@ -198,7 +201,7 @@ impl Store {
         Store::open_with(options, Limits::default())
     }
 
-    /// Opens the data directory with the guards `limits`.
+    /// Opens the data directory with the guards `limits`: the local back-end.
     pub fn open_with(
         mut options: StorageOptions,
         limits: Limits,
@@ -212,25 +215,12 @@ impl Store {
         if let Some(Ok(at)) = loaded.map(|m| m.and_then(|m| m.modified())) {
             metrics.observe_loaded_snapshot(at);
         }
-        let state = State {
-            engine,
-            applied_seq: report.last_seq,
-        };
-        let inner = Inner {
-            state: Mutex::new(state),
-            durability: Durability::Log(storage),
-            metrics,
-        };
-        Ok((
-            Store {
-                inner: Arc::new(inner),
-            },
-            report,
-        ))
+        let store = Store::with(engine, report.last_seq, Backend::Local(storage), metrics);
+        Ok((store, report))
     }
 
-    /// A cluster member's store, over `engine` (restored from the member's latest snapshot,
-    /// or empty); changes reach it through [`Store::apply_command`].
+    /// A Raft member's store, over `engine` (restored from the member's latest snapshot, or
+    /// empty); changes reach it through [`Store::apply_committed`].
     pub fn replicated(mut engine: Engine, limits: Limits, node_id: u64) -> Store {
         engine.set_limits(limits);
         let replicated = Replicated {
@@ -241,88 +231,198 @@ impl Store {
             next_nonce: AtomicU64::new(0),
             failed: Mutex::new(None),
         };
+        let metrics = Arc::new(Metrics::for_raft());
+        Store::with(engine, 0, Backend::Raft(replicated), metrics)
+    }
+
+    fn with(
+        mut engine: Engine,
+        applied_seq: u64,
+        backend: Backend,
+        metrics: Arc<Metrics>,
+    ) -> Store {
+        engine.track_moves();
         let inner = Inner {
             state: Mutex::new(State {
                 engine,
-                applied_seq: 0,
+                applied_seq,
             }),
-            durability: Durability::Replicated(replicated),
-            metrics: Arc::new(Metrics::for_raft()),
+            backend,
+            metrics,
         };
         Store {
             inner: Arc::new(inner),
         }
     }
 
-    /// Where a cluster member sends its changes; set once, when its Raft node is built.
+    /// Where a Raft member sends its changes; set once, when its Raft node is built.
     pub fn set_proposer(&self, proposer: Arc<dyn Propose>) {
-        if let Durability::Replicated(r) = &self.inner.durability {
+        if let Backend::Raft(r) = &self.inner.backend {
             let _ = r.proposer.set(proposer);
         }
     }
 
-    fn replicated_part(&self) -> Option<&Replicated> {
-        match &self.inner.durability {
-            Durability::Replicated(r) => Some(r),
-            Durability::Log(_) => None,
+    /// Makes `op` durable and applies it; returns `render`'s answer (rendered with the state
+    /// in hand) once everything it made or saw is durable.
+    pub async fn execute<T: Send + 'static>(
+        &self,
+        op: Op,
+        origin: Origin,
+        render: impl FnOnce(&Engine, &Done) -> T + Send + 'static,
+    ) -> Result<T> {
+        match &self.inner.backend {
+            Backend::Local(storage) => {
+                let (answer, seq) = self.execute_locally(&op, &origin, Timestamp::now(), render)?;
+                storage.wait_durable(seq).await?;
+                Ok(answer)
+            }
+            Backend::Raft(raft) => {
+                // An op that this member's state says changes nothing needs no log entry: once
+                // the leader has confirmed it leads and has applied everything committed
+                // before now, its own state answers (a refusal too). An import always goes
+                // to the log (planning one twice costs too much to find out).
+                let quiet = !matches!(op, Op::Import(_)) && {
+                    let state = self.lock_healthy()?;
+                    let plan = state.engine.plan(&op, Timestamp::now());
+                    plan.is_err() || plan.is_ok_and(|p| p.facts.is_empty())
+                };
+                if quiet && raft.proposer()?.read_barrier().await.is_ok() {
+                    let state = self.lock_healthy()?;
+                    let plan = (state.engine.plan(&op, Timestamp::now()))
+                        .inspect_err(|refusal| self.count_refusal(refusal))?;
+                    if plan.facts.is_empty() {
+                        let done = Done {
+                            outcome: plan.outcome,
+                            facts: Vec::new(),
+                            moved: Vec::new(),
+                        };
+                        return Ok(render(&state.engine, &done));
+                    }
+                }
+                raft.propose(op, origin, render).await
+            }
         }
     }
 
-    fn storage(&self) -> Option<&Storage> {
-        match &self.inner.durability {
-            Durability::Log(storage) => Some(storage),
-            Durability::Replicated(_) => None,
+    /// [`Store::execute`] for the offline tools, which run alone on a data directory: planned
+    /// at `now`, logged and applied, rendered, without waiting for the log (the tools' `close`
+    /// writes and syncs everything, and fails as the log did).
+    pub fn execute_offline<T>(
+        &self,
+        op: &Op,
+        origin: &Origin,
+        now: Timestamp,
+        render: impl FnOnce(&Engine, &Done) -> T,
+    ) -> Result<T> {
+        match &self.inner.backend {
+            Backend::Local(_) => (self.execute_locally(op, origin, now, render)).map(|(a, _)| a),
+            Backend::Raft(_) => Err(StoreError::NotInCluster(
+                "the offline tools work on a stopped single node's data directory",
+            )),
         }
     }
 
-    /// Applies a committed command (a cluster member's state machine): plans it against the
-    /// state every member has at this point of the log, applies it, and renders the answer if
-    /// this member proposed it. A refusal is an answer, the same on every member; an error
-    /// means the store failed closed.
-    pub fn apply_command(&self, command: &Command) -> Result<(), String> {
-        let Some(replicated) = self.replicated_part() else {
-            return Err("a single node applies no commands".into());
+    /// Plan, stage in the log, apply, release, render: under one lock hold. Returns the answer
+    /// and the sequence number it must wait for.
+    fn execute_locally<T>(
+        &self,
+        op: &Op,
+        origin: &Origin,
+        now: Timestamp,
+        render: impl FnOnce(&Engine, &Done) -> T,
+    ) -> Result<(T, u64)> {
+        let Backend::Local(storage) = &self.inner.backend else {
+            unreachable!("only the local back-end executes locally");
+        };
+        let mut state = self.lock_healthy()?;
+        let mut staged = false;
+        let done = self.step(&mut state, op, origin, now, |facts| {
+            let seq = storage.stage(facts)?;
+            staged = true;
+            Ok(Some(seq))
+        })?;
+        if staged {
+            storage.release();
+        }
+        let answer = render(&state.engine, &done);
+        Ok((answer, state.applied_seq))
+    }
+
+    /// Applies a committed command (a Raft member's state machine): plans it against the state
+    /// every member has at this point of the log, applies it, and renders the answer if this
+    /// member proposed it. A refusal is an answer, the same on every member; an error means
+    /// the store failed closed.
+    pub fn apply_committed(&self, command: Command) -> Result<(), String> {
+        let Backend::Raft(raft) = &self.inner.backend else {
+            return Err("a single node applies no committed commands".into());
         };
         let mut state = self.inner.state.lock();
-        if let Some(why) = replicated.failed.lock().clone() {
+        if let Some(why) = raft.failed.lock().clone() {
             return Err(why);
         }
-        let at = Timestamp(command.at);
         state.engine.set_limits(command.limits);
-        let done = match &command.op {
-            Op::Identify(query) => self
-                .run_identify(&mut state, query, at)
-                .map(|(id, _)| Done::Answer(id)),
-            Op::Delete(id) => self
-                .run_delete(&mut state, *id, at)
-                .map(|(groups, _)| Done::Groups(groups)),
-            Op::Block(kind, value) => self
-                .run_block(&mut state, *kind, value, at)
-                .map(|_| Done::Blocked),
-            Op::Unblock(kind, value) => self
-                .run_unblock(&mut state, *kind, value, at)
-                .map(|seq| Done::Unblocked(seq.is_some())),
-            Op::Import(file) => {
-                let mut file = file.clone();
-                self.run_import(&mut state, &mut file, at)
-                    .map(|(applied, _)| Done::Imported(applied, file))
-            }
+        let origin = Origin {
+            cause: command.cause,
+            by: command.by,
         };
-        if let Some(why) = replicated.failed.lock().clone() {
+        let at = Timestamp(command.at);
+        let done = self.step(&mut state, &command.op, &origin, at, |_| Ok(None));
+        if let Some(why) = raft.failed.lock().clone() {
             return Err(why);
         }
-        if command.origin == replicated.node_id {
-            if let Some(respond) = replicated.pending.lock().remove(&command.nonce) {
+        if command.origin == raft.node_id {
+            if let Some(respond) = raft.pending.lock().remove(&command.nonce) {
                 respond(&state.engine, done);
             }
         }
         Ok(())
     }
 
-    /// Replaces the whole state with `engine` (a cluster member installing a snapshot).
+    /// The one path of a change once its lock is held: plan `op`, make the facts durable with
+    /// `durable` (which returns the log's sequence number, if it has one), apply them. A
+    /// refusal changes nothing; a fact that does not apply fails the store closed.
+    fn step(
+        &self,
+        state: &mut State,
+        op: &Op,
+        origin: &Origin,
+        now: Timestamp,
+        durable: impl FnOnce(&[Change]) -> Result<Option<u64>, StorageError>,
+    ) -> Result<Done> {
+        let plan =
+            (state.engine.plan(op, now)).inspect_err(|refusal| self.count_refusal(refusal))?;
+        if !plan.facts.is_empty() {
+            if let Some(seq) = durable(&plan.facts)? {
+                state.applied_seq = seq;
+            }
+            for fact in &plan.facts {
+                if let Err(error) = state.engine.apply(fact) {
+                    tracing::error!(%error, "a planned change did not apply; failing closed");
+                    state.engine.take_moves();
+                    self.fail_closed(format!("a planned change did not apply: {error}"));
+                    return Err(StorageError::Unavailable.into());
+                }
+            }
+            self.count(&plan.facts);
+            tracing::debug!(
+                cause = origin.cause.as_str(),
+                by = origin.by.as_deref(),
+                facts = plan.facts.len(),
+                "change applied"
+            );
+        }
+        Ok(Done {
+            outcome: plan.outcome,
+            facts: plan.facts,
+            moved: state.engine.take_moves(),
+        })
+    }
+
+    /// Replaces the whole state with `engine` (a Raft member installing a snapshot).
     pub fn replace_engine(&self, mut engine: Engine) {
         let mut state = self.inner.state.lock();
         engine.set_limits(state.engine.limits());
+        engine.track_moves();
         state.engine = engine;
     }
 
@@ -335,233 +435,6 @@ impl Store {
         &self.inner.metrics
     }
 
-    /// Runs `/identify` for `query` and renders the answer with `render` while the state is in
-    /// hand; returns it once every change it made or saw is durable.
-    pub async fn identify<T: Send + 'static>(
-        &self,
-        query: &Query,
-        render: impl FnOnce(&IdentityRef<'_>) -> T + Send + 'static,
-    ) -> Result<T> {
-        if let Some(replicated) = self.replicated_part() {
-            // A request that changes nothing needs no log entry: once the leader has confirmed
-            // it leads and has applied everything committed before now, its own state answers.
-            // One that this member's state already says changes something goes straight to
-            // the log (planned again when it commits), without the barrier's round trip.
-            let changes = {
-                let state = self.lock_healthy()?;
-                let plan = state.engine.plan_identify(query, Timestamp::now());
-                plan.is_ok_and(|plan| !plan.changes.is_empty())
-            };
-            if !changes && replicated.read_barrier().await.is_ok() {
-                let state = self.lock_healthy()?;
-                let plan = state
-                    .engine
-                    .plan_identify(query, Timestamp::now())
-                    .inspect_err(|refusal| self.count_refusal(refusal))?;
-                if plan.changes.is_empty() {
-                    return Ok(render(&Self::identity(&state.engine, plan.answer)));
-                }
-            }
-            let show = move |engine: &Engine, done| match done {
-                Done::Answer(id) => render(&Self::identity(engine, id)),
-                _ => unreachable!("an identify answers with a contact"),
-            };
-            return replicated.execute(Op::Identify(query.clone()), show).await;
-        }
-        let (answer, seq) = {
-            let mut state = self.lock_healthy()?;
-            let (id, seq) = self.run_identify(&mut state, query, Timestamp::now())?;
-            (render(&Self::identity(&state.engine, id)), seq)
-        };
-        self.wait_durable(seq).await?;
-        Ok(answer)
-    }
-
-    fn identity(engine: &Engine, id: ContactId) -> IdentityRef<'_> {
-        engine
-            .identity(id)
-            .expect("a planned answer names a live contact")
-    }
-
-    fn run_identify(
-        &self,
-        state: &mut State,
-        query: &Query,
-        at: Timestamp,
-    ) -> Result<(ContactId, u64)> {
-        let plan = state
-            .engine
-            .plan_identify(query, at)
-            .inspect_err(|refusal| self.count_refusal(refusal))?;
-        let seq = self.commit(state, &plan.changes)?;
-        Ok((plan.answer, seq))
-    }
-
-    /// Soft-deletes `id`; returns the deleted row and each resulting group rendered by `render`.
-    pub async fn delete<T: Send + 'static>(
-        &self,
-        id: ContactId,
-        render: impl Fn(&IdentityRef<'_>) -> T + Send + 'static,
-    ) -> Result<(Contact, Vec<T>)> {
-        let show = move |engine: &Engine, groups: &[ContactId]| {
-            let groups = groups
-                .iter()
-                .filter_map(|&p| engine.identity(p))
-                .map(|i| render(&i))
-                .collect();
-            let row = engine.contact(id).expect("the deleted row is kept");
-            (row, groups)
-        };
-        if let Some(replicated) = self.replicated_part() {
-            let show = move |engine: &Engine, done| match done {
-                Done::Groups(groups) => show(engine, &groups),
-                _ => unreachable!("a delete answers with groups"),
-            };
-            return replicated.execute(Op::Delete(id), show).await;
-        }
-        let (answer, seq) = {
-            let mut state = self.lock_healthy()?;
-            let (groups, seq) = self.run_delete(&mut state, id, Timestamp::now())?;
-            (show(&state.engine, &groups), seq)
-        };
-        self.wait_durable(seq).await?;
-        Ok(answer)
-    }
-
-    fn run_delete(
-        &self,
-        state: &mut State,
-        id: ContactId,
-        at: Timestamp,
-    ) -> Result<(Vec<ContactId>, u64)> {
-        let plan = state.engine.plan_delete(id, at)?;
-        let seq = self.commit(state, &plan.changes)?;
-        Ok((plan.groups, seq))
-    }
-
-    /// Blocks `value` (already normalized); returns the blocked entry and the primary of each
-    /// cluster its holders are in now, each rendered by `render`. Blocking a blocked value
-    /// changes nothing.
-    pub async fn block<T: Send + 'static>(
-        &self,
-        kind: Kind,
-        value: &str,
-        render: impl Fn(&IdentityRef<'_>) -> T + Send + 'static,
-    ) -> Result<(BlockedValue, Vec<T>)> {
-        let owned = value.to_owned();
-        let show = move |engine: &Engine| {
-            let entry = engine.blocked(kind, &owned).expect("the value is blocked");
-            (entry, Self::render_groups(engine, kind, &owned, &render))
-        };
-        if let Some(replicated) = self.replicated_part() {
-            let op = Op::Block(kind, value.to_owned());
-            return replicated.execute(op, move |engine, _| show(engine)).await;
-        }
-        let (answer, seq) = {
-            let mut state = self.lock_healthy()?;
-            let seq = self.run_block(&mut state, kind, value, Timestamp::now())?;
-            (show(&state.engine), seq)
-        };
-        self.wait_durable(seq).await?;
-        Ok(answer)
-    }
-
-    fn run_block(&self, state: &mut State, kind: Kind, value: &str, at: Timestamp) -> Result<u64> {
-        let changes = state
-            .engine
-            .plan_block(kind, value, BlockReason::Admin, at)?;
-        self.commit(state, &changes)
-    }
-
-    /// Unblocks `value`; returns the cluster its holders merged into (none if it has no live
-    /// holder), or None if it was not blocked.
-    pub async fn unblock<T: Send + 'static>(
-        &self,
-        kind: Kind,
-        value: &str,
-        render: impl Fn(&IdentityRef<'_>) -> T + Send + 'static,
-    ) -> Result<Option<Vec<T>>> {
-        let owned = value.to_owned();
-        let show = move |engine: &Engine| Self::render_groups(engine, kind, &owned, &render);
-        if let Some(replicated) = self.replicated_part() {
-            let show = move |engine: &Engine, done| match done {
-                Done::Unblocked(true) => Some(show(engine)),
-                _ => None,
-            };
-            let op = Op::Unblock(kind, value.to_owned());
-            return replicated.execute(op, show).await;
-        }
-        let (answer, seq) = {
-            let mut state = self.lock_healthy()?;
-            let Some(seq) = self.run_unblock(&mut state, kind, value, Timestamp::now())? else {
-                return Ok(None);
-            };
-            (show(&state.engine), seq)
-        };
-        self.wait_durable(seq).await?;
-        Ok(Some(answer))
-    }
-
-    /// None when the value was not blocked.
-    fn run_unblock(
-        &self,
-        state: &mut State,
-        kind: Kind,
-        value: &str,
-        at: Timestamp,
-    ) -> Result<Option<u64>> {
-        let plan = state
-            .engine
-            .plan_unblock(kind, value, at)
-            .inspect_err(|refusal| self.count_refusal(refusal))?;
-        let Some(change) = plan else {
-            return Ok(None);
-        };
-        self.commit(state, std::slice::from_ref(&change)).map(Some)
-    }
-
-    /// Imports checked rows under one lock hold: the ids are checked again (a request may have
-    /// taken one since), the guards surveyed, the rows applied and logged as one group.
-    /// Returns what it applied (without the facts), the file (for its report), and how long
-    /// the lock was held.
-    pub async fn import(&self, file: CheckedFile) -> Result<(Applied, CheckedFile)> {
-        if let Some(replicated) = self.replicated_part() {
-            let show = |_: &Engine, done| match done {
-                Done::Imported(applied, file) => (applied, file),
-                _ => unreachable!("an import answers with what it applied"),
-            };
-            return replicated.execute(Op::Import(file), show).await;
-        }
-        let mut file = file;
-        let (applied, seq) = {
-            let mut state = self.lock_healthy()?;
-            self.run_import(&mut state, &mut file, Timestamp::now())?
-        };
-        self.wait_durable(seq).await?;
-        Ok((applied, file))
-    }
-
-    fn run_import(
-        &self,
-        state: &mut State,
-        file: &mut CheckedFile,
-        at: Timestamp,
-    ) -> Result<(Applied, u64)> {
-        let engine = &mut state.engine;
-        if let Some(taken) = file.taken_id(|id| engine.has_contact(id)) {
-            return Err(StoreError::Import(ImportError::Taken(taken)));
-        }
-        let survey = file.survey(engine);
-        file.within_cap(engine, &survey)
-            .map_err(StoreError::Import)?;
-        let mut applied = file
-            .apply(engine, &survey, at)
-            .map_err(StoreError::Import)?;
-        let seq = self.log_applied(state, &applied.facts)?;
-        applied.facts = Vec::new();
-        Ok((applied, seq))
-    }
-
     /// Grows the tables for `rows` more contacts, in a lock hold of its own (growing rehashes,
     /// a pause an import's own hold then does not add to); changes nothing a reader sees.
     pub fn reserve(&self, rows: usize) -> std::time::Duration {
@@ -571,40 +444,21 @@ impl Store {
         locked.elapsed()
     }
 
-    fn render_groups<T>(
-        engine: &Engine,
-        kind: Kind,
-        value: &str,
-        render: &impl Fn(&IdentityRef<'_>) -> T,
-    ) -> Vec<T> {
-        engine
-            .primaries_holding(kind, value)
-            .into_iter()
-            .filter_map(|p| engine.identity(p))
-            .map(|i| render(&i))
-            .collect()
-    }
-
-    /// Reads with `f`; returns once everything `f` could have seen is durable. (A cluster
-    /// member applies only what is committed; whether it is the latest is the caller's
-    /// concern: the HTTP layer asks the leader for a read index first.)
+    /// Reads with `f`; returns once everything `f` could have seen is durable. (A Raft member
+    /// applies only what is committed; whether it is the latest is the caller's concern: the
+    /// HTTP layer asks the leader for a read index first.)
     pub async fn read<T>(&self, f: impl FnOnce(&Engine) -> T) -> Result<T> {
         let (out, seq) = {
             let state = self.lock_healthy().map_err(|_| StoreError::ReadRefused)?;
             (f(&state.engine), state.applied_seq)
         };
-        self.wait_durable(seq)
-            .await
-            .map_err(|_| StoreError::ReadRefused)?;
-        Ok(out)
-    }
-
-    /// Waits until the log is durable up to `seq` (a cluster member's changes already are).
-    async fn wait_durable(&self, seq: u64) -> Result<(), StorageError> {
-        match self.storage() {
-            Some(storage) => storage.wait_durable(seq).await,
-            None => Ok(()),
+        if let Backend::Local(storage) = &self.inner.backend {
+            storage
+                .wait_durable(seq)
+                .await
+                .map_err(|_| StoreError::ReadRefused)?;
         }
+        Ok(out)
     }
 
     /// Reads with `f` without waiting for the log: for checks whose result shows no state.
@@ -622,52 +476,55 @@ impl Store {
 
     /// The data directory and where its log ends now, for a backup (which reads files only).
     pub fn backup_point(&self) -> Result<(std::path::PathBuf, crate::storage::LogEnd)> {
-        let storage = self.storage().ok_or(StoreError::NotInCluster(
-            "a cluster member keeps no single-node log to back up; export the contacts (GET /contacts/export) or copy a stopped member's data directory",
-        ))?;
-        Ok((storage.dir().to_owned(), storage.log_end()))
+        match &self.inner.backend {
+            Backend::Local(storage) => Ok((storage.dir().to_owned(), storage.log_end())),
+            Backend::Raft(_) => Err(StoreError::NotInCluster(
+                "a Raft member keeps no single-node log to back up; export the contacts (GET /contacts/export) or copy a stopped member's data directory",
+            )),
+        }
     }
 
     /// Why the log failed and what to do, once it has.
     pub fn failure(&self) -> Option<String> {
-        match &self.inner.durability {
-            Durability::Log(storage) => storage.failure(),
-            Durability::Replicated(r) => r.failed.lock().clone(),
+        match &self.inner.backend {
+            Backend::Local(storage) => storage.failure(),
+            Backend::Raft(r) => r.failed.lock().clone(),
         }
     }
 
     /// Whether the log has failed and the store refuses everything until restart.
     pub fn is_failed(&self) -> bool {
-        match &self.inner.durability {
-            Durability::Log(storage) => storage.is_failed(),
-            Durability::Replicated(r) => r.failed.lock().is_some(),
+        match &self.inner.backend {
+            Backend::Local(storage) => storage.is_failed(),
+            Backend::Raft(r) => r.failed.lock().is_some(),
         }
     }
 
     /// Refuses everything from now on, saying why: memory may hold what the log lacks.
     fn fail_closed(&self, why: String) {
-        match &self.inner.durability {
-            Durability::Log(storage) => storage.fail_closed(why),
-            Durability::Replicated(r) => {
+        match &self.inner.backend {
+            Backend::Local(storage) => storage.fail_closed(why),
+            Backend::Raft(r) => {
                 r.failed.lock().get_or_insert(why);
             }
         }
     }
 
-    /// Syncs the log and writes a snapshot; the store refuses changes afterwards.
+    /// Syncs the log and writes a snapshot; the store refuses changes afterwards. (A Raft
+    /// member's files are its Raft node's, which shuts them down.)
     pub fn close(&self) -> Result<(), StorageError> {
         let state = self.inner.state.lock();
-        match self.storage() {
-            Some(storage) => storage.close(&state.engine),
-            None => Ok(()),
+        match &self.inner.backend {
+            Backend::Local(storage) => storage.close(&state.engine),
+            Backend::Raft(_) => Ok(()),
         }
     }
 
-    /// Counts what a request did, for metrics.
-    fn count(&self, changes: &[Change]) {
+    /// Counts what a change did, for metrics.
+    fn count(&self, facts: &[Change]) {
         let m = &self.inner.metrics;
-        for change in changes {
-            let counter = match change {
+        for fact in facts {
+            let counter = match fact {
                 Change::Created(_) => &m.contacts_created,
                 Change::Merged { .. } => &m.merges,
                 Change::Deleted { .. } => &m.deletions,
@@ -679,61 +536,22 @@ impl Store {
 
     fn count_refusal(&self, refusal: &Refusal) {
         let code = match refusal {
-            Refusal::ClusterLimit { .. } => "cluster_limit",
+            Refusal::ClusterLimit { .. } | Refusal::ImportOverCap { .. } => "cluster_limit",
             Refusal::Blocked => "blocked_identifier",
             Refusal::Capacity(_) => "capacity_exhausted",
+            Refusal::UnknownContact(_)
+            | Refusal::DeletedContact(_)
+            | Refusal::NotBlocked { .. }
+            | Refusal::IdTaken { .. } => return,
         };
         self.inner.metrics.refused(code);
     }
 
-    fn lock_healthy(&self) -> Result<parking_lot::MutexGuard<'_, State>, StorageError> {
+    fn lock_healthy(&self) -> Result<MutexGuard<'_, State>, StorageError> {
         let state = self.inner.state.lock();
         if self.is_failed() {
             return Err(StorageError::Unavailable);
         }
         Ok(state)
-    }
-
-    /// Applies then logs `changes` (the only way memory changes); returns the seq to wait for.
-    /// Applying first means a change that does not apply is never logged, so no record can
-    /// stop the next start-up. The lock is held throughout, so nobody sees the applied state
-    /// before it is queued, and every reader waits for it to be durable.
-    fn commit(&self, state: &mut State, changes: &[Change]) -> Result<u64> {
-        for change in changes {
-            if let Err(error) = state.engine.apply(change) {
-                // A plan that does not apply is a bug; memory may now hold part of it, which the
-                // log never will: fail closed, as on a failed fsync, rather than run on.
-                tracing::error!(%error, "a planned change did not apply; failing closed");
-                self.fail_closed(format!("a planned change did not apply: {error}"));
-                return Err(StorageError::Unavailable.into());
-            }
-        }
-        self.log_applied(state, changes)
-    }
-
-    /// Appends facts already applied to memory, as one group; returns the seq to wait for. If
-    /// the log refuses them, memory holds what it lacks: the store fails closed (nothing of it
-    /// was shown, since the lock is held until the append).
-    fn log_applied(&self, state: &mut State, facts: &[Change]) -> Result<u64> {
-        if facts.is_empty() {
-            return Ok(state.applied_seq);
-        }
-        let Some(storage) = self.storage() else {
-            // A cluster member: the command is already in the Raft log.
-            self.count(facts);
-            return Ok(state.applied_seq);
-        };
-        let seq = match storage.append(facts) {
-            Ok(seq) => seq,
-            Err(error) => {
-                storage.fail_closed(format!(
-                    "a change applied in memory was not logged: {error}"
-                ));
-                return Err(error.into());
-            }
-        };
-        self.count(facts);
-        state.applied_seq = seq;
-        Ok(seq)
     }
 }

@@ -21,6 +21,7 @@ impl Engine {
                 row.linked = primary.unwrap_or(0);
                 row.updated = at.0;
                 self.tick(*at);
+                self.moves.record(*id, Some(primary.unwrap_or(*id)));
                 Ok(())
             }
             Change::Joined { email, phone } => self.apply_joined(email, phone, None),
@@ -42,7 +43,21 @@ impl Engine {
             } => self.apply_blocked(*kind, value, *reason, *at),
             Change::Unblocked { kind, value, at } => self.apply_unblocked(*kind, value, *at),
             Change::Rekeyed { kind, from, to, at } => self.apply_rekeyed(*kind, from, to, *at),
+            Change::Settled { ids, at } => self.apply_settled(ids, *at),
         }
+    }
+
+    /// Points every live row of the clusters of `ids` at its cluster's oldest member.
+    fn apply_settled(&mut self, ids: &[ContactId], at: Timestamp) -> Result<(), EngineError> {
+        let mut roots = hashbrown::HashSet::new();
+        for &id in ids {
+            roots.insert(self.forest.find(self.live_slot(id)?));
+        }
+        let groups: Vec<Vec<Slot>> = (roots.into_iter())
+            .map(|root| self.forest.members(root).to_vec())
+            .collect();
+        self.relink(&groups, at);
+        Ok(())
     }
 
     fn tick(&mut self, at: Timestamp) {
@@ -96,8 +111,10 @@ impl Engine {
             self.forest.remove(slot);
             self.deleted_at.insert(slot, at.0);
             self.stats.deleted += 1;
+            self.moves.record(c.id, None);
             return Ok(());
         }
+        self.moves.record(c.id, Some(c.linked_id.unwrap_or(c.id)));
         self.stats.clusters += 1;
         self.hold(Kind::Email, email, slot);
         self.hold(Kind::Phone, phone, slot);
@@ -217,6 +234,7 @@ impl Engine {
             let row = &mut self.rows[slot as usize];
             row.linked = survivor;
             row.updated = at.0;
+            self.moves.record(row.id, Some(survivor));
         }
         self.tick(at);
         self.union(a, b);
@@ -260,6 +278,7 @@ impl Engine {
         }
         self.tick(at);
         self.stats.deleted += 1;
+        self.moves.record(id, None);
         Ok(())
     }
 
@@ -428,6 +447,7 @@ impl Engine {
                     row.linked = want;
                     row.updated = at.0;
                     stamped = true;
+                    self.moves.record(row.id, Some(primary));
                 }
             }
         }

@@ -69,6 +69,10 @@ pub enum Change {
         to: String,
         at: Timestamp,
     },
+    /// An import's rows are in: every live row of the clusters of `ids` points at its
+    /// cluster's oldest member, each whose link changes stamped `at` (earlier versions logged
+    /// a `Relinked` per row instead).
+    Settled { ids: Vec<ContactId>, at: Timestamp },
 }
 
 /// Every field of a new row, identifiers already normalized.

@@ -103,6 +103,28 @@ pub enum Refusal {
     Blocked,
     #[error("no room left for {0}")]
     Capacity(&'static str),
+    /// No contact has the id named.
+    #[error("no live contact has id {0}")]
+    UnknownContact(super::types::ContactId),
+    /// The contact named is deleted.
+    #[error("no live contact has id {0} (it is deleted)")]
+    DeletedContact(super::types::ContactId),
+    /// An unblock of a value that is not blocked.
+    #[error("{} {value:?} is not blocked", kind.field())]
+    NotBlocked { kind: Kind, value: String },
+    /// An imported row's id is taken (by a request made since the file was checked).
+    #[error("line {line}: id {id} already exists")]
+    IdTaken {
+        line: u64,
+        id: super::types::ContactId,
+    },
+    /// An import would leave an identity over the cap: nothing is imported.
+    #[error("the import would leave an identity of {size} contacts, more than the cap of {cap}; its values include {}", values.join(", "))]
+    ImportOverCap {
+        size: usize,
+        cap: u32,
+        values: Vec<String>,
+    },
 }
 
 /// One blocked value.

@@ -19,7 +19,7 @@ use hashbrown::HashMap;
 use super::forest::{Census, Forest, Node, Slot};
 use super::guards::{Block, BlockReason, Kind, KindGuards, Limits, BLOCKED};
 use super::interner::{Interner, Strings, Sym, SymbolSet, NONE};
-use super::{ContactId, Engine, Row, Stats};
+use super::{ContactId, Engine, Moves, Row, Stats};
 
 /// The engine's tables: borrowed when taken from an engine, owned when read from a file.
 /// Hash maps are key-sorted lists of their entries.
@@ -215,6 +215,7 @@ impl Engine {
             join_times: map("join times", parts.join_times)?,
             guards,
             limits: Limits::default(),
+            moves: Moves::default(),
         };
         engine.check_tables(census, &email_set, &phone_set)?;
         if !counted {

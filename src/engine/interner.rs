@@ -131,6 +131,18 @@ impl Interner {
         aligned(self.arena.len()) + entry <= MAX_ARENA
     }
 
+    /// Whether every text of `texts`, none of them interned yet, fits beside what is.
+    pub fn has_room_for<'a>(&self, texts: impl IntoIterator<Item = &'a str>) -> bool {
+        let mut at = aligned(self.arena.len());
+        for text in texts {
+            at = aligned(at + VALUE + 1 + WIDE + text.len());
+            if at > MAX_ARENA {
+                return false;
+            }
+        }
+        true
+    }
+
     /// The symbol of `text`, interning it with `value` if it is new.
     pub fn intern(&mut self, text: &str, value: u32) -> Sym {
         self.make_room(true);

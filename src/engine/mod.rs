@@ -11,7 +11,9 @@ pub mod evidence;
 mod forest;
 pub mod guards;
 pub mod image;
+pub mod import;
 mod interner;
+mod op;
 mod plan;
 mod queries;
 mod regroup;
@@ -27,9 +29,11 @@ use forest::Forest;
 pub use forest::{Node, Slot};
 pub use guards::{BlockReason, BlockedValue, GuardStats, Kind, Limits, Refusal};
 use guards::{KindGuards, BLOCKED};
+pub use import::{GivenLink, ImportRow, Rows};
 use interner::Interner;
 pub use interner::{Strings, Sym};
-pub use plan::{DeletePlan, Plan, ValueState};
+pub use op::{Cause, Op, Outcome, Plan};
+pub use plan::{DeletePlan, IdentifyPlan, ValueState};
 pub use symtable::Group;
 pub use types::{
     Contact, ContactId, Email, IdentifierError, Identity, Phone, Precedence, Query, Timestamp,
@@ -131,6 +135,31 @@ pub struct Engine {
     guards: [KindGuards; 2],
     /// The guards' settings (not state: a snapshot does not keep them).
     limits: Limits,
+    /// The contacts the facts applied since the last [`Engine::take_moves`] moved, when asked.
+    moves: Moves,
+}
+
+/// A contact a fact created, took away or gave another primary: its primary after the fact
+/// (its own id for a primary), or None once deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Moved {
+    pub id: ContactId,
+    pub primary: Option<ContactId>,
+}
+
+/// Moves recorded by `apply`, only while someone collects them (never during a replay).
+#[derive(Clone, Debug, Default)]
+struct Moves {
+    on: bool,
+    list: Vec<Moved>,
+}
+
+impl Moves {
+    fn record(&mut self, id: ContactId, primary: Option<ContactId>) {
+        if self.on {
+            self.list.push(Moved { id, primary });
+        }
+    }
 }
 
 impl Engine {
@@ -144,6 +173,17 @@ impl Engine {
             limits,
             ..Engine::default()
         }
+    }
+
+    /// From now on `apply` records every contact it moves, for [`Engine::take_moves`].
+    pub fn track_moves(&mut self) {
+        self.moves.on = true;
+    }
+
+    /// The contacts moved since the last call, in the order the facts moved them (a contact
+    /// moved twice comes twice; the later says where it ended).
+    pub fn take_moves(&mut self) -> Vec<Moved> {
+        std::mem::take(&mut self.moves.list)
     }
 
     /// The guards' settings: they decide plans, never how a fact applies.

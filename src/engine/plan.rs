@@ -11,7 +11,7 @@ use super::{held, Engine, EngineError, BLOCKED, NONE};
 
 /// What a request implies: the facts to log and apply, and whose cluster to answer with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+pub struct IdentifyPlan {
     pub changes: Vec<Change>,
     /// A contact of the cluster to answer with (once the changes are applied).
     pub answer: ContactId,
@@ -71,7 +71,7 @@ impl Ask<'_> {
 impl Engine {
     /// What `/identify` with `query` implies at wall-clock time `now` (docs/API.md, rules 2 to 4, under
     /// the over-merge guards), or why it changes nothing.
-    pub fn plan_identify(&self, query: &Query, now: Timestamp) -> Result<Plan, Refusal> {
+    pub fn plan_identify(&self, query: &Query, now: Timestamp) -> Result<IdentifyPlan, Refusal> {
         let now = Timestamp(now.0.max(self.clock));
         let (email_sym, phone_sym) = self.emails.lookup_pair(
             query.email().map(|e| e.as_str()),
@@ -131,7 +131,7 @@ impl Engine {
     /// Rules 2 to 4 for the identifiers that are evidence, within the capacity limits; with
     /// the size of the cluster the answer names once the plan is applied (the cap is checked
     /// by the caller, after the generic rule, which may make the cluster smaller).
-    fn plan_ask(&self, ask: &Ask<'_>, now: Timestamp) -> Result<(Plan, usize), Refusal> {
+    fn plan_ask(&self, ask: &Ask<'_>, now: Timestamp) -> Result<(IdentifyPlan, usize), Refusal> {
         let holder = |kind| {
             ask.get(kind)
                 .and_then(|a| a.sym)
@@ -171,7 +171,7 @@ impl Engine {
                 });
             }
         }
-        let plan = Plan {
+        let plan = IdentifyPlan {
             changes,
             answer: primary,
         };
@@ -186,7 +186,7 @@ impl Engine {
         primary: Option<ContactId>,
         size: usize,
         now: Timestamp,
-    ) -> Result<(Plan, usize), Refusal> {
+    ) -> Result<(IdentifyPlan, usize), Refusal> {
         let id = self.next_id()?;
         for kind in Kind::BOTH {
             if let Some(a) = ask.get(kind).filter(|a| a.sym.is_none()) {
@@ -204,7 +204,7 @@ impl Engine {
             updated_at: now,
             deleted_at: None,
         };
-        let plan = Plan {
+        let plan = IdentifyPlan {
             changes: vec![Change::Created(contact)],
             answer: primary.unwrap_or(id),
         };
@@ -229,7 +229,7 @@ impl Engine {
         a: Slot,
         b: Slot,
         now: Timestamp,
-    ) -> Result<(Plan, usize), Refusal> {
+    ) -> Result<(IdentifyPlan, usize), Refusal> {
         let size = self.forest.size(a) + self.forest.size(b);
         let (pa, pb) = (self.forest.primary(a), self.forest.primary(b));
         let (winner, loser) = if self.older(pa, pb) {
@@ -239,7 +239,7 @@ impl Engine {
         };
         let text = |a: Option<Asked<'_>>| a.map(|a| a.text.to_owned()).unwrap_or_default();
         let survivor = self.rows[winner as usize].id;
-        let plan = Plan {
+        let plan = IdentifyPlan {
             changes: vec![Change::Merged {
                 email: text(ask.email),
                 phone: text(ask.phone),
@@ -264,7 +264,7 @@ impl Engine {
 
     /// The identifier (if any) that the plan's new row would give more live holders than the
     /// generic threshold allows.
-    fn turns_generic(&self, ask: &Ask<'_>, plan: &Plan) -> Option<Kind> {
+    fn turns_generic(&self, ask: &Ask<'_>, plan: &IdentifyPlan) -> Option<Kind> {
         if !matches!(plan.changes.as_slice(), [Change::Created(_)]) {
             return None;
         }

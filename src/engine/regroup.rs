@@ -3,9 +3,10 @@
 //! email and phone are both still held and not blocked, and row-to-row links between remaining
 //! rows). The work is the size of the one cluster, never of the table.
 
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 
 use super::forest::Slot;
+use super::guards::Kind;
 use super::interner::{Interner, Sym};
 use super::{Engine, BLOCKED, NONE};
 
@@ -21,6 +22,26 @@ impl Engine {
     /// How the rows of `members` (one cluster, oldest first) group without `gone` and without
     /// the values blocked now. Reads only.
     pub(super) fn regroup(&self, members: &[Slot], gone: Option<Slot>) -> Regrouped {
+        self.regroup_unless(members, gone, None)
+    }
+
+    /// [`Engine::regroup`] as if the values `blocked` were blocked too (what an import that
+    /// blocks them will leave).
+    pub(super) fn regroup_excluding(
+        &self,
+        members: &[Slot],
+        gone: Option<Slot>,
+        blocked: &HashSet<(Kind, Sym)>,
+    ) -> Regrouped {
+        self.regroup_unless(members, gone, Some(blocked))
+    }
+
+    fn regroup_unless(
+        &self,
+        members: &[Slot],
+        gone: Option<Slot>,
+        blocked: Option<&HashSet<(Kind, Sym)>>,
+    ) -> Regrouped {
         let mut members = members.to_vec();
         members.retain(|&s| Some(s) != gone);
         let mut sets = LocalSets::new(members.len());
@@ -28,8 +49,17 @@ impl Engine {
         let mut phone_first = HashMap::new();
         for (i, &slot) in members.iter().enumerate() {
             let row = &self.rows[slot as usize];
-            link_by_identifier(&mut email_first, &self.emails, row.email, i, &mut sets);
-            link_by_identifier(&mut phone_first, &self.phones, row.phone, i, &mut sets);
+            let evidence = |kind: Kind, index: &Interner, sym: Sym| {
+                sym != NONE
+                    && index.value(sym) != BLOCKED
+                    && blocked.is_none_or(|b| !b.contains(&(kind, sym)))
+            };
+            if evidence(Kind::Email, &self.emails, row.email) {
+                link_by_identifier(&mut email_first, row.email, i, &mut sets);
+            }
+            if evidence(Kind::Phone, &self.phones, row.phone) {
+                link_by_identifier(&mut phone_first, row.phone, i, &mut sets);
+            }
         }
         for (email, &i) in &email_first {
             for phone in self.joins_by_email.get(email).into_iter().flatten() {
@@ -68,16 +98,7 @@ impl Engine {
     }
 }
 
-fn link_by_identifier(
-    first: &mut HashMap<Sym, usize>,
-    index: &Interner,
-    sym: Sym,
-    i: usize,
-    sets: &mut LocalSets,
-) {
-    if sym == NONE || index.value(sym) == BLOCKED {
-        return;
-    }
+fn link_by_identifier(first: &mut HashMap<Sym, usize>, sym: Sym, i: usize, sets: &mut LocalSets) {
     match first.get(&sym) {
         Some(&j) => sets.union(i, j),
         None => {

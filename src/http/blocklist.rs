@@ -9,9 +9,16 @@ use axum::extract::{Query, State};
 use axum::response::Response;
 use serde_json::json;
 
-use super::identify::{body_error, contact_json, json_ok, parse_query};
+use super::contacts::identities_json;
+use super::identify::{body_error, json_ok, parse_query};
 use super::{ApiError, AppState};
-use crate::engine::{BlockedValue, Email, Kind, Phone};
+use crate::engine::{BlockReason, BlockedValue, Email, Engine, Kind, Op, Outcome, Phone};
+use crate::store::Origin;
+
+/// The identity of every cluster holding `value` now: where a block or unblock left them.
+fn holders_json(engine: &Engine, kind: Kind, value: &str, compat: bool) -> Vec<serde_json::Value> {
+    identities_json(engine, &engine.primaries_holding(kind, value), compat)
+}
 
 fn entry_json(entry: &BlockedValue) -> serde_json::Value {
     json!({
@@ -64,14 +71,25 @@ pub async fn block(
     let body = body.map_err(|r| body_error(&r, app.limits.body_bytes))?;
     let query = app.canon.query(parse_query(&body)?);
     let (kind, value) = one_value(query.email().cloned(), query.phone().cloned())?;
+    let op = Op::Block {
+        kind,
+        value,
+        reason: BlockReason::Admin,
+    };
+    let origin = Origin::of(&op);
     let compat = app.compat_key_typo;
-    let (entry, identities) = app
+    let body = app
         .store
-        .block(kind, &value, move |i| contact_json(i, compat))
+        .execute(op, origin, move |engine, done| {
+            let Outcome::Blocked { kind, value } = &done.outcome else {
+                return None;
+            };
+            let entry = engine.blocked(*kind, value)?;
+            let identities = holders_json(engine, *kind, value, compat);
+            Some(json!({ "blocked": entry_json(&entry), "identities": identities }))
+        })
         .await?;
-    Ok(json_ok(
-        &json!({ "blocked": entry_json(&entry), "identities": identities }),
-    ))
+    Ok(json_ok(&body.ok_or(ApiError::Internal)?))
 }
 
 /// `DELETE /blocklist?email=...` or `?phoneNumber=...`: the value is evidence again (and never
@@ -100,14 +118,20 @@ pub async fn unblock(
     let (email, phone) = super::contacts::identifiers_of(&params)?;
     let (email, phone) = (app.canon.email_opt(email), app.canon.phone_opt(phone));
     let (kind, value) = one_value(email, phone)?;
+    let op = Op::Unblock { kind, value };
+    let origin = Origin::of(&op);
     let compat = app.compat_key_typo;
-    let identities = app
+    let body = app
         .store
-        .unblock(kind, &value, move |i| contact_json(i, compat))
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("{} {value:?} is not blocked", kind.field())))?;
-    Ok(json_ok(&json!({
-        "unblocked": { "kind": kind.field(), "value": value },
-        "identities": identities,
-    })))
+        .execute(op, origin, move |engine, done| {
+            let Outcome::Unblocked { kind, value } = &done.outcome else {
+                return None;
+            };
+            Some(json!({
+                "unblocked": { "kind": kind.field(), "value": value },
+                "identities": holders_json(engine, *kind, value, compat),
+            }))
+        })
+        .await?;
+    Ok(json_ok(&body.ok_or(ApiError::Internal)?))
 }

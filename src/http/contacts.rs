@@ -13,7 +13,8 @@ use serde_json::json;
 
 use super::identify::{answer_json, contact_json, json_ok, json_response};
 use super::{ApiError, AppState};
-use crate::engine::{Contact, ContactId, Email, Phone};
+use crate::engine::{Contact, ContactId, Email, Engine, Op, Outcome, Phone};
+use crate::store::Origin;
 use crate::tools::export::{Format, PAGE};
 
 /// The `email` and `phoneNumber` of a query string, normalized and validated like a request's.
@@ -25,6 +26,18 @@ pub(super) fn identifiers_of(
         .map(|p| Phone::parse(p))
         .transpose()?;
     Ok((email.flatten(), phone.flatten()))
+}
+
+/// The identity of each cluster of `primaries` (those still live), as answers list them.
+pub(super) fn identities_json(
+    engine: &Engine,
+    primaries: &[ContactId],
+    compat: bool,
+) -> Vec<serde_json::Value> {
+    (primaries.iter())
+        .filter_map(|&p| engine.identity(p))
+        .map(|i| contact_json(&i, compat))
+        .collect()
 }
 
 /// The most rows one page may hold.
@@ -87,13 +100,20 @@ pub async fn delete(
     id: Result<Path<ContactId>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = contact_id(id)?;
+    let op = Op::Delete(id);
+    let origin = Origin::of(&op);
     let compat = app.compat_key_typo;
-    let (row, identities) = app
+    let body = app
         .store
-        .delete(id, move |i| contact_json(i, compat))
+        .execute(op, origin, move |engine, done| {
+            let Outcome::Deleted { id, groups } = &done.outcome else {
+                return None;
+            };
+            let identities = identities_json(engine, groups, compat);
+            Some(json!({ "deleted": engine.contact(*id)?, "identities": identities }))
+        })
         .await?;
-    let body = json!({ "deleted": row, "identities": identities });
-    Ok(json_ok(&body))
+    Ok(json_ok(&body.ok_or(ApiError::Internal)?))
 }
 
 /// `GET /contacts?email=&phoneNumber=` (live rows holding either) or `?after=&limit=` (pages).

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::engine::{EngineError, IdentifierError, Refusal};
+use crate::engine::{IdentifierError, Refusal};
 use crate::storage::StorageError;
 use crate::store::StoreError;
 
@@ -54,6 +54,8 @@ pub enum ApiError {
     NotInCluster(&'static str),
     #[error("the membership change was refused: {0}")]
     MembershipRefused(String),
+    #[error("{0}; nothing was changed")]
+    IdTaken(String),
     #[error("an internal error occurred")]
     Internal,
 }
@@ -79,7 +81,9 @@ impl ApiError {
             ApiError::BlockedIdentifier => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::CapacityExhausted(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::NoLeader(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::NotInCluster(_) | ApiError::MembershipRefused(_) => StatusCode::CONFLICT,
+            ApiError::NotInCluster(_) | ApiError::MembershipRefused(_) | ApiError::IdTaken(_) => {
+                StatusCode::CONFLICT
+            }
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -109,6 +113,7 @@ impl ApiError {
             ApiError::NoLeader(_) => "no_leader",
             ApiError::NotInCluster(_) => "not_in_cluster",
             ApiError::MembershipRefused(_) => "membership_refused",
+            ApiError::IdTaken(_) => "id_taken",
             ApiError::Internal => "internal_error",
         }
     }
@@ -142,26 +147,25 @@ impl From<StoreError> for ApiError {
                 tracing::error!(%error, "storage error");
                 ApiError::StorageUnavailable
             }
-            StoreError::Engine(
-                EngineError::UnknownContact(id) | EngineError::AlreadyDeleted(id),
-            ) => ApiError::NotFound(format!("no live contact has id {id}")),
-            StoreError::Refused(refusal @ Refusal::ClusterLimit { .. }) => {
-                ApiError::ClusterLimit(refusal)
-            }
-            StoreError::Refused(Refusal::Blocked) => ApiError::BlockedIdentifier,
-            StoreError::Refused(refusal @ Refusal::Capacity(_)) => {
-                ApiError::CapacityExhausted(refusal)
-            }
-            StoreError::Engine(error) => {
-                tracing::error!(%error, "engine refused a planned change");
-                ApiError::Internal
-            }
+            StoreError::Refused(refusal) => refusal.into(),
             StoreError::NoLeader(why) => ApiError::NoLeader(why),
             StoreError::NotInCluster(why) => ApiError::NotInCluster(why),
-            StoreError::Import(error) => {
-                tracing::error!(%error, "an import error reached a non-import path");
-                ApiError::Internal
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> ApiError {
+        match refusal {
+            Refusal::ClusterLimit { .. } | Refusal::ImportOverCap { .. } => {
+                ApiError::ClusterLimit(refusal)
             }
+            Refusal::Blocked => ApiError::BlockedIdentifier,
+            Refusal::Capacity(_) => ApiError::CapacityExhausted(refusal),
+            Refusal::UnknownContact(_)
+            | Refusal::DeletedContact(_)
+            | Refusal::NotBlocked { .. } => ApiError::NotFound(refusal.to_string()),
+            Refusal::IdTaken { .. } => ApiError::IdTaken(refusal.to_string()),
         }
     }
 }

@@ -12,7 +12,8 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState};
-use crate::engine::{ContactId, Email, IdentityRef, Phone, Query};
+use crate::engine::{ContactId, Email, IdentityRef, Op, Outcome, Phone, Query};
+use crate::store::Origin;
 
 /// Reconcile: find or create the identity of an email and/or phone number (docs/API.md, rules 1-5).
 #[utoipa::path(post, path = "/identify", tag = "identity",
@@ -30,13 +31,20 @@ pub async fn identify(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|r| body_error(&r, app.limits.body_bytes))?;
-    let query = app.canon.query(parse_query(&body)?);
+    let op = Op::Identify(app.canon.query(parse_query(&body)?));
+    let origin = Origin::of(&op);
     let compat = app.compat_key_typo;
     let answer = app
         .store
-        .identify(&query, move |identity| answer_json(identity, compat))
+        .execute(op, origin, move |engine, done| match done.outcome {
+            Outcome::Identity(id) => engine.identity(id).map(|i| answer_json(&i, compat)),
+            _ => None,
+        })
         .await?;
-    Ok(json_response(StatusCode::OK, answer))
+    Ok(json_response(
+        StatusCode::OK,
+        answer.ok_or(ApiError::Internal)?,
+    ))
 }
 
 /// Reads a body as docs/API.md says: JSON whatever the Content-Type, normalized and validated.

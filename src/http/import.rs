@@ -20,9 +20,10 @@ use serde_json::json;
 
 use super::identify::json_ok;
 use super::{ApiError, AppState};
-use crate::store::StoreError;
+use crate::engine::{Op, Refusal as EngineRefusal, Rows};
+use crate::store::{Origin, StoreError};
 use crate::tools::export::Format;
-use crate::tools::import::{CheckedFile, ImportError, RowError};
+use crate::tools::import::{read_rows, report, ImportError, RowError};
 
 /// The largest import body: about 600,000 rows of export CSV.
 pub const IMPORT_BODY_LIMIT: usize = 64 << 20;
@@ -41,7 +42,13 @@ pub enum Refusal {
 impl From<StoreError> for Refusal {
     fn from(e: StoreError) -> Refusal {
         match e {
-            StoreError::Import(e) => e.into(),
+            StoreError::Refused(EngineRefusal::IdTaken { line, id }) => Refusal::Taken(RowError {
+                line,
+                message: format!("id {id} already exists"),
+            }),
+            StoreError::Refused(refusal @ EngineRefusal::ImportOverCap { .. }) => {
+                Refusal::ClusterLimit(refusal.to_string())
+            }
             e => Refusal::Api(e.into()),
         }
     }
@@ -56,9 +63,8 @@ impl From<ImportError> for Refusal {
                 message: source.to_string(),
             }]),
             ImportError::Storage(e) => Refusal::Api(StoreError::Storage(e).into()),
-            ImportError::Refused(message) => Refusal::ClusterLimit(message),
+            ImportError::Refused(refusal) => StoreError::Refused(refusal).into(),
             ImportError::Matching(e) => Refusal::Api(ApiError::BadQuery(e.to_string())),
-            ImportError::Taken(row) => Refusal::Taken(row),
         }
     }
 }
@@ -122,29 +128,35 @@ pub async fn import(
     let store = app.store.clone();
     let canon = app.canon.clone();
     let max_id = store.peek(|e| e.max_id());
-    let checked = tokio::task::spawn_blocking(move || {
+    let (rows, errors) = tokio::task::spawn_blocking(move || {
         let exists = |id| id <= max_id && store.peek(|e| e.has_contact(id));
-        CheckedFile::read(&body, format, exists, &canon)
+        read_rows(&body, format, exists, &canon)
+            .map(|(rows, errors)| (Rows::new(rows, Vec::new()), errors))
     })
     .await
     .map_err(|_| Refusal::Api(ApiError::Internal))??;
-    if !checked.errors.is_empty() && !skip_invalid {
-        return Err(Refusal::Invalid(checked.errors));
+    if !errors.is_empty() && !skip_invalid {
+        return Err(Refusal::Invalid(errors));
     }
+    let given = rows.given_links();
     // Tables grown in a hold of their own: growing one rehashes it, a pause that ordinary
     // traffic causes too at that size, and which the import's own hold then does not add to.
-    let reserved = app.store.reserve(checked.len());
+    let reserved = app.store.reserve(rows.len());
     let committing = Instant::now();
-    let (applied, checked) = app.store.import(checked).await?;
-    let (relinks, generic) = (applied.relinks, applied.generic);
+    let op = Op::Import(rows);
+    let origin = Origin::of(&op);
+    let done = app
+        .store
+        .execute(op, origin, |_, done| done.clone())
+        .await?;
     let durable = committing.elapsed();
-    let report = checked.report(&relinks, started.elapsed());
+    let report = report(&given, errors, &done, started.elapsed());
     tracing::info!(
         rows = report.imported,
         reserve_ms = reserved.as_millis() as u64,
         until_durable_ms = durable.as_millis() as u64,
         ms = report.elapsed.as_millis() as u64,
-        "online import: the lock held to grow the tables, then to apply (and append), then the wait for the log"
+        "online import: the lock held to grow the tables, then to plan, log and apply, then the wait for the log"
     );
     let skipped: Vec<_> = report
         .skipped
@@ -157,7 +169,8 @@ pub async fn import(
         "corrected": report.corrected,
         "existingRelinked": report.existing_relinked,
         "skipped": skipped,
-        "blockedAsGeneric": generic
+        "blockedAsGeneric": report
+            .generic
             .iter()
             .map(|(kind, value)| json!({ "kind": kind.field(), "value": value }))
             .collect::<Vec<_>>(),

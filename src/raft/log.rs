@@ -2,7 +2,9 @@
 //!
 //! Entries live in memory from the last purge on (a snapshot lets the log be purged, so that is
 //! at most `--raft-snapshot-entries` plus the entries kept behind it) and in segment files
-//! `log/<first index>.seg`, each record `[length u32][crc32 u32][entry]`. One writer thread owns
+//! `log/<first index>.seg`: a header (magic and format), then each record
+//! `[length u32][crc32 u32][entry]`, in the format storage owns
+//! ([`crate::storage::raft_files`]; segments of format 0 are read, never appended to). One writer thread owns
 //! the files: an append is in memory at once (readers see it) and the thread writes whatever
 //! has queued, fsyncs once and then reports every append it covered as flushed to openraft,
 //! which is what lets a leader count this member's copy: group commit, as the single node's
@@ -25,20 +27,55 @@ use openraft::{
     Vote,
 };
 use parking_lot::Mutex;
-use serde::{de::DeserializeOwned, Serialize};
 
-use super::{NodeId, TypeConfig};
-use crate::storage::codec;
+use super::{files, NodeId, TypeConfig};
+use crate::storage::raft_files::{self, RAFT_FORMAT};
 
 /// A new segment is started past this size.
 const SEGMENT_BYTES: u64 = 32 << 20;
 const HEADER: usize = 8;
 
 /// What the log remembers beside its entries.
-#[derive(Default, Clone, Debug, Serialize, serde::Deserialize)]
+#[derive(Default, Clone, Debug)]
 struct Meta {
     purged: Option<LogId<NodeId>>,
     committed: Option<LogId<NodeId>>,
+}
+
+impl Meta {
+    fn read(path: &Path) -> io::Result<Meta> {
+        let Some(bytes) = read_file(path)? else {
+            return Ok(Meta::default());
+        };
+        let state = raft_files::decode_log_state(&bytes).map_err(|e| invalid(path, &e))?;
+        Ok(Meta {
+            purged: state.purged.map(files::raft_log_id),
+            committed: state.committed.map(files::raft_log_id),
+        })
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        raft_files::encode_json(&raft_files::LogState {
+            format: RAFT_FORMAT,
+            purged: self.purged.as_ref().map(files::log_id),
+            committed: self.committed.as_ref().map(files::log_id),
+        })
+    }
+}
+
+fn read_vote(path: &Path) -> io::Result<Option<Vote<NodeId>>> {
+    let Some(bytes) = read_file(path)? else {
+        return Ok(None);
+    };
+    let vote = raft_files::decode_vote(&bytes).map_err(|e| invalid(path, &e))?;
+    Ok(Some(files::raft_vote(vote)))
+}
+
+fn invalid(path: &Path, why: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{}: {why}", path.display()),
+    )
 }
 
 #[derive(Default)]
@@ -88,8 +125,8 @@ impl LogStore {
     pub fn open(dir: &Path) -> io::Result<LogStore> {
         let segments_dir = dir.join("log");
         fs::create_dir_all(&segments_dir)?;
-        let meta: Meta = read_json(&dir.join("log-state.json"))?.unwrap_or_default();
-        let vote = read_json(&dir.join("vote.json"))?;
+        let meta = Meta::read(&dir.join("log-state.json"))?;
+        let vote = read_vote(&dir.join("vote.json"))?;
         let (entries, segments) = read_segments(&segments_dir, &meta)?;
         let memory = Arc::new(Mutex::new(Memory {
             entries,
@@ -115,8 +152,7 @@ impl LogStore {
             purged: Some(at),
             committed: Some(at),
         };
-        let bytes = serde_json::to_vec(&meta).expect("the log state serializes");
-        write_whole(dir, "log-state.json", &bytes, true)
+        write_whole(dir, "log-state.json", &meta.encode(), true)
     }
 
     /// The newest log id known to be committed (as last saved).
@@ -138,10 +174,9 @@ impl LogStore {
 
     #[allow(clippy::result_large_err)]
     fn save_meta(&self, meta: &Meta, sync: bool) -> Result<(), StorageError<NodeId>> {
-        let bytes = serde_json::to_vec(meta).expect("the log state serializes");
         self.send(Job::Save {
             name: "log-state.json",
-            bytes,
+            bytes: meta.encode(),
             sync,
             done: None,
         })
@@ -186,7 +221,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
         let (done, wait) = tokio::sync::oneshot::channel();
-        let bytes = serde_json::to_vec(vote).expect("a vote serializes");
+        let bytes = raft_files::encode_json(&files::vote(vote));
         self.send(Job::Save {
             name: "vote.json",
             bytes,
@@ -250,7 +285,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut memory = self.memory.lock();
             for entry in entries {
                 let index = entry.get_log_id().index;
-                let bytes = codec::encode_message(&entry)
+                let bytes = files::encode_entry(&entry)
                     .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
                 records.push((index, bytes));
                 memory.entries.insert(index, entry);
@@ -284,6 +319,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 /// One segment file: where each of its entries starts.
 struct Segment {
     first: u64,
+    /// Its format: only a segment of the current one is appended to.
+    format: u32,
     path: PathBuf,
     /// (index, offset) of each record, in order.
     offsets: Vec<(u64, u64)>,
@@ -356,20 +393,24 @@ impl Writer {
 
     fn append(&mut self, file: &mut Option<File>, records: Vec<(u64, Vec<u8>)>) -> io::Result<()> {
         for (index, bytes) in records {
-            let full = self.segments.last().is_none_or(|s| s.len >= SEGMENT_BYTES);
+            let full = (self.segments.last())
+                .is_none_or(|s| s.len >= SEGMENT_BYTES || s.format != RAFT_FORMAT);
             if full {
                 let path = self.dir.join("log").join(format!("{index:020}.seg"));
-                let f = OpenOptions::new()
+                let mut f = OpenOptions::new()
                     .create(true)
                     .truncate(true)
                     .write(true)
                     .open(&path)?;
+                let header = raft_files::segment_header();
+                f.write_all(&header)?;
                 sync_dir(&self.dir.join("log"))?;
                 self.segments.push(Segment {
                     first: index,
+                    format: RAFT_FORMAT,
                     path,
                     offsets: Vec::new(),
-                    len: 0,
+                    len: header.len() as u64,
                 });
                 *file = Some(f);
             }
@@ -440,14 +481,9 @@ fn write_whole(dir: &Path, name: &str, bytes: &[u8], sync: bool) -> io::Result<(
     Ok(())
 }
 
-fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+fn read_file(path: &Path) -> io::Result<Option<Vec<u8>>> {
     match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: {e}", path.display()),
-            )
-        }),
+        Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
@@ -473,7 +509,8 @@ fn read_segments(dir: &Path, meta: &Meta) -> io::Result<(Entries, Vec<Segment>)>
     for (n, (first, path)) in names.into_iter().enumerate() {
         let mut bytes = Vec::new();
         File::open(&path)?.read_to_end(&mut bytes)?;
-        let mut at = 0usize;
+        let (format, start) = raft_files::segment_format(&bytes).map_err(|e| invalid(&path, &e))?;
+        let mut at = start;
         let mut offsets = Vec::new();
         while at < bytes.len() {
             let damaged = |why: &str| {
@@ -499,8 +536,7 @@ fn read_segments(dir: &Path, meta: &Meta) -> io::Result<(Entries, Vec<Segment>)>
                 }
                 return Err(damaged("a damaged record"));
             };
-            let entry: Entry<TypeConfig> =
-                codec::decode_message(body).map_err(|e| damaged(&e.to_string()))?;
+            let entry = files::decode_entry(format, body).map_err(|e| damaged(&e))?;
             let index = entry.get_log_id().index;
             offsets.push((index, at as u64));
             at += HEADER + body.len();
@@ -510,6 +546,7 @@ fn read_segments(dir: &Path, meta: &Meta) -> io::Result<(Entries, Vec<Segment>)>
         }
         segments.push(Segment {
             first,
+            format,
             path,
             offsets,
             len: bytes.len() as u64,

@@ -11,24 +11,16 @@ use std::fs;
 use std::io::{self, Cursor};
 use std::path::{Path, PathBuf};
 
+use super::{files, Node, NodeId, TypeConfig};
+use crate::engine::image::Parts;
+use crate::engine::Engine;
+use crate::storage::{raft_files, snapshot};
+use crate::store::Store;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogId, RaftSnapshotBuilder,
     SnapshotMeta, StorageError, StoredMembership,
 };
-use serde::{Deserialize, Serialize};
-
-use super::{Node, NodeId, TypeConfig};
-use crate::engine::image::Parts;
-use crate::engine::Engine;
-use crate::storage::snapshot;
-use crate::store::Store;
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Saved {
-    meta: SnapshotMeta<NodeId, Node>,
-    file: String,
-}
 
 pub struct StateMachine {
     store: Store,
@@ -53,12 +45,12 @@ impl StateMachine {
     pub fn load(dir: &Path) -> io::Result<(Engine, Option<SnapshotMeta<NodeId, Node>>)> {
         let snapshots = dir.join("snapshots");
         fs::create_dir_all(&snapshots)?;
-        let Some(saved) = read_saved(dir)? else {
+        let Some((meta, file)) = read_saved(dir)? else {
             return Ok((Engine::new(), None));
         };
-        let (engine, _) = snapshot::load(&snapshots.join(&saved.file))
+        let (engine, _) = snapshot::load(&snapshots.join(&file))
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        Ok((engine, Some(saved.meta)))
+        Ok((engine, Some(meta)))
     }
 
     pub fn new(store: Store, dir: &Path, loaded: Option<SnapshotMeta<NodeId, Node>>) -> Self {
@@ -90,6 +82,7 @@ impl StateMachine {
             f.sync_all()?;
         }
         fs::rename(&tmp, &path)?;
+        fs::File::open(&snapshots)?.sync_all()?;
         let (engine, _) = snapshot::load(&path)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         save(dir, meta, &file)?;
@@ -97,11 +90,20 @@ impl StateMachine {
     }
 }
 
-fn read_saved(dir: &Path) -> io::Result<Option<Saved>> {
-    match fs::read(dir.join("snapshot.json")) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+/// The current snapshot's meta and file name, from `snapshot.json`.
+fn read_saved(dir: &Path) -> io::Result<Option<(SnapshotMeta<NodeId, Node>, String)>> {
+    let path = dir.join("snapshot.json");
+    match fs::read(&path) {
+        Ok(bytes) => {
+            let saved = raft_files::decode_snapshot_meta(&bytes).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", path.display()),
+                )
+            })?;
+            let file = saved.file.clone();
+            Ok(Some((files::raft_snapshot_meta(saved), file)))
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
@@ -109,14 +111,10 @@ fn read_saved(dir: &Path) -> io::Result<Option<Saved>> {
 
 /// Names `file` as the current snapshot (atomically), then removes every other snapshot file.
 fn save(dir: &Path, meta: &SnapshotMeta<NodeId, Node>, file: &str) -> io::Result<()> {
-    let saved = Saved {
-        meta: meta.clone(),
-        file: file.to_owned(),
-    };
     let tmp = dir.join("snapshot.json.tmp");
     fs::write(
         &tmp,
-        serde_json::to_vec(&saved).expect("a snapshot's meta serializes"),
+        raft_files::encode_json(&files::snapshot_meta(meta, file)),
     )?;
     fs::File::open(&tmp)?.sync_all()?;
     fs::rename(&tmp, dir.join("snapshot.json"))?;
@@ -135,12 +133,12 @@ fn save(dir: &Path, meta: &SnapshotMeta<NodeId, Node>, file: &str) -> io::Result
 
 /// Reads the current snapshot whole, to send to a follower.
 fn current(dir: &Path) -> io::Result<Option<Snapshot<TypeConfig>>> {
-    let Some(saved) = read_saved(dir)? else {
+    let Some((meta, file)) = read_saved(dir)? else {
         return Ok(None);
     };
-    let bytes = fs::read(dir.join("snapshots").join(&saved.file))?;
+    let bytes = fs::read(dir.join("snapshots").join(&file))?;
     Ok(Some(Snapshot {
-        meta: saved.meta,
+        meta,
         snapshot: Box::new(Cursor::new(bytes)),
     }))
 }
@@ -205,17 +203,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut out = Vec::new();
         for entry in entries {
             let log_id = *entry.get_log_id();
-            match &entry.payload {
+            match entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Normal(commands) => {
                     for command in commands {
                         self.store
-                            .apply_command(command)
+                            .apply_committed(command)
                             .map_err(|why| storage_error(ErrorVerb::Write, why))?;
                     }
                 }
                 EntryPayload::Membership(membership) => {
-                    self.membership = StoredMembership::new(Some(log_id), membership.clone());
+                    self.membership = StoredMembership::new(Some(log_id), membership);
                 }
             }
             self.last_applied = Some(log_id);

@@ -11,6 +11,7 @@
 //! are linearizable (the leader confirms it still leads, then waits until it has applied that
 //! far) unless `?stale=true` asks for this member's own state.
 
+mod files;
 pub mod http;
 mod log;
 mod machine;
@@ -30,7 +31,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::RaftArgs;
 use crate::engine::Limits;
-use crate::store::{Command, Propose, Store, StoreError};
+use crate::storage::raft_files::Command;
+use crate::store::{Propose, Store, StoreError};
 
 pub type NodeId = u64;
 pub type Node = BasicNode;

@@ -8,6 +8,7 @@
 pub mod codec;
 pub mod frame;
 mod packed;
+pub mod raft_files;
 pub mod recovery;
 pub mod schema;
 pub mod snapshot;
@@ -277,6 +278,17 @@ impl Storage {
     /// Queues one request's changes; returns the sequence number to wait for.
     pub fn append(&self, changes: &[Change]) -> Result<u64, StorageError> {
         self.writer.append(changes)
+    }
+
+    /// Queues one request's changes but holds them back from the file until
+    /// [`Storage::release`] (or drops them, if the store fails closed first).
+    pub fn stage(&self, changes: &[Change]) -> Result<u64, StorageError> {
+        self.writer.stage(changes)
+    }
+
+    /// Lets the staged changes reach the file.
+    pub fn release(&self) {
+        self.writer.release()
     }
 
     /// The sequence number of the newest change queued, which any reader may have seen.

@@ -54,6 +54,9 @@ struct Queue {
     next_seq: u64,
     queued_seq: u64,
     stop: bool,
+    /// A staged group is at the end of `buf` and must not be written until it is released
+    /// (its facts are being applied; if they do not apply, it is dropped with the rest).
+    held: bool,
     /// Why the store failed closed from outside the writer (a change that did not apply).
     poison: Option<String>,
 }
@@ -100,6 +103,7 @@ impl LogWriter {
                 next_seq: last_seq + 1,
                 queued_seq: last_seq,
                 stop: false,
+                held: false,
                 poison: None,
             }),
             wake: Condvar::new(),
@@ -134,6 +138,15 @@ impl LogWriter {
     /// Queues one request's changes as a group; returns the sequence number of its last record.
     /// Call under the engine's lock so that log order is apply order.
     pub fn append(&self, changes: &[Change]) -> Result<u64, StorageError> {
+        let last = self.stage(changes)?;
+        self.release();
+        Ok(last)
+    }
+
+    /// Queues a group that the writer holds back until [`LogWriter::release`]: the store
+    /// applies its facts in between, and a fact that does not apply fails the store closed,
+    /// which drops the group before it ever reaches the file. Call under the engine's lock.
+    pub fn stage(&self, changes: &[Change]) -> Result<u64, StorageError> {
         let mut q = self.shared.queue.lock();
         if self.is_failed() || q.stop {
             return Err(StorageError::Unavailable);
@@ -142,9 +155,14 @@ impl LogWriter {
         let last = encode_group(&mut q.buf, first, changes);
         q.next_seq = last + 1;
         q.queued_seq = last;
-        drop(q);
-        self.shared.wake.notify_one();
+        q.held = true;
         Ok(last)
+    }
+
+    /// Lets the writer take the staged group.
+    pub fn release(&self) {
+        self.shared.queue.lock().held = false;
+        self.shared.wake.notify_one();
     }
 
     /// Fails closed for a reason found outside the writer: like a failed write, every later
@@ -153,6 +171,7 @@ impl LogWriter {
     pub fn fail_closed(&self, reason: String) {
         let mut q = self.shared.queue.lock();
         q.buf.clear();
+        q.held = false;
         q.poison = Some(reason);
         self.shared.failed.store(true, Ordering::Release);
         drop(q);
@@ -366,7 +385,7 @@ impl Worker {
     /// Waits for work and takes everything queued; returns its last seq and whether to stop.
     fn next_batch(&self, batch: &mut Vec<u8>) -> (u64, bool) {
         let mut q = self.shared.queue.lock();
-        while q.buf.is_empty() && !q.stop && q.poison.is_none() {
+        while (q.buf.is_empty() || q.held) && !q.stop && q.poison.is_none() {
             if self.options.policy == FsyncPolicy::Interval && self.unsynced {
                 let left = INTERVAL.saturating_sub(self.last_sync.elapsed());
                 if self.shared.wake.wait_for(&mut q, left).timed_out() {

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use crate::engine::{Email, Kind, Phone};
+use crate::engine::{BlockReason, Email, Kind, Op, Phone};
 use crate::matching::canon::Canon;
-use crate::store::{Store, StoreError};
+use crate::store::{Origin, Store, StoreError};
 
 /// The values of a blocklist file as matching keys, or what is wrong with it (naming the line).
 pub fn read(file: &Path, canon: &Canon) -> Result<Vec<(Kind, String)>, String> {
@@ -49,10 +49,17 @@ pub fn parse(text: &str, canon: &Canon) -> Result<Vec<(Kind, String)>, String> {
 pub async fn apply(store: &Store, values: &[(Kind, String)]) -> Result<usize, StoreError> {
     let mut added = 0;
     for (kind, value) in values {
-        if store.read(|e| e.blocked(*kind, value).is_none()).await? {
-            store.block(*kind, value, |_| ()).await?;
-            added += 1;
+        if store.peek(|e| e.blocked(*kind, value).is_some()) {
+            continue;
         }
+        let op = Op::Block {
+            kind: *kind,
+            value: value.clone(),
+            reason: BlockReason::Admin,
+        };
+        let origin = Origin::of(&op);
+        store.execute(op, origin, |_, _| ()).await?;
+        added += 1;
     }
     Ok(added)
 }

@@ -9,7 +9,8 @@ use crate::storage::codec;
 use crate::storage::frame::{read_all, read_frame, Frame, FILE_HEADER};
 use crate::storage::recovery::{self, Mode};
 use crate::storage::wal::Record;
-use crate::storage::{lock_dir, StorageError};
+use crate::storage::{lock_dir, StorageError, StorageOptions};
+use crate::store::Store;
 
 /// Verifies `dir` without changing it; returns the report to print.
 pub fn check(dir: &Path) -> Result<String, StorageError> {
@@ -123,8 +124,12 @@ pub fn repair(dir: &Path, confirm: &mut dyn FnMut(&str) -> bool) -> Result<Strin
     for path in &later {
         std::fs::remove_file(path).map_err(|e| StorageError::file(path, e))?;
     }
-    let (_, report) = recovery::recover(dir, Mode::Open)?;
+    // Opened as a server opens it (this process's lock first let go): the cut log recovers,
+    // and closing writes a snapshot of it.
     drop(lock);
+    let (store, report) = Store::open(StorageOptions::new(dir))?;
+    store.close()?;
+    drop(store);
     Ok(format!(
         "repaired: the log now ends at record {}\n{}",
         report.last_seq,

@@ -12,9 +12,10 @@ use std::io::BufRead;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::engine::{Change, Email, Phone, Query, Timestamp};
+use crate::engine::{BlockReason, Cause, Change, Email, Op, Phone, Query, Timestamp};
 use crate::matching::canon::Canon;
-use crate::storage::{Storage, StorageOptions};
+use crate::storage::StorageOptions;
+use crate::store::{Origin, Store, StoreError};
 use crate::tools::export::Format;
 use crate::tools::import::{list, sniff, ImportError, Progress, RowError};
 
@@ -112,12 +113,16 @@ pub fn import_orders(
     if !skipped.is_empty() && !skip_invalid {
         return Err(ImportError::Invalid(skipped));
     }
-    let (store, mut engine, _) = Storage::open(storage)?;
-    engine.set_limits(guards.limits);
+    let (store, _) = Store::open_with(storage, guards.limits)?;
     let now = Timestamp::now();
-    let blocks = guards.block_listed(&mut engine, now)?;
-    if !blocks.is_empty() {
-        store.append(&blocks)?;
+    let import = Origin::tool(Cause::Import);
+    for (kind, value) in &guards.blocklist {
+        let op = Op::Block {
+            kind: *kind,
+            value: value.clone(),
+            reason: BlockReason::Admin,
+        };
+        store.execute_offline(&op, &import, now, |_, _| ())?;
     }
     let mut report = OrdersReport {
         rows: orders.len(),
@@ -125,27 +130,22 @@ pub fn import_orders(
         ..OrdersReport::default()
     };
     let progress = Progress::new(orders.len() as u64, "orders");
-    for (i, order) in orders.iter().enumerate() {
+    for (i, order) in orders.into_iter().enumerate() {
         // An order a guard refuses (every identifier blocked, or a cluster past the cap)
         // changes nothing, as the request would not.
-        let Ok(plan) = engine.plan_identify(&order.query, order.at.unwrap_or(now)) else {
-            report.refused += 1;
-            progress.tick(i as u64 + 1);
-            continue;
-        };
-        count(&mut report, &plan.changes);
-        if !plan.changes.is_empty() {
-            store.append(&plan.changes)?;
-            for change in &plan.changes {
-                engine.apply(change).expect("a planned change applies");
-            }
+        let op = Op::Identify(order.query);
+        let at = order.at.unwrap_or(now);
+        match store.execute_offline(&op, &import, at, |_, done| count(&mut report, &done.facts)) {
+            Ok(()) => {}
+            Err(StoreError::Refused(_)) => report.refused += 1,
+            Err(other) => return Err(other.into()),
         }
         progress.tick(i as u64 + 1);
     }
     progress.finish();
-    // close() writes and syncs everything appended, and fails if the log did.
-    store.close(&engine)?;
-    let stats = engine.stats();
+    let stats = store.stats();
+    // close() writes and syncs everything logged, and fails if the log did.
+    store.close()?;
     (report.contacts, report.clusters) = (stats.contacts, stats.clusters);
     report.elapsed = started.elapsed();
     Ok(report)

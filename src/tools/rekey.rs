@@ -8,9 +8,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::engine::{BlockReason, Change, Email, Engine, Kind, Limits, Phone, Refusal, Timestamp};
+use crate::engine::{
+    BlockReason, Cause, Email, Engine, EngineError, Kind, Limits, Op, Phone, Refusal, Timestamp,
+};
 use crate::matching::canon::{Canon, Modes};
-use crate::storage::{Storage, StorageError, StorageOptions};
+use crate::storage::StorageOptions;
+use crate::store::{Origin, Store, StoreError};
 use crate::tools::import::{ImportError, Progress};
 
 /// What a re-key did.
@@ -80,81 +83,122 @@ pub fn rekey(
     let started = Instant::now();
     let dir = storage.dir.clone();
     let from = crate::matching::record::recorded(&dir)?;
-    let (store, mut engine, _) = Storage::open(storage)?;
-    engine.set_limits(limits);
-    let mut report = rekey_engine(&mut engine, &modes, Timestamp::now(), |changes| {
-        store.append(changes)?;
-        Ok::<_, StorageError>(())
+    let (store, _) = Store::open_with(storage, limits)?;
+    let origin = Origin::tool(Cause::Rekey);
+    let now = Timestamp::now();
+    let planned = store.peek(|engine| Rekey::plan(engine, &modes));
+    let mut report = planned.run(|op| {
+        let before = store.stats().clusters;
+        match store.execute_offline(op, &origin, now, |engine, _| engine.stats().clusters) {
+            Ok(after) => Ok(Ok((before, after))),
+            Err(StoreError::Refused(why)) => Ok(Err(why)),
+            Err(other) => Err(ImportError::from(other)),
+        }
     })?;
-    // close() writes and syncs everything appended, and fails if the log did.
-    store.close(&engine)?;
+    // close() writes and syncs everything logged, and fails if the log did.
+    store.close()?;
     crate::matching::record::record(&dir, &modes)?;
     report.from = from;
     report.elapsed = started.elapsed();
     Ok(report)
 }
 
-/// Re-keys `engine` to `modes` at `now` under its limits: plans each move, hands its facts to
-/// `log` (which must make them durable, or fail), then applies them.
-pub fn rekey_engine<E>(
+/// Re-keys `engine` itself to `modes` at `now` under its limits, through the same ops.
+pub fn rekey_engine(
     engine: &mut Engine,
     modes: &Modes,
     now: Timestamp,
-    mut log: impl FnMut(&[Change]) -> Result<(), E>,
-) -> Result<RekeyReport, E> {
-    let canon = Canon::new(modes.clone());
-    let mut report = RekeyReport {
-        to: modes.clone(),
-        clusters_before: engine.stats().clusters,
-        ..RekeyReport::default()
-    };
-    let (moves, generic) = moves(engine, &canon);
-    let progress = Progress::new(moves.len() as u64, "values");
-    // A key its spellings together give more holders than the threshold is blocked before
-    // any of them moves, so that no cluster merges by it on the way (unless an admin
-    // unblocked it).
-    for (kind, key) in &generic {
-        if engine.is_exempt(*kind, key) {
-            continue;
+) -> Result<RekeyReport, EngineError> {
+    Rekey::plan(engine, modes).run(|op| {
+        let before = engine.stats().clusters;
+        let plan = match engine.plan(op, now) {
+            Ok(plan) => plan,
+            Err(why) => return Ok(Err(why)),
+        };
+        for fact in &plan.facts {
+            engine.apply(fact)?;
         }
-        let changes = engine
-            .plan_block(*kind, key, BlockReason::Generic, now)
-            .unwrap_or_default();
-        if !changes.is_empty() {
-            log(&changes)?;
-            apply(engine, &changes, &mut report);
-        }
-    }
-    for (i, (kind, value, key)) in moves.iter().enumerate() {
-        match engine.plan_rekey(*kind, value, key, now) {
-            Err(why) => report
-                .refused
-                .push((*kind, value.clone(), key.clone(), why)),
-            Ok(changes) if changes.is_empty() => {}
-            Ok(changes) => {
-                log(&changes)?;
-                apply(engine, &changes, &mut report);
-                report.rekeyed[*kind as usize] += 1;
-            }
-        }
-        progress.tick(i as u64 + 1);
-    }
-    progress.finish();
-    let stats = engine.stats();
-    report.clusters_after = stats.clusters;
-    report.contacts = stats.contacts - stats.deleted;
-    Ok(report)
+        Ok(Ok((before, engine.stats().clusters)))
+    })
 }
 
-/// Applies planned facts, counting the merges (clusters that disappear) and blocks.
-fn apply(engine: &mut Engine, changes: &[Change], report: &mut RekeyReport) {
-    for change in changes {
-        let before = engine.stats().clusters;
-        engine.apply(change).expect("a planned change applies");
-        match change {
-            Change::Blocked { .. } => report.blocked += 1,
-            _ => report.merges += before.saturating_sub(engine.stats().clusters),
+/// A re-key worked out from the state before it: the keys to block as generic first, then
+/// every value to move to its key.
+struct Rekey {
+    modes: Modes,
+    moves: Vec<Move>,
+    generic: Vec<(Kind, String)>,
+    clusters: usize,
+    contacts: usize,
+}
+
+impl Rekey {
+    fn plan(engine: &Engine, modes: &Modes) -> Rekey {
+        let (moves, generic) = moves(engine, &Canon::new(modes.clone()));
+        // A value an admin unblocked is never blocked as generic again.
+        let generic = (generic.into_iter())
+            .filter(|(kind, key)| !engine.is_exempt(*kind, key))
+            .collect();
+        let stats = engine.stats();
+        Rekey {
+            modes: modes.clone(),
+            moves,
+            generic,
+            clusters: stats.clusters,
+            contacts: stats.contacts - stats.deleted,
         }
+    }
+
+    /// Runs every op through `run`, which plans, logs and applies one and says how many
+    /// clusters there were before and after it, or why it was refused.
+    fn run<E>(
+        self,
+        mut run: impl FnMut(&Op) -> Result<Result<(usize, usize), Refusal>, E>,
+    ) -> Result<RekeyReport, E> {
+        let mut report = RekeyReport {
+            to: self.modes,
+            clusters_before: self.clusters,
+            clusters_after: self.clusters,
+            contacts: self.contacts,
+            ..RekeyReport::default()
+        };
+        // A key its spellings together give more holders than the threshold is blocked before
+        // any of them moves, so that no cluster merges by it on the way.
+        for (kind, key) in self.generic {
+            let op = Op::Block {
+                kind,
+                value: key,
+                reason: BlockReason::Generic,
+            };
+            if let Ok((_, after)) = run(&op)? {
+                report.clusters_after = after;
+                report.blocked += 1;
+            }
+        }
+        let progress = Progress::new(self.moves.len() as u64, "values");
+        for (i, (kind, value, key)) in self.moves.into_iter().enumerate() {
+            let op = Op::Rekey {
+                kind,
+                from: value,
+                to: key,
+            };
+            match run(&op)? {
+                Err(why) => {
+                    let Op::Rekey { kind, from, to } = op else {
+                        unreachable!("the op is a re-key")
+                    };
+                    report.refused.push((kind, from, to, why));
+                }
+                Ok((before, after)) => {
+                    report.merges += before.saturating_sub(after);
+                    report.clusters_after = after;
+                    report.rekeyed[kind as usize] += 1;
+                }
+            }
+            progress.tick(i as u64 + 1);
+        }
+        progress.finish();
+        Ok(report)
     }
 }
 

@@ -410,7 +410,7 @@ proptest! {
             now += 1;
         }
         let modes = modes(phone, email);
-        rekey_engine(&mut engine, &modes, Timestamp(now), |_| Ok::<_, ()>(())).unwrap();
+        rekey_engine(&mut engine, &modes, Timestamp(now)).unwrap();
         model.rekey(|e| model_email(modes.email, e), |p| model_phone(modes.phone, p), now);
         engine.check_invariants().map_err(TestCaseError::fail)?;
         let rows: Vec<_> = model.rows().iter().map(crate::model::to_contact).collect();

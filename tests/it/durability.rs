@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{spawn_app_in, TestApp};
-use identity_engine::engine::{Contact, ContactId, Email, EngineError, Identity, Phone, Query};
+use identity_engine::engine::{Contact, ContactId, Email, Identity, Phone, Query, Refusal};
 use identity_engine::storage::frame::FILE_HEADER;
 use identity_engine::storage::wal::segment_name;
 use identity_engine::storage::{Faults, FsyncPolicy, Storage, StorageOptions};
@@ -27,8 +27,8 @@ use proptest::prelude::*;
 use serde_json::Value;
 use storage_support::{
     a_longer_log, copy_live_dir, crash_image_of_a_log_with_merges, crash_image_with_its_zeros,
-    group_ends, noise, offsets_in, open_segment, records, records_end, replayed, runtime, segments,
-    shown, snapshots, Located, Shown,
+    delete, group_ends, identify, noise, offsets_in, open_segment, records, records_end, replayed,
+    runtime, segments, shown, snapshots, Located, Shown,
 };
 
 /// Small pools, so that requests keep merging and deletions keep splitting clusters.
@@ -154,18 +154,18 @@ impl Harness {
         match *step {
             Step::Identify { email, phone } => {
                 let query = query(email, phone);
-                let answer = store.identify(&query, |identity| identity.to_owned());
+                let answer = identify(store, &query);
                 Outcome::Answer(self.runtime.block_on(answer).expect("identify"))
             }
             Step::Delete { pick } => {
                 let max_id = model.rows().iter().map(|r| r.id).max().unwrap_or(0);
-                let deleted = store.delete(pick % (max_id + 1) + 1, |i| i.primary_contact_id);
+                let deleted = delete(store, pick % (max_id + 1) + 1);
                 match self.runtime.block_on(deleted) {
-                    Ok((_, groups)) => Outcome::Groups(groups),
-                    Err(StoreError::Engine(EngineError::UnknownContact(_))) => {
+                    Ok(groups) => Outcome::Groups(groups),
+                    Err(StoreError::Refused(Refusal::UnknownContact(_))) => {
                         Outcome::Refused(DeleteError::Unknown)
                     }
-                    Err(StoreError::Engine(EngineError::AlreadyDeleted(_))) => {
+                    Err(StoreError::Refused(Refusal::DeletedContact(_))) => {
                         Outcome::Refused(DeleteError::AlreadyDeleted)
                     }
                     Err(other) => panic!("delete failed: {other}"),
@@ -393,7 +393,7 @@ fn a_store_dropped_without_close_finishes_its_background_snapshot_before_letting
     while segments(&dir).len() < 2 {
         let email = Email::parse(&format!("user{i}@example.com")).unwrap();
         let query = Query::new(email, None).unwrap();
-        let answer = harness.store().identify(&query, |_| ());
+        let answer = identify(harness.store(), &query);
         harness.runtime.block_on(answer).expect("identify");
         i += 1;
     }

@@ -7,8 +7,8 @@ use crate::model;
 use std::collections::BTreeSet;
 
 use identity_engine::engine::{
-    BlockReason, Change, Contact, ContactId, Email, Engine, EngineError, Identity, Kind, Limits,
-    Phone, Query, Refusal, Timestamp,
+    BlockReason, Change, Contact, ContactId, Email, Engine, Identity, Kind, Limits, Op as EngineOp,
+    Outcome as Outcome_, Phone, Query, Refusal, Timestamp,
 };
 use model::{DeleteError, Model, ModelAnswer, Refused};
 use proptest::prelude::*;
@@ -146,52 +146,49 @@ fn delete_target(op: &Op, max_id: ContactId) -> Option<ContactId> {
     }
 }
 
-/// Plans `op` on the engine, applies every change it implies, and says what it answered.
-fn run_on_engine(engine: &mut Engine, op: &Op, now: i64) -> Outcome {
-    let now = Timestamp(now);
-    if let Some(id) = delete_target(op, engine.max_id()) {
-        let plan = match engine.plan_delete(id, now) {
-            Ok(plan) => plan,
-            Err(EngineError::UnknownContact(_)) => return Outcome::Refused(DeleteError::Unknown),
-            Err(EngineError::AlreadyDeleted(_)) => {
-                return Outcome::Refused(DeleteError::AlreadyDeleted)
-            }
-            Err(other) => panic!("deleting {id} failed unexpectedly: {other}"),
-        };
-        apply_all(engine, &plan.changes);
-        return Outcome::Groups(plan.groups);
-    }
+/// The op of the engine's one path that `op` asks for.
+fn engine_op(op: &Op, max_id: ContactId) -> EngineOp {
     match *op {
-        Op::Identify { email, phone } => match engine.plan_identify(&query(email, phone), now) {
-            Ok(plan) => {
-                apply_all(engine, &plan.changes);
-                let answer = engine
-                    .identity(plan.answer)
-                    .expect("the answer names a live contact");
-                Outcome::Answer(answer.to_owned())
-            }
-            Err(refusal) => Outcome::Guard(refused(refusal)),
-        },
+        Op::Identify { email, phone } => EngineOp::Identify(query(email, phone)),
+        Op::Delete { .. } => EngineOp::Delete(delete_target(op, max_id).expect("a delete")),
         Op::Block { email, value } => {
             let (kind, value) = value_of(email, value);
-            let changes = engine
-                .plan_block(kind, &value, BlockReason::Admin, now)
-                .expect("a pool value fits");
-            apply_all(engine, &changes);
-            Outcome::Groups(engine.primaries_holding(kind, &value))
+            EngineOp::Block {
+                kind,
+                value,
+                reason: BlockReason::Admin,
+            }
         }
         Op::Unblock { email, value } => {
             let (kind, value) = value_of(email, value);
-            match engine.plan_unblock(kind, &value, now) {
-                Ok(Some(change)) => {
-                    apply_all(engine, &[change]);
-                    Outcome::Groups(engine.primaries_holding(kind, &value))
-                }
-                Ok(None) => Outcome::NotBlocked,
-                Err(refusal) => Outcome::Guard(refused(refusal)),
-            }
+            EngineOp::Unblock { kind, value }
         }
-        Op::Delete { .. } => unreachable!(),
+    }
+}
+
+/// Plans `op` on the engine (`Engine::plan`, the store's one path), applies every fact it
+/// implies, and says what it answered.
+fn run_on_engine(engine: &mut Engine, op: &Op, now: i64) -> Outcome {
+    let plan = match engine.plan(&engine_op(op, engine.max_id()), Timestamp(now)) {
+        Ok(plan) => plan,
+        Err(Refusal::UnknownContact(_)) => return Outcome::Refused(DeleteError::Unknown),
+        Err(Refusal::DeletedContact(_)) => return Outcome::Refused(DeleteError::AlreadyDeleted),
+        Err(Refusal::NotBlocked { .. }) => return Outcome::NotBlocked,
+        Err(refusal) => return Outcome::Guard(refused(refusal)),
+    };
+    apply_all(engine, &plan.facts);
+    match plan.outcome {
+        Outcome_::Identity(id) => {
+            let answer = engine
+                .identity(id)
+                .expect("the answer names a live contact");
+            Outcome::Answer(answer.to_owned())
+        }
+        Outcome_::Deleted { groups, .. } => Outcome::Groups(groups),
+        Outcome_::Blocked { kind, value } | Outcome_::Unblocked { kind, value } => {
+            Outcome::Groups(engine.primaries_holding(kind, &value))
+        }
+        other => panic!("an outcome no step asks for: {other:?}"),
     }
 }
 
@@ -199,7 +196,7 @@ fn refused(refusal: Refusal) -> Refused {
     match refusal {
         Refusal::ClusterLimit { .. } => Refused::ClusterLimit,
         Refusal::Blocked => Refused::Blocked,
-        Refusal::Capacity(what) => panic!("no room for {what} in a test"),
+        other => panic!("a refusal no step can cause: {other}"),
     }
 }
 

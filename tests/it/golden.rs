@@ -309,6 +309,7 @@ fn kind(change: &Change) -> &'static str {
         Change::Blocked { .. } => "Blocked",
         Change::Unblocked { .. } => "Unblocked",
         Change::Rekeyed { .. } => "Rekeyed",
+        Change::Settled { .. } => "Settled",
     }
 }
 
