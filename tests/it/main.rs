@@ -23,6 +23,7 @@ mod durability;
 mod engine_model;
 mod first_hour;
 mod golden;
+mod golden_raft;
 mod guards;
 mod http_identify;
 mod lifecycle;
