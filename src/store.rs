@@ -315,7 +315,15 @@ impl Store {
         render: impl FnOnce(&Engine, &Done) -> T,
     ) -> Result<T> {
         match &self.inner.backend {
-            Backend::Local(_) => (self.execute_locally(op, origin, now, render)).map(|(a, _)| a),
+            Backend::Local(storage) => match self.execute_locally(op, origin, now, render) {
+                Err(StoreError::Storage(StorageError::Unavailable)) => {
+                    let why = storage
+                        .failure()
+                        .unwrap_or_else(|| "the store failed".into());
+                    Err(StorageError::Failed(why).into())
+                }
+                done => done.map(|(answer, _)| answer),
+            },
             Backend::Raft(_) => Err(StoreError::NotInCluster(
                 "the offline tools work on a stopped single node's data directory",
             )),

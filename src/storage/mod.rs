@@ -65,6 +65,9 @@ pub enum StorageError {
         "storage is unavailable after a write or sync failure; restart to recover from the log"
     )]
     Unavailable,
+    /// What a tool reports once the log has failed: why, and what to do.
+    #[error("the log failed, so the change was not made: {0}")]
+    Failed(String),
     #[error("{}: corrupt at offset {offset}: {reason}{}", file.display(), next_step(file))]
     Corrupt {
         file: PathBuf,

@@ -26,6 +26,7 @@ mod golden;
 mod golden_raft;
 mod guards;
 mod http_identify;
+mod imports;
 mod lifecycle;
 mod operations;
 mod orders;
