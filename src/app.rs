@@ -33,6 +33,13 @@ pub enum AppError {
     Member(String),
 }
 
+/// A task that ended without finishing (a bug), as an error instead of a second panic.
+fn stopped(what: &str, e: tokio::task::JoinError) -> StorageError {
+    StorageError::Io(std::io::Error::other(format!(
+        "{what} stopped unexpectedly: {e}"
+    )))
+}
+
 /// A recovered store bound to its address, ready to serve.
 pub struct App {
     listener: TcpListener,
@@ -116,7 +123,7 @@ impl App {
         let (store, report) =
             tokio::task::spawn_blocking(move || Store::open_with(storage, guards))
                 .await
-                .expect("recovery does not panic")?;
+                .map_err(|e| stopped("recovery", e))??;
         let stats = store.stats();
         tracing::info!(
             records_replayed = report.records_replayed,
@@ -212,7 +219,7 @@ impl App {
         let store = self.store;
         tokio::task::spawn_blocking(move || store.close())
             .await
-            .expect("close does not panic")?;
+            .map_err(|e| stopped("closing the log", e))??;
         tracing::info!("shut down cleanly");
         Ok(())
     }

@@ -17,7 +17,7 @@ pub mod config;
 pub mod engine;
 pub mod http;
 pub mod matching;
-pub mod raft;
+pub(crate) mod raft;
 pub mod storage;
 pub mod store;
 pub mod telemetry;

@@ -111,7 +111,7 @@ enum Backend {
 }
 
 /// Proposes a command to the Raft group; completes once it is committed and applied here.
-pub trait Propose: Send + Sync + 'static {
+pub(crate) trait Propose: Send + Sync + 'static {
     fn propose(&self, command: Command) -> Pin<Box<dyn Future<Output = Result<()>> + Send + '_>>;
 
     /// Completes once this member has confirmed that it leads and has applied everything
@@ -221,7 +221,7 @@ impl Store {
 
     /// A Raft member's store, over `engine` (restored from the member's latest snapshot, or
     /// empty); changes reach it through [`Store::apply_committed`].
-    pub fn replicated(mut engine: Engine, limits: Limits, node_id: u64) -> Store {
+    pub(crate) fn replicated(mut engine: Engine, limits: Limits, node_id: u64) -> Store {
         engine.set_limits(limits);
         let replicated = Replicated {
             node_id,
@@ -256,7 +256,7 @@ impl Store {
     }
 
     /// Where a Raft member sends its changes; set once, when its Raft node is built.
-    pub fn set_proposer(&self, proposer: Arc<dyn Propose>) {
+    pub(crate) fn set_proposer(&self, proposer: Arc<dyn Propose>) {
         if let Backend::Raft(r) = &self.inner.backend {
             let _ = r.proposer.set(proposer);
         }
@@ -307,7 +307,7 @@ impl Store {
     /// [`Store::execute`] for the offline tools, which run alone on a data directory: planned
     /// at `now`, logged and applied, rendered, without waiting for the log (the tools' `close`
     /// writes and syncs everything, and fails as the log did).
-    pub fn execute_offline<T>(
+    pub(crate) fn execute_offline<T>(
         &self,
         op: &Op,
         origin: &Origin,
@@ -360,7 +360,7 @@ impl Store {
     /// every member has at this point of the log, applies it, and renders the answer if this
     /// member proposed it. A refusal is an answer, the same on every member; an error means
     /// the store failed closed.
-    pub fn apply_committed(&self, command: Command) -> Result<(), String> {
+    pub(crate) fn apply_committed(&self, command: Command) -> Result<(), String> {
         let Backend::Raft(raft) = &self.inner.backend else {
             return Err("a single node applies no committed commands".into());
         };
@@ -427,7 +427,7 @@ impl Store {
     }
 
     /// Replaces the whole state with `engine` (a Raft member installing a snapshot).
-    pub fn replace_engine(&self, mut engine: Engine) {
+    pub(crate) fn replace_engine(&self, mut engine: Engine) {
         let mut state = self.inner.state.lock();
         engine.set_limits(state.engine.limits());
         engine.track_moves();
@@ -435,7 +435,7 @@ impl Store {
     }
 
     /// A copy of the engine's tables, taken under the lock, to write out without it.
-    pub fn copy_parts(&self) -> crate::engine::image::Parts<'static> {
+    pub(crate) fn copy_parts(&self) -> crate::engine::image::Parts<'static> {
         self.inner.state.lock().engine.parts().into_owned()
     }
 
@@ -470,7 +470,7 @@ impl Store {
     }
 
     /// Reads with `f` without waiting for the log: for checks whose result shows no state.
-    pub fn peek<T>(&self, f: impl FnOnce(&Engine) -> T) -> T {
+    pub(crate) fn peek<T>(&self, f: impl FnOnce(&Engine) -> T) -> T {
         f(&self.inner.state.lock().engine)
     }
 
@@ -478,12 +478,12 @@ impl Store {
         self.inner.state.lock().engine.stats()
     }
 
-    pub fn guard_stats(&self) -> GuardStats {
+    pub(crate) fn guard_stats(&self) -> GuardStats {
         self.inner.state.lock().engine.guard_stats()
     }
 
     /// The data directory and where its log ends now, for a backup (which reads files only).
-    pub fn backup_point(&self) -> Result<(std::path::PathBuf, crate::storage::LogEnd)> {
+    pub(crate) fn backup_point(&self) -> Result<(std::path::PathBuf, crate::storage::LogEnd)> {
         match &self.inner.backend {
             Backend::Local(storage) => Ok((storage.dir().to_owned(), storage.log_end())),
             Backend::Raft(_) => Err(StoreError::NotInCluster(
@@ -501,7 +501,7 @@ impl Store {
     }
 
     /// Whether the log has failed and the store refuses everything until restart.
-    pub fn is_failed(&self) -> bool {
+    pub(crate) fn is_failed(&self) -> bool {
         match &self.inner.backend {
             Backend::Local(storage) => storage.is_failed(),
             Backend::Raft(r) => r.failed.lock().is_some(),

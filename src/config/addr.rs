@@ -10,7 +10,7 @@ pub const DEFAULT_ADDR: SocketAddr =
 
 /// Parses an `--addr` value. A name is resolved once, IPv4 first (so `localhost` is
 /// `127.0.0.1`, which every client tries).
-pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     let text = text.trim();
     if let Ok(port) = text.parse::<u16>() {
         return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port));
@@ -43,7 +43,7 @@ fn bad(text: &str) -> String {
 /// The default address: `0.0.0.0:$PORT` when `PORT` is set (a platform that sets it routes
 /// traffic to every interface), else [`DEFAULT_ADDR`]. An unusable `PORT` is reported by
 /// [`port_problem`] and the default is used meanwhile.
-pub fn default_addr() -> SocketAddr {
+pub(crate) fn default_addr() -> SocketAddr {
     match std::env::var("PORT").ok().map(|p| p.trim().parse::<u16>()) {
         Some(Ok(port)) => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port),
         _ => DEFAULT_ADDR,

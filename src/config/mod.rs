@@ -231,7 +231,7 @@ pub struct RaftArgs {
 }
 
 impl RaftArgs {
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.peers.is_some()
     }
 

@@ -165,7 +165,7 @@ impl Engine {
     }
 
     /// What the guards' metrics show.
-    pub fn guard_stats(&self) -> GuardStats {
+    pub(crate) fn guard_stats(&self) -> GuardStats {
         let mut stats = GuardStats {
             largest_cluster: self.forest.largest(),
             ..GuardStats::default()

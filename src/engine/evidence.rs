@@ -16,7 +16,7 @@ use super::{Contact, ContactId, Engine, Kind, Timestamp, NONE};
 /// One node of a cluster's graph: a live contact with its row, or a value its members hold.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
-pub enum GraphNode {
+pub(crate) enum GraphNode {
     Contact {
         /// `contact:<id>`, what edges name.
         id: String,
@@ -36,7 +36,7 @@ pub enum GraphNode {
 /// One piece of evidence between two nodes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
-pub enum GraphEdge {
+pub(crate) enum GraphEdge {
     /// A contact holds a value.
     Holds { source: String, target: String },
     /// A request named this email and phone together. `madeAt` is null for joins logged by
@@ -52,7 +52,7 @@ pub enum GraphEdge {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ClusterGraph {
+pub(crate) struct ClusterGraph {
     pub primary: ContactId,
     pub nodes: Vec<GraphNode>,
     pub edges: Vec<GraphEdge>,
@@ -61,7 +61,7 @@ pub struct ClusterGraph {
 /// What ties one contact of a chain to the next.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "evidence", rename_all = "camelCase")]
-pub enum Evidence {
+pub(crate) enum Evidence {
     /// Both hold this email.
     Email { email: String },
     /// Both hold this phone number.
@@ -79,7 +79,7 @@ pub enum Evidence {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Hop {
+pub(crate) struct Hop {
     pub from: ContactId,
     pub to: ContactId,
     #[serde(flatten)]
@@ -87,25 +87,25 @@ pub struct Hop {
 }
 
 /// The answer of "why": None when the contacts are in different clusters.
-pub type Chain = Option<Vec<Hop>>;
+pub(crate) type Chain = Option<Vec<Hop>>;
 
 /// Why a graph or a chain could not be drawn.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EvidenceError {
+pub(crate) enum EvidenceError {
     /// Unknown or deleted.
     NoLiveContact(ContactId),
 }
 
 /// A cluster: its size and its primary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct ClusterSize {
+pub(crate) struct ClusterSize {
     pub primary: ContactId,
     pub size: usize,
 }
 
 /// Blocked values by reason, for the overview.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct BlockedCounts {
+pub(crate) struct BlockedCounts {
     pub admin: usize,
     pub generic: usize,
 }
@@ -119,7 +119,7 @@ struct ClusterValues {
 
 impl Engine {
     /// Blocked values by reason.
-    pub fn blocked_counts(&self) -> BlockedCounts {
+    pub(crate) fn blocked_counts(&self) -> BlockedCounts {
         let stats = self.guard_stats();
         BlockedCounts {
             admin: stats.blocked_admin,
@@ -175,7 +175,7 @@ impl Engine {
     }
 
     /// The evidence of `id`'s cluster as nodes and edges: members oldest first, then values.
-    pub fn cluster_graph(&self, id: ContactId) -> Result<ClusterGraph, EvidenceError> {
+    pub(crate) fn cluster_graph(&self, id: ContactId) -> Result<ClusterGraph, EvidenceError> {
         let slot = self.live_slot_of(id)?;
         let values = self.cluster_values(slot);
         let primary = self.rows[values.members[0] as usize].id;
@@ -236,7 +236,11 @@ impl Engine {
     /// The shortest chain of evidence from `a` to `b` (fewest hops between contacts), each
     /// hop naming what ties the two; None when they are in different clusters. A breadth-first
     /// search over the one cluster, each value's holders visited once.
-    pub fn evidence_chain(&self, a: ContactId, b: ContactId) -> Result<Chain, EvidenceError> {
+    pub(crate) fn evidence_chain(
+        &self,
+        a: ContactId,
+        b: ContactId,
+    ) -> Result<Chain, EvidenceError> {
         let (sa, sb) = (self.live_slot_of(a)?, self.live_slot_of(b)?);
         if self.forest.find(sa) != self.forest.find(sb) {
             return Ok(None);
@@ -343,7 +347,7 @@ impl Engine {
     }
 
     /// Whether a row (live or deleted) has this id.
-    pub fn has_contact(&self, id: ContactId) -> bool {
+    pub(crate) fn has_contact(&self, id: ContactId) -> bool {
         self.slot(id).is_ok()
     }
 
@@ -355,7 +359,12 @@ impl Engine {
     /// Adds the clusters of two or more members whose root lies in `range` to `top`, keeping
     /// only the `n` largest (ties: the older primary first). A caller walks the table in ranges
     /// so that no single call holds the engine for long.
-    pub fn largest_clusters(&self, range: Range<usize>, n: usize, top: &mut Vec<ClusterSize>) {
+    pub(crate) fn largest_clusters(
+        &self,
+        range: Range<usize>,
+        n: usize,
+        top: &mut Vec<ClusterSize>,
+    ) {
         let end = range.end.min(self.rows.len());
         for slot in range.start.min(end)..end {
             let slot = slot as Slot;

@@ -12,7 +12,7 @@
 pub type Slot = u32;
 
 /// Marks a node with no member array: a set of one, or a slot that is not a root.
-pub const NO_LIST: u32 = u32::MAX;
+pub(crate) const NO_LIST: u32 = u32::MAX;
 
 /// One slot's place in the forest, all in one place: `find` on a singleton (most contacts) and
 /// everything a reader then needs of its root is one cache line.
@@ -39,7 +39,7 @@ impl Node {
 }
 
 #[derive(Default, Debug, Clone)]
-pub struct Forest {
+pub(crate) struct Forest {
     nodes: Vec<Node>,
     /// The members of each set of two or more, oldest first; an empty array is free for reuse.
     lists: Vec<Vec<Slot>>,
@@ -85,7 +85,7 @@ impl Forest {
     }
 
     /// Counts the sets again (after loading a forest, whose census is not saved).
-    pub fn recount(&mut self) {
+    pub(crate) fn recount(&mut self) {
         self.sizes = SizeCensus::default();
         for (x, node) in self.nodes.iter().enumerate() {
             if node.parent as usize == x && node.size > 0 {
@@ -120,7 +120,7 @@ impl Forest {
     }
 
     /// The root of `x`'s set, halving the path on the way.
-    pub fn find_mut(&mut self, mut x: Slot) -> Slot {
+    pub(crate) fn find_mut(&mut self, mut x: Slot) -> Slot {
         loop {
             let parent = self.nodes[x as usize].parent;
             if parent == x {
@@ -210,14 +210,14 @@ impl Forest {
     }
 
     /// Whether `x`'s set has no other member.
-    pub fn is_alone(&self, x: Slot) -> bool {
+    pub(crate) fn is_alone(&self, x: Slot) -> bool {
         let node = &self.nodes[x as usize];
         node.parent == x && node.list == NO_LIST
     }
 
     /// Makes each of `slots` a set of its own. `slots` must be whole sets (every member of every
     /// set it touches), or members left out would point at a slot that no longer leads to them.
-    pub fn isolate(&mut self, slots: &[Slot]) {
+    pub(crate) fn isolate(&mut self, slots: &[Slot]) {
         for &s in slots {
             let node = self.nodes[s as usize];
             if node.parent == s {
@@ -244,7 +244,7 @@ impl Forest {
     }
 
     /// Whether `x` was removed.
-    pub fn is_removed(&self, x: Slot) -> bool {
+    pub(crate) fn is_removed(&self, x: Slot) -> bool {
         self.nodes[x as usize].size == 0
     }
 
@@ -402,7 +402,7 @@ impl Forest {
 
 /// What a checked forest holds: live sets (clusters) and removed slots (deleted rows).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Census {
+pub(crate) struct Census {
     pub sets: usize,
     pub removed: usize,
 }

@@ -30,7 +30,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const BOTH: [Kind; 2] = [Kind::Email, Kind::Phone];
+    pub(crate) const BOTH: [Kind; 2] = [Kind::Email, Kind::Phone];
 
     /// The request field's name: `email` or `phoneNumber`.
     pub fn field(self) -> &'static str {
@@ -70,8 +70,8 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub const DEFAULT_GENERIC_THRESHOLD: u32 = 100;
-    pub const DEFAULT_MAX_CLUSTER_SIZE: u32 = 1000;
+    pub(crate) const DEFAULT_GENERIC_THRESHOLD: u32 = 100;
+    pub(crate) const DEFAULT_MAX_CLUSTER_SIZE: u32 = 1000;
 
     /// No guard at all (tests of the bare rules).
     pub const OFF: Limits = Limits {

@@ -104,7 +104,7 @@ impl Rows {
     }
 
     /// What the file said of each row's link, for the report made once the rows are in.
-    pub fn given_links(&self) -> Vec<GivenLink> {
+    pub(crate) fn given_links(&self) -> Vec<GivenLink> {
         (self.rows.iter())
             .map(|r| GivenLink {
                 id: r.contact.id,

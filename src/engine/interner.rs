@@ -23,13 +23,13 @@ use super::symtable::{Group, Home, SymTable};
 pub type Sym = u32;
 
 /// No symbol: no string, or (as a value) no holder.
-pub const NONE: u32 = u32::MAX;
+pub(crate) const NONE: u32 = u32::MAX;
 
 /// Entries start at multiples of `1 << SHIFT` bytes and a symbol is its entry's offset shifted
 /// right by `SHIFT`, so a `u32` symbol reaches 16 GiB of arena: more than the rest of the engine
 /// leaves room for beside it on a machine of this class, so identifier storage is bounded by
 /// memory, not by the symbol's width. The padding costs 1.5 bytes a string on average.
-pub const SHIFT: u32 = 2;
+pub(crate) const SHIFT: u32 = 2;
 const ALIGN: usize = 1 << SHIFT;
 
 /// The most arena symbols can reach (the symbol NONE is never an entry's).
@@ -62,7 +62,7 @@ struct Probe<'t> {
 }
 
 #[derive(Debug, Clone)]
-pub struct Interner {
+pub(crate) struct Interner {
     arena: String,
     table: SymTable,
     seed: u64,

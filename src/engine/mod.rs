@@ -6,11 +6,11 @@
 
 mod answer;
 mod apply;
-pub mod change;
-pub mod evidence;
+mod change;
+pub(crate) mod evidence;
 mod forest;
-pub mod guards;
-pub mod image;
+mod guards;
+pub(crate) mod image;
 pub mod import;
 mod interner;
 mod op;
@@ -20,7 +20,7 @@ mod regroup;
 mod rekey;
 mod symtable;
 pub mod time;
-pub mod types;
+mod types;
 
 use hashbrown::HashMap;
 
@@ -176,13 +176,13 @@ impl Engine {
     }
 
     /// From now on `apply` records every contact it moves, for [`Engine::take_moves`].
-    pub fn track_moves(&mut self) {
+    pub(crate) fn track_moves(&mut self) {
         self.moves.on = true;
     }
 
     /// The contacts moved since the last call, in the order the facts moved them (a contact
     /// moved twice comes twice; the later says where it ended).
-    pub fn take_moves(&mut self) -> Vec<Moved> {
+    pub(crate) fn take_moves(&mut self) -> Vec<Moved> {
         std::mem::take(&mut self.moves.list)
     }
 

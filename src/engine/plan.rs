@@ -334,22 +334,10 @@ impl Engine {
         }])
     }
 
-    /// The block of `value` as generic if more live contacts hold it than the threshold allows
-    /// (it is not blocked or exempt yet): what an import adds after its rows.
-    pub fn plan_generic_block(&self, kind: Kind, value: &str, now: Timestamp) -> Option<Change> {
-        let sym = self.index(kind).lookup(value)?;
-        self.past_threshold(kind, sym, 0).then(|| Change::Blocked {
-            kind,
-            value: value.to_owned(),
-            reason: BlockReason::Generic,
-            at: Timestamp(now.0.max(self.clock)),
-        })
-    }
-
     /// What an import needs to know of a value, in one lookup: None if it was never seen;
     /// else whether it is blocked, whether it could turn generic (not blocked, not exempt), its
     /// live holders, and the primary and size of the cluster holding it (if not blocked).
-    pub fn value_state(&self, kind: Kind, value: &str) -> Option<ValueState> {
+    pub(crate) fn value_state(&self, kind: Kind, value: &str) -> Option<ValueState> {
         let sym = self.index(kind).lookup(value)?;
         let blocked = self.is_blocked(kind, sym);
         Some(ValueState {
@@ -358,11 +346,6 @@ impl Engine {
             holders: self.holders(kind, sym),
             cluster: held(self.index(kind), sym).map(|slot| self.cluster_at(slot)),
         })
-    }
-
-    /// The primary and size of `id`'s cluster, if `id` is live.
-    pub fn cluster_of(&self, id: ContactId) -> Option<(ContactId, usize)> {
-        Some(self.cluster_at(self.live_slot(id).ok()?))
     }
 
     fn cluster_at(&self, slot: Slot) -> (ContactId, usize) {

@@ -6,7 +6,11 @@ use super::{held, Contact, ContactId, Email, Engine, Kind, Phone};
 
 impl Engine {
     /// The live rows holding `email` or `phone`, oldest first.
-    pub fn contacts_holding(&self, email: Option<&Email>, phone: Option<&Phone>) -> Vec<Contact> {
+    pub(crate) fn contacts_holding(
+        &self,
+        email: Option<&Email>,
+        phone: Option<&Phone>,
+    ) -> Vec<Contact> {
         let e = email.and_then(|e| self.emails.lookup(e.as_str()));
         let p = phone.and_then(|p| self.phones.lookup(p.as_str()));
         let holders = [
@@ -86,41 +90,5 @@ impl Engine {
         }
         rest.sort_unstable();
         rest
-    }
-}
-
-impl Engine {
-    /// The relinks that make every live row of the clusters of `ids` point at its cluster's
-    /// primary (oldest member), stamped `at`: what an import must add after its rows.
-    pub fn relinks_for_clusters_of(
-        &self,
-        ids: &[ContactId],
-        at: super::Timestamp,
-    ) -> Vec<super::Change> {
-        // Stamps never go backwards (imported rows may carry times after the wall clock).
-        let at = super::Timestamp(at.0.max(self.clock));
-        let mut seen_roots = hashbrown::HashSet::new();
-        let mut changes = Vec::new();
-        for id in ids {
-            let Ok(slot) = self.live_slot(*id) else {
-                continue;
-            };
-            if !seen_roots.insert(self.forest.find(slot)) {
-                continue;
-            }
-            let primary = self.rows[self.forest.primary(slot) as usize].id;
-            for &member in self.forest.members(slot) {
-                let row = &self.rows[member as usize];
-                let want = (row.id != primary).then_some(primary);
-                if row.linked_id() != want {
-                    changes.push(super::Change::Relinked {
-                        id: row.id,
-                        primary: want,
-                        at,
-                    });
-                }
-            }
-        }
-        changes
     }
 }

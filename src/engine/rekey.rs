@@ -65,7 +65,7 @@ impl Engine {
     }
 
     /// Whether an admin unblocked `value`: it is never blocked as generic again.
-    pub fn is_exempt(&self, kind: Kind, value: &str) -> bool {
+    pub(crate) fn is_exempt(&self, kind: Kind, value: &str) -> bool {
         let sym = self.index(kind).lookup(value);
         sym.is_some_and(|s| self.guards(kind).exempt.contains(&s))
     }

@@ -21,7 +21,7 @@ pub struct Group {
 }
 
 #[derive(Clone, Debug, Default)]
-pub struct SymTable {
+pub(crate) struct SymTable {
     /// A power of two of groups, or none before the first insert.
     groups: Vec<Group>,
     len: usize,
@@ -107,7 +107,7 @@ impl SymTable {
     }
 
     /// The first group `hash` probes, copied: reading it is the point (see `Home`).
-    pub fn home(&self, hash: u64) -> Option<Home> {
+    pub(crate) fn home(&self, hash: u64) -> Option<Home> {
         let at = hash as usize & self.groups.len().wrapping_sub(1);
         let group = *self.groups.get(at)?;
         Some(Home {
@@ -136,19 +136,19 @@ impl SymTable {
 /// A copy of the group a lookup starts in. Taking copies for two lookups before examining either
 /// puts both cache misses in flight at once.
 #[derive(Clone, Copy)]
-pub struct Home {
+pub(crate) struct Home {
     group: Group,
     tag: u8,
 }
 
 impl Home {
     /// Whether the search may go on past this group (a group with room ends it).
-    pub fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         self.group.len as usize == SLOTS
     }
 
     /// The first symbol of the group whose tag matches: almost always the one sought, if any.
-    pub fn first_match(&self) -> Option<Sym> {
+    pub(crate) fn first_match(&self) -> Option<Sym> {
         let used = self.group.len as usize;
         let at = self.group.tags[..used]
             .iter()

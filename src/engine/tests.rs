@@ -438,9 +438,11 @@ pub(super) fn engine_with_every_kind_of_state() -> Engine {
         .unwrap();
     identify(&mut engine, &query(Some("einstein@x.io"), None), LATER);
     engine.apply(&Change::Linked { a: 100, b: 101 }).unwrap();
-    for relink in engine.relinks_for_clusters_of(&[100], LATER) {
-        engine.apply(&relink).unwrap();
-    }
+    let settled = Change::Settled {
+        ids: vec![100],
+        at: LATER,
+    };
+    engine.apply(&settled).unwrap();
     let plan = engine.plan_delete(28, Timestamp(LATER.0 + 1)).unwrap();
     for c in &plan.changes {
         engine.apply(c).unwrap();

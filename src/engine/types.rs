@@ -77,7 +77,7 @@ pub struct Email(Box<str>);
 pub struct Phone(Box<str>);
 
 impl Email {
-    pub const MAX_BYTES: usize = 254;
+    pub(crate) const MAX_BYTES: usize = 254;
 
     /// Normalizes `raw`; `Ok(None)` when it is empty or blank (docs/API.md: counts as absent).
     ///
@@ -109,7 +109,7 @@ impl Email {
 }
 
 impl Phone {
-    pub const MAX_BYTES: usize = 32;
+    pub(crate) const MAX_BYTES: usize = 32;
 
     /// Normalizes `raw`; `Ok(None)` when it is empty or blank (docs/API.md: counts as absent).
     pub fn parse(raw: &str) -> Result<Option<Phone>, IdentifierError> {

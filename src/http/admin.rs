@@ -11,7 +11,7 @@ use axum::response::Response;
 
 use super::{ApiError, AppState};
 
-pub async fn require_admin(
+pub(crate) async fn require_admin(
     State(app): State<AppState>,
     request: Request,
     next: Next,

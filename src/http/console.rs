@@ -11,10 +11,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use super::ApiError;
 
 /// The vendored graph library; its version and checksum are in `console/vendor/VENDORED`.
-pub const CYTOSCAPE: &[u8] = include_bytes!("console/vendor/cytoscape.min.js");
+pub(crate) const CYTOSCAPE: &[u8] = include_bytes!("console/vendor/cytoscape.min.js");
 
 /// Each asset: its name under `/console/`, its media type and its bytes.
-pub const ASSETS: [(&str, &str, &[u8]); 4] = [
+pub(crate) const ASSETS: [(&str, &str, &[u8]); 4] = [
     (
         "app.js",
         "text/javascript; charset=utf-8",

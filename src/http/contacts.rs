@@ -41,7 +41,7 @@ pub(super) fn identities_json(
 }
 
 /// The most rows one page may hold.
-pub const MAX_LIMIT: usize = 1000;
+pub(crate) const MAX_LIMIT: usize = 1000;
 
 fn contact_id(id: Result<Path<ContactId>, PathRejection>) -> Result<ContactId, ApiError> {
     id.map(|Path(id)| id)
@@ -179,7 +179,7 @@ fn number(params: &HashMap<String, String>, name: &str, default: u64) -> Result<
 }
 
 #[derive(serde::Deserialize)]
-pub struct ExportParams {
+pub(crate) struct ExportParams {
     #[serde(default)]
     format: Format,
 }

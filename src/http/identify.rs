@@ -66,7 +66,7 @@ pub fn parse_query(body: &[u8]) -> Result<Query, ApiError> {
     Query::new(email, phone).ok_or(ApiError::MissingIdentifier)
 }
 
-pub fn body_error(rejection: &BytesRejection, limit: usize) -> ApiError {
+pub(crate) fn body_error(rejection: &BytesRejection, limit: usize) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge(limit)
     } else {
@@ -74,12 +74,12 @@ pub fn body_error(rejection: &BytesRejection, limit: usize) -> ApiError {
     }
 }
 
-pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// A 200 with `value` as its JSON body.
-pub fn json_ok(value: &impl Serialize) -> Response {
+pub(crate) fn json_ok(value: &impl Serialize) -> Response {
     let body = serde_json::to_vec(value).expect("plain data serializes to JSON");
     json_response(StatusCode::OK, body)
 }
@@ -145,7 +145,7 @@ fn push_strings(out: &mut Vec<u8>, texts: &[&str]) {
 }
 
 /// The inner `{...}` of an answer, as a JSON value (for answers that hold several).
-pub fn contact_json(identity: &IdentityRef<'_>, compat_key_typo: bool) -> serde_json::Value {
+pub(crate) fn contact_json(identity: &IdentityRef<'_>, compat_key_typo: bool) -> serde_json::Value {
     serde_json::to_value(ContactJson::new(identity, compat_key_typo))
         .expect("plain data serializes")
 }

@@ -26,7 +26,7 @@ use crate::tools::export::Format;
 use crate::tools::import::{read_rows, report, ImportError, RowError};
 
 /// The largest import body: about 600,000 rows of export CSV.
-pub const IMPORT_BODY_LIMIT: usize = 64 << 20;
+pub(crate) const IMPORT_BODY_LIMIT: usize = 64 << 20;
 
 /// Why an online import was refused, beside the usual API errors.
 pub enum Refusal {

@@ -30,7 +30,7 @@ pub async fn status(State(app): State<AppState>) -> Result<Response, ApiError> {
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
-pub struct NewMember {
+pub(crate) struct NewMember {
     /// The new member's node id (started with this --node-id).
     id: u64,
     /// Its HTTP address, HOST:PORT, as the other members reach it.
@@ -46,7 +46,7 @@ pub struct NewMember {
         (status = 400, description = "invalid_json", body = super::openapi::ErrorBody),
         (status = 409, description = "not_in_cluster, or the change was refused (with why)", body = super::openapi::ErrorBody),
         (status = 503, description = "no_leader", body = super::openapi::ErrorBody)))]
-pub async fn add_member(
+pub(crate) async fn add_member(
     State(app): State<AppState>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -70,7 +70,7 @@ pub async fn add_member(
     responses((status = 200, description = "The cluster as the leader sees it after the change", body = crate::raft::Status),
         (status = 409, description = "not_in_cluster, or the change was refused (with why)", body = super::openapi::ErrorBody),
         (status = 503, description = "no_leader", body = super::openapi::ErrorBody)))]
-pub async fn remove_member(
+pub(crate) async fn remove_member(
     State(app): State<AppState>,
     Path(id): Path<u64>,
 ) -> Result<Response, ApiError> {

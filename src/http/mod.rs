@@ -30,11 +30,11 @@ pub use ops::Limits;
 use crate::store::Store;
 
 /// The contract's default body limit (docs/API.md).
-pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024;
+pub(crate) const DEFAULT_BODY_LIMIT: usize = 16 * 1024;
 /// How long a request may take before it is answered 503 `timeout`.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests served at once; more are answered 503 `overloaded` at once rather than queued.
-pub const DEFAULT_CONCURRENT_REQUESTS: usize = 1024;
+pub(crate) const DEFAULT_CONCURRENT_REQUESTS: usize = 1024;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -80,7 +80,7 @@ pub fn router(state: AppState) -> Router {
 
 /// The router and the OpenAPI document of exactly the routes it serves: both come from the
 /// same annotated handlers, so the document cannot miss a route.
-pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+pub(crate) fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     use utoipa::OpenApi;
     use utoipa_axum::{router::OpenApiRouter, routes};
     let admin_guard = axum::middleware::from_fn_with_state(state.clone(), admin::require_admin);

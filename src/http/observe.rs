@@ -21,7 +21,7 @@ use crate::telemetry::metrics::{RouteMetrics, METHODS};
 
 /// Wraps each route (with `Router::layer`) so the route template is known.
 #[derive(Clone)]
-pub struct ObserveLayer {
+pub(crate) struct ObserveLayer {
     store: Store,
     /// The metrics of every route template.
     routes: Arc<[Arc<RouteMetrics>]>,
@@ -56,7 +56,7 @@ impl<S> Layer<S> for ObserveLayer {
 }
 
 #[derive(Clone)]
-pub struct Observe<S> {
+pub(crate) struct Observe<S> {
     inner: S,
     layer: ObserveLayer,
 }
@@ -113,7 +113,7 @@ fn method_label(method: &Method) -> usize {
 }
 
 pin_project! {
-    pub struct ObserveFuture<F> {
+    pub(crate) struct ObserveFuture<F> {
         #[pin]
         inner: F,
         started: Instant,

@@ -22,13 +22,13 @@ use utoipa::{OpenApi, ToSchema};
         (name = "operations", description = "Health, readiness, metrics, this document")
     )
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 /// `POST /identify` body. Unknown fields are ignored; an empty or blank string counts as absent.
 #[derive(ToSchema)]
 #[schema(as = IdentifyRequest)]
 #[allow(dead_code)]
-pub struct IdentifyRequest {
+pub(crate) struct IdentifyRequest {
     /// Trimmed and lowercased; one `@`, non-empty parts, no spaces or control characters, at most 254 bytes.
     /// Matched as that (`--email-match as-given`, the default) or, with `--email-match provider`,
     /// by its key under the rules providers document for their own domains (Gmail ignores dots and
@@ -59,12 +59,12 @@ pub use crate::engine::Contact as ContactRow;
 
 /// Every error answer.
 #[derive(ToSchema, Serialize)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     error: ErrorDetail,
 }
 
 #[derive(ToSchema, Serialize)]
-pub struct ErrorDetail {
+pub(crate) struct ErrorDetail {
     /// Stable, snake_case: invalid_json, missing_identifier, invalid_email, invalid_phone_number,
     /// payload_too_large, not_found, method_not_allowed, invalid_query, unauthorized, forbidden,
     /// storage_unavailable, timeout, overloaded.
@@ -75,19 +75,19 @@ pub struct ErrorDetail {
 
 /// The answer of a deletion: the deleted row and the identity of each group its cluster became.
 #[derive(ToSchema, Serialize)]
-pub struct DeleteAnswer {
+pub(crate) struct DeleteAnswer {
     deleted: ContactRow,
     identities: Vec<Identity<'static>>,
 }
 
 #[derive(ToSchema, Serialize)]
-pub struct ContactList {
+pub(crate) struct ContactList {
     contacts: Vec<ContactRow>,
 }
 
 /// A page of rows in id order; `next` is the `after` of the following page, null at the end.
 #[derive(ToSchema, Serialize)]
-pub struct ContactPage {
+pub(crate) struct ContactPage {
     contacts: Vec<ContactRow>,
     next: Option<u32>,
 }
@@ -118,7 +118,7 @@ pub struct Matching {
 /// `{type: "holds" | "join" | "link", source, target}`; a join also has `madeAt` (null while
 /// joins do not record their time).
 #[derive(ToSchema, Serialize)]
-pub struct Graph {
+pub(crate) struct Graph {
     primary: u32,
     nodes: Vec<serde_json::Value>,
     edges: Vec<serde_json::Value>,
@@ -139,7 +139,7 @@ pub struct Why {
 /// size}]` (ten at most), `blockedValues {admin, generic}`, `storage {healthy, figures}`.
 #[derive(ToSchema, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct StatsAnswer {
+pub(crate) struct StatsAnswer {
     contacts: serde_json::Value,
     clusters: u64,
     joins: u64,
@@ -166,7 +166,7 @@ pub struct ImportReport {
 /// `GET /openapi.json`: this document.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "The OpenAPI 3.1 document; public, as it holds no data", content_type = "application/json")))]
-pub async fn openapi_json(
+pub(crate) async fn openapi_json(
     axum::extract::State(doc): axum::extract::State<std::sync::Arc<String>>,
 ) -> Response {
     (
@@ -186,7 +186,7 @@ pub async fn docs() -> Html<&'static str> {
 /// One blocked value.
 #[derive(ToSchema, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct BlockedEntry {
+pub(crate) struct BlockedEntry {
     /// `email` or `phoneNumber`.
     kind: String,
     value: String,
@@ -206,25 +206,25 @@ pub struct Blocklist {
 /// One value to block: give `email` or `phoneNumber`.
 #[derive(ToSchema, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct BlockRequest {
+pub(crate) struct BlockRequest {
     email: Option<String>,
     phone_number: Option<String>,
 }
 
 #[derive(ToSchema, Serialize)]
-pub struct BlockAnswer {
+pub(crate) struct BlockAnswer {
     blocked: BlockedEntry,
     identities: Vec<Identity<'static>>,
 }
 
 #[derive(ToSchema, Serialize)]
-pub struct UnblockedValue {
+pub(crate) struct UnblockedValue {
     kind: String,
     value: String,
 }
 
 #[derive(ToSchema, Serialize)]
-pub struct UnblockAnswer {
+pub(crate) struct UnblockAnswer {
     unblocked: UnblockedValue,
     identities: Vec<Identity<'static>>,
 }

@@ -62,7 +62,7 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
 }
 
 /// Turns the errors of the tower limit layers into JSON answers.
-pub async fn limit_error(error: axum::BoxError) -> ApiError {
+pub(crate) async fn limit_error(error: axum::BoxError) -> ApiError {
     if error.is::<tower::timeout::error::Elapsed>() {
         ApiError::Timeout
     } else if error.is::<tower::load_shed::error::Overloaded>() {

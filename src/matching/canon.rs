@@ -89,7 +89,7 @@ impl Modes {
     }
 
     /// Whether these are the contract's rules (every key is the normalized value).
-    pub fn is_as_given(&self) -> bool {
+    pub(crate) fn is_as_given(&self) -> bool {
         self.phone == PhoneMatch::AsGiven && self.email == EmailMatch::AsGiven
     }
 
@@ -137,7 +137,7 @@ impl Canon {
     }
 
     /// Counts fallbacks in `counter` (the metrics' own) from now on.
-    pub fn with_fallback_counter(mut self, counter: Counter) -> Canon {
+    pub(crate) fn with_fallback_counter(mut self, counter: Counter) -> Canon {
         self.fallbacks = counter;
         self
     }
@@ -147,7 +147,8 @@ impl Canon {
     }
 
     /// Phones that `e164` did not take as valid and matched by `digits` instead, since start.
-    pub fn e164_fallbacks(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn e164_fallbacks(&self) -> u64 {
         self.fallbacks.get()
     }
 
@@ -187,11 +188,11 @@ impl Canon {
         Query::new(email, phone).expect("a key exists for every identifier")
     }
 
-    pub fn phone_opt(&self, phone: Option<Phone>) -> Option<Phone> {
+    pub(crate) fn phone_opt(&self, phone: Option<Phone>) -> Option<Phone> {
         phone.map(|p| self.phone(p))
     }
 
-    pub fn email_opt(&self, email: Option<Email>) -> Option<Email> {
+    pub(crate) fn email_opt(&self, email: Option<Email>) -> Option<Email> {
         email.map(|e| self.email(e))
     }
 }
@@ -249,7 +250,7 @@ mod memo {
         static MEMO: RefCell<HashMap<Box<str>, Entry>> = RefCell::new(HashMap::new());
     }
 
-    pub fn e164_key(phone: &str, region: Option<country::Id>) -> (String, bool) {
+    pub(crate) fn e164_key(phone: &str, region: Option<country::Id>) -> (String, bool) {
         let hit = MEMO.with_borrow(|memo| {
             memo.get(phone)
                 .filter(|e| e.region == region)
@@ -312,7 +313,7 @@ const fn rule(domain: &'static str, key_domain: &'static str, dots: bool) -> Pro
 ///   (Microsoft support, "Plus addressing in Outlook.com"); dots do matter there, and the
 ///   three domains are different mailboxes.
 /// - Fastmail: plus addressing (Fastmail help, "Plus addressing and subdomain addressing").
-pub const PROVIDERS: &[Provider] = &[
+pub(crate) const PROVIDERS: &[Provider] = &[
     rule("gmail.com", "gmail.com", true),
     rule("googlemail.com", "gmail.com", true),
     rule("outlook.com", "outlook.com", false),
@@ -323,7 +324,7 @@ pub const PROVIDERS: &[Provider] = &[
 
 /// `provider`: the key of a lowercased address at a domain of [`PROVIDERS`], or None when no
 /// rule applies. A local part that a rule would empty (`+tag@gmail.com`) is left whole.
-pub fn provider_key(email: &str) -> Option<String> {
+pub(crate) fn provider_key(email: &str) -> Option<String> {
     let (local, domain) = email.rsplit_once('@')?;
     let provider = PROVIDERS.iter().find(|p| p.domain == domain)?;
     let key_local = local.split_once('+').map_or(local, |(before, _)| before);

@@ -21,7 +21,7 @@ use clap::ValueEnum;
 
 use crate::matching::canon::{EmailMatch, Modes, PhoneMatch};
 
-pub const FILE: &str = "MATCHING";
+pub(crate) const FILE: &str = "MATCHING";
 const HEADER: &str = "identity-engine matching 1";
 
 /// Why a directory's modes could not be read, written or used.
@@ -54,7 +54,7 @@ pub fn recorded(dir: &Path) -> Result<Modes, MatchingError> {
 }
 
 /// Whether the directory has a record of its modes.
-pub fn is_recorded(dir: &Path) -> bool {
+pub(crate) fn is_recorded(dir: &Path) -> bool {
     dir.join(FILE).exists()
 }
 

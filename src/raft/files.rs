@@ -20,7 +20,7 @@ pub fn log_id(id: &LogId<NodeId>) -> files::LogId {
     }
 }
 
-pub fn raft_log_id(id: files::LogId) -> LogId<NodeId> {
+pub(crate) fn raft_log_id(id: files::LogId) -> LogId<NodeId> {
     LogId::new(CommittedLeaderId::new(id.term, id.node), id.index)
 }
 
@@ -31,7 +31,7 @@ pub fn membership(m: &Membership<NodeId, BasicNode>) -> files::Membership {
     }
 }
 
-pub fn raft_membership(m: files::Membership) -> Membership<NodeId, BasicNode> {
+pub(crate) fn raft_membership(m: files::Membership) -> Membership<NodeId, BasicNode> {
     let nodes: BTreeMap<NodeId, BasicNode> = (m.nodes.into_iter())
         .map(|(id, addr)| (id, BasicNode { addr }))
         .collect();
@@ -39,7 +39,7 @@ pub fn raft_membership(m: files::Membership) -> Membership<NodeId, BasicNode> {
 }
 
 /// The bytes of one entry of the log, in the current format.
-pub fn encode_entry(entry: &Entry<TypeConfig>) -> Result<Vec<u8>, String> {
+pub(crate) fn encode_entry(entry: &Entry<TypeConfig>) -> Result<Vec<u8>, String> {
     let payload = match &entry.payload {
         EntryPayload::Blank => files::PayloadRef::Blank,
         EntryPayload::Normal(commands) => files::PayloadRef::Commands(commands),
@@ -74,7 +74,7 @@ pub fn vote(v: &Vote<NodeId>) -> files::Vote {
     }
 }
 
-pub fn raft_vote(v: files::Vote) -> Vote<NodeId> {
+pub(crate) fn raft_vote(v: files::Vote) -> Vote<NodeId> {
     if v.committed {
         Vote::new_committed(v.term, v.node)
     } else {
@@ -83,7 +83,10 @@ pub fn raft_vote(v: files::Vote) -> Vote<NodeId> {
 }
 
 /// `snapshot.json` for the snapshot `meta` in `file`.
-pub fn snapshot_meta(meta: &SnapshotMeta<NodeId, BasicNode>, file: &str) -> files::SnapshotMeta {
+pub(crate) fn snapshot_meta(
+    meta: &SnapshotMeta<NodeId, BasicNode>,
+    file: &str,
+) -> files::SnapshotMeta {
     files::SnapshotMeta {
         format: RAFT_FORMAT,
         last_log_id: meta.last_log_id.as_ref().map(log_id),
@@ -94,7 +97,7 @@ pub fn snapshot_meta(meta: &SnapshotMeta<NodeId, BasicNode>, file: &str) -> file
     }
 }
 
-pub fn raft_snapshot_meta(saved: files::SnapshotMeta) -> SnapshotMeta<NodeId, BasicNode> {
+pub(crate) fn raft_snapshot_meta(saved: files::SnapshotMeta) -> SnapshotMeta<NodeId, BasicNode> {
     SnapshotMeta {
         last_log_id: saved.last_log_id.map(raft_log_id),
         last_membership: StoredMembership::new(

@@ -20,7 +20,7 @@ use crate::storage::codec;
 
 /// `/cluster/raft/...`: append, vote, snapshot (bincode), and hello (JSON: who answers, and
 /// whether it belongs to a cluster yet).
-pub fn raft_routes(cluster: Arc<Member>) -> Router {
+pub(crate) fn raft_routes(cluster: Arc<Member>) -> Router {
     Router::new()
         .route("/cluster/raft/append", post(append))
         .route("/cluster/raft/vote", post(vote))

@@ -89,7 +89,7 @@ struct Memory {
 
 /// The log: cheap to clone (openraft asks for a reader of its own).
 #[derive(Clone)]
-pub struct LogStore {
+pub(crate) struct LogStore {
     memory: Arc<Mutex<Memory>>,
     jobs: mpsc::Sender<Job>,
 }

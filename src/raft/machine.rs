@@ -22,7 +22,7 @@ use openraft::{
     SnapshotMeta, StorageError, StoredMembership,
 };
 
-pub struct StateMachine {
+pub(crate) struct StateMachine {
     store: Store,
     dir: PathBuf,
     last_applied: Option<LogId<NodeId>>,

@@ -49,9 +49,9 @@ openraft::declare_raft_types!(
 
 /// The header a member sends with Raft's messages (and checks on them) when a cluster token
 /// is set.
-pub const TOKEN_HEADER: &str = "x-cluster-token";
+pub(crate) const TOKEN_HEADER: &str = "x-cluster-token";
 /// Marks a request a follower forwarded, so that it is never forwarded twice.
-pub const FORWARDED_HEADER: &str = "x-forwarded-by-node";
+pub(crate) const FORWARDED_HEADER: &str = "x-forwarded-by-node";
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemberError {
@@ -229,7 +229,11 @@ impl Member {
         let (engine, loaded) =
             tokio::task::spawn_blocking(move || machine::StateMachine::load(&loaded_dir))
                 .await
-                .expect("loading a snapshot does not panic")
+                .map_err(|e| {
+                    files(std::io::Error::other(format!(
+                        "loading a snapshot stopped: {e}"
+                    )))
+                })?
                 .map_err(files)?;
         let store = Store::replicated(engine, limits, id);
         let machine = machine::StateMachine::new(store.clone(), &dir, loaded);
@@ -287,7 +291,7 @@ impl Member {
     /// How long ago a majority last answered this member, if it leads and that is longer than
     /// an election timeout: a leader cut off from the others cannot commit anything, so it
     /// says so at once rather than let requests wait.
-    pub fn quorum_lost(&self) -> Option<u64> {
+    pub(crate) fn quorum_lost(&self) -> Option<u64> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         let leads = m.state == ServerState::Leader;
@@ -298,7 +302,7 @@ impl Member {
     }
 
     /// The HTTP address of member `id`, from the membership (or `--peers`).
-    pub fn addr_of(&self, id: NodeId) -> Option<String> {
+    pub(crate) fn addr_of(&self, id: NodeId) -> Option<String> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
         m.membership_config
@@ -308,7 +312,7 @@ impl Member {
             .or_else(|| self.peers.get(&id).cloned())
     }
 
-    pub fn token_ok(&self, given: Option<&str>) -> bool {
+    pub(crate) fn token_ok(&self, given: Option<&str>) -> bool {
         match &self.token {
             None => true,
             Some(token) => given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())),
@@ -360,7 +364,11 @@ impl Member {
     /// snapshot), then a voter. openraft's own wait for the learner can end while a snapshot
     /// is still on its way, so this waits until the leader sees the learner's log reach the
     /// entry that added it.
-    pub async fn add_member(self: Arc<Self>, id: NodeId, addr: String) -> Result<Status, String> {
+    pub(crate) async fn add_member(
+        self: Arc<Self>,
+        id: NodeId,
+        addr: String,
+    ) -> Result<Status, String> {
         // A task of its own: a client that gives up does not leave a learner never promoted.
         let cluster = self.clone();
         tokio::spawn(async move {
@@ -406,7 +414,7 @@ impl Member {
     }
 
     /// Removes member `id` (a voter or a learner).
-    pub async fn remove_member(&self, id: NodeId) -> Result<Status, String> {
+    pub(crate) async fn remove_member(&self, id: NodeId) -> Result<Status, String> {
         let status = self.status();
         let member = status.members.iter().find(|m| m.id == id);
         let change = match member {
@@ -423,7 +431,7 @@ impl Member {
 
     /// Confirms this member still leads and waits until it has applied everything committed
     /// before now: a read after this sees every change acknowledged before it began.
-    pub async fn linearize(&self) -> Result<(), String> {
+    pub(crate) async fn linearize(&self) -> Result<(), String> {
         read_barrier(&self.readers).await
     }
 
@@ -452,7 +460,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// members: they could form a cluster without this data before this member joins.
 /// Called before the member takes the directory's lock (opening the single node's storage
 /// takes it too).
-pub fn seed_from_single_node(data_dir: &Path, args: &RaftArgs) -> Result<bool, MemberError> {
+pub(crate) fn seed_from_single_node(data_dir: &Path, args: &RaftArgs) -> Result<bool, MemberError> {
     let (id, peers) = args.membership().map_err(MemberError::Options)?;
     let dir = &data_dir.join("raft");
     let files = |error| MemberError::Files {

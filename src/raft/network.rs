@@ -22,9 +22,9 @@ use serde::{de::DeserializeOwned, Serialize};
 use super::{Node, NodeId, TypeConfig, TOKEN_HEADER};
 use crate::storage::codec;
 
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
-pub fn http_client() -> HttpClient {
+pub(crate) fn http_client() -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -35,7 +35,7 @@ pub fn http_client() -> HttpClient {
 
 /// Makes a client per peer, sharing one connection pool.
 #[derive(Clone)]
-pub struct Factory {
+pub(crate) struct Factory {
     pub client: HttpClient,
     pub token: Option<String>,
 }

@@ -11,7 +11,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 /// The largest payload a frame may carry. A change holds at most two identifiers of a few
 /// hundred bytes, so anything near this is damage, not data.
-pub const MAX_PAYLOAD: u32 = 1 << 20;
+pub(crate) const MAX_PAYLOAD: u32 = 1 << 20;
 
 fn options() -> impl Options {
     bincode::DefaultOptions::new()
@@ -22,7 +22,7 @@ fn options() -> impl Options {
 }
 
 /// Appends the encoding of `value` to `out`.
-pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) {
+pub(crate) fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) {
     options()
         .serialize_into(out, value)
         .expect("encoding into memory fails only past MAX_PAYLOAD, which no change reaches");
@@ -40,7 +40,7 @@ fn image_options() -> impl Options {
 }
 
 /// Writes the image encoding of `value` to `out`; only writing can fail.
-pub fn encode_image<T: Serialize>(value: &T, out: impl Write) -> std::io::Result<()> {
+pub(crate) fn encode_image<T: Serialize>(value: &T, out: impl Write) -> std::io::Result<()> {
     image_options()
         .serialize_into(out, value)
         .map_err(|e| match *e {
@@ -52,7 +52,10 @@ pub fn encode_image<T: Serialize>(value: &T, out: impl Write) -> std::io::Result
 /// Decodes an image from `input`, reading at most `limit` bytes: a declared length can never
 /// make it allocate more than the input holds. A failure to read is the reader's error as it
 /// was; bytes that are not an image are `InvalidData` (an early end, `UnexpectedEof`).
-pub fn decode_image<T: DeserializeOwned>(input: impl Read, limit: u64) -> std::io::Result<T> {
+pub(crate) fn decode_image<T: DeserializeOwned>(
+    input: impl Read,
+    limit: u64,
+) -> std::io::Result<T> {
     image_options()
         .with_limit(limit)
         .deserialize_from(input)
@@ -64,7 +67,7 @@ pub fn decode_image<T: DeserializeOwned>(input: impl Read, limit: u64) -> std::i
 
 /// The largest message between cluster members (a Raft entry, an RPC, a snapshot chunk): an
 /// import carries up to 64 MiB of rows.
-pub const MAX_MESSAGE: u64 = 256 << 20;
+pub(crate) const MAX_MESSAGE: u64 = 256 << 20;
 
 fn message_options() -> impl Options {
     bincode::DefaultOptions::new()
@@ -75,11 +78,11 @@ fn message_options() -> impl Options {
 }
 
 /// Encodes a message between cluster members, or an entry of the Raft log.
-pub fn encode_message<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::Error> {
+pub(crate) fn encode_message<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::Error> {
     message_options().serialize(value)
 }
 
-pub fn decode_message<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
+pub(crate) fn decode_message<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
     message_options().deserialize(bytes)
 }
 

@@ -12,7 +12,8 @@ pub const FILE_HEADER: usize = 20;
 pub const FORMAT_VERSION: u32 = 1;
 
 /// Appends one frame around `payload` (already encoded) to `out`.
-pub fn push_frame(out: &mut Vec<u8>, payload: &[u8]) {
+#[cfg(test)]
+fn push_frame(out: &mut Vec<u8>, payload: &[u8]) {
     let len = (payload.len() as u32).to_le_bytes();
     out.extend_from_slice(&len);
     out.extend_from_slice(&checksum(&len, payload).to_le_bytes());
@@ -116,7 +117,7 @@ pub fn read_file_header(
 }
 
 /// Reads a whole file into memory.
-pub fn read_all(path: &std::path::Path) -> io::Result<Vec<u8>> {
+pub(crate) fn read_all(path: &std::path::Path) -> io::Result<Vec<u8>> {
     let mut buf = Vec::new();
     std::fs::File::open(path)?.read_to_end(&mut buf)?;
     Ok(buf)

@@ -10,7 +10,7 @@ pub mod frame;
 mod packed;
 pub mod raft_files;
 pub mod recovery;
-pub mod schema;
+mod schema;
 pub mod snapshot;
 pub mod wal;
 mod writer;
@@ -183,7 +183,7 @@ impl StorageOptions {
 
 /// Whether `dir` holds a single node's log or snapshots (what a cluster member may be seeded
 /// from).
-pub fn holds_data(dir: &Path) -> bool {
+pub(crate) fn holds_data(dir: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return false;
     };
@@ -194,7 +194,7 @@ pub fn holds_data(dir: &Path) -> bool {
 }
 
 /// Takes the data directory's lock; held until the returned file is dropped or the process dies.
-pub fn lock_dir(dir: &Path) -> Result<File, StorageError> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, StorageError> {
     std::fs::create_dir_all(dir).map_err(|e| StorageError::file(dir.to_owned(), e))?;
     let path = dir.join("LOCK");
     let file = File::options()
@@ -224,7 +224,7 @@ pub fn lock_dir(dir: &Path) -> Result<File, StorageError> {
 /// Like Redis's `auto-aof-rewrite-percentage 100`: a snapshot once the log since the last one
 /// is as large as that snapshot, so writing snapshots costs about one byte per byte of log
 /// whatever the state's size (a fixed interval costs the state's size per interval).
-pub const DEFAULT_SNAPSHOT_LOG_PERCENT: u64 = 100;
+pub(crate) const DEFAULT_SNAPSHOT_LOG_PERCENT: u64 = 100;
 
 /// Records replayed at start-up past which a snapshot is taken at once.
 const REPLAY_SNAPSHOT_THRESHOLD: u64 = 100_000;
@@ -285,7 +285,7 @@ impl Storage {
 
     /// Queues one request's changes but holds them back from the file until
     /// [`Storage::release`] (or drops them, if the store fails closed first).
-    pub fn stage(&self, changes: &[Change]) -> Result<u64, StorageError> {
+    pub(crate) fn stage(&self, changes: &[Change]) -> Result<u64, StorageError> {
         self.writer.stage(changes)
     }
 
@@ -294,21 +294,16 @@ impl Storage {
         self.writer.release()
     }
 
-    /// The sequence number of the newest change queued, which any reader may have seen.
-    pub fn queued_seq(&self) -> u64 {
-        self.writer.queued_seq()
-    }
-
     pub async fn wait_durable(&self, seq: u64) -> Result<(), StorageError> {
         self.writer.wait_durable(seq).await
     }
 
-    pub fn is_failed(&self) -> bool {
+    pub(crate) fn is_failed(&self) -> bool {
         self.writer.is_failed()
     }
 
     /// Fails closed for a reason found outside the log (see `LogWriter::fail_closed`).
-    pub fn fail_closed(&self, reason: String) {
+    pub(crate) fn fail_closed(&self, reason: String) {
         self.writer.fail_closed(reason);
     }
 
@@ -322,7 +317,7 @@ impl Storage {
     }
 
     /// Where the log ends now: a backup taken from here holds every acknowledged change.
-    pub fn log_end(&self) -> LogEnd {
+    pub(crate) fn log_end(&self) -> LogEnd {
         self.writer.end()
     }
 

@@ -12,7 +12,7 @@ use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// How an `Item` is laid out as a record of `SIZE` bytes, little-endian.
-pub trait Layout {
+pub(crate) trait Layout {
     type Item;
     const SIZE: usize;
     fn pack(item: &Self::Item, out: &mut Vec<u8>);
@@ -21,7 +21,7 @@ pub trait Layout {
 }
 
 /// Items to write as blocks of records.
-pub struct BlocksRef<'a, L: Layout>(pub &'a [L::Item]);
+pub(crate) struct BlocksRef<'a, L: Layout>(pub &'a [L::Item]);
 
 /// Items read from blocks of records.
 pub struct Blocks<L: Layout>(pub Vec<L::Item>);
@@ -114,11 +114,11 @@ impl<'de> Visitor<'de> for BlockVisitor {
 }
 
 /// The `u32` at `at` in `bytes`.
-pub fn u32_at(bytes: &[u8], at: usize) -> u32 {
+pub(crate) fn u32_at(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
 }
 
 /// The `i64` at `at` in `bytes`.
-pub fn i64_at(bytes: &[u8], at: usize) -> i64 {
+pub(crate) fn i64_at(bytes: &[u8], at: usize) -> i64 {
     i64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }

@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
 use super::codec;
 use crate::engine::{Cause, Limits, Op};
 
-pub const RAFT_MAGIC: &[u8; 8] = b"IDENTRFT";
-pub const RAFT_FORMAT: u32 = 1;
+pub(crate) const RAFT_MAGIC: &[u8; 8] = b"IDENTRFT";
+pub(crate) const RAFT_FORMAT: u32 = 1;
 /// The segment header's length: the magic and the version.
-pub const SEGMENT_HEADER: usize = 12;
+pub(crate) const SEGMENT_HEADER: usize = 12;
 
 /// One entry's place in the log: the term and node of the leader that wrote it, its index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,14 +50,14 @@ pub enum Payload {
 
 /// An entry to write, borrowing its commands: encodes exactly as [`Entry`] does.
 #[derive(Serialize)]
-pub struct EntryRef<'a> {
+pub(crate) struct EntryRef<'a> {
     pub log_id: LogId,
     pub payload: PayloadRef<'a>,
 }
 
 /// [`Payload`], borrowed; the variants in the same order.
 #[derive(Serialize)]
-pub enum PayloadRef<'a> {
+pub(crate) enum PayloadRef<'a> {
     Blank,
     Commands(&'a [Command]),
     Membership(Membership),
@@ -118,7 +118,7 @@ pub struct SnapshotMeta {
 }
 
 /// The header a segment of this format starts with.
-pub fn segment_header() -> [u8; SEGMENT_HEADER] {
+pub(crate) fn segment_header() -> [u8; SEGMENT_HEADER] {
     let mut header = [0; SEGMENT_HEADER];
     header[..8].copy_from_slice(RAFT_MAGIC);
     header[8..].copy_from_slice(&RAFT_FORMAT.to_le_bytes());
@@ -146,7 +146,7 @@ pub fn segment_format(bytes: &[u8]) -> Result<(u32, usize), String> {
     Ok((version, SEGMENT_HEADER))
 }
 
-pub fn encode_entry(entry: &EntryRef<'_>) -> Result<Vec<u8>, String> {
+pub(crate) fn encode_entry(entry: &EntryRef<'_>) -> Result<Vec<u8>, String> {
     codec::encode_message(entry).map_err(|e| e.to_string())
 }
 
@@ -160,7 +160,7 @@ pub fn decode_entry(format: u32, bytes: &[u8]) -> Result<Entry, String> {
     }
 }
 
-pub fn encode_json<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn encode_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("plain data serializes to JSON")
 }
 

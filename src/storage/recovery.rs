@@ -317,7 +317,7 @@ fn valid_record_after(buf: &[u8], from: usize, expected: u64) -> bool {
     })
 }
 
-pub fn truncate(path: &Path, len: u64) -> Result<(), StorageError> {
+pub(crate) fn truncate(path: &Path, len: u64) -> Result<(), StorageError> {
     let io = |e| StorageError::file(path.to_owned(), e);
     let file = OpenOptions::new().write(true).open(path).map_err(io)?;
     file.set_len(len).map_err(io)?;

@@ -37,10 +37,10 @@ use crate::engine::image::{BlockedPart, GuardParts, Parts};
 use crate::engine::{BlockReason, Group, Node, Row, Stats, Strings};
 
 /// The image format written.
-pub const VERSION: u32 = 3;
+pub(crate) const VERSION: u32 = 3;
 
 /// A row: 32 bytes.
-pub struct RowRecord;
+pub(crate) struct RowRecord;
 
 impl Layout for RowRecord {
     type Item = Row;
@@ -67,7 +67,7 @@ impl Layout for RowRecord {
 }
 
 /// A forest node: 16 bytes.
-pub struct NodeRecord;
+pub(crate) struct NodeRecord;
 
 impl Layout for NodeRecord {
     type Item = Node;
@@ -90,7 +90,7 @@ impl Layout for NodeRecord {
 }
 
 /// A hash table group: its length, 12 tags, 12 symbols; 61 bytes.
-pub struct GroupRecord;
+pub(crate) struct GroupRecord;
 
 const SLOTS: usize = 12;
 
@@ -250,7 +250,7 @@ struct ImageV3 {
 }
 
 /// Writes `parts` in the current format.
-pub fn encode(parts: &Parts<'_>, out: impl Write) -> io::Result<()> {
+pub(crate) fn encode(parts: &Parts<'_>, out: impl Write) -> io::Result<()> {
     let image = ImageRef {
         counters: Counters {
             max_id: parts.max_id,

@@ -29,7 +29,7 @@ use crate::engine::{Change, Engine};
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"IDENTSNP";
 
 /// The format written: an image of the engine's tables.
-pub const IMAGE_VERSION: u32 = schema::VERSION;
+pub(crate) const IMAGE_VERSION: u32 = schema::VERSION;
 
 /// The formats read: facts (1), and images (2 and 3).
 const VERSIONS: [u32; 3] = [FORMAT_VERSION, 2, IMAGE_VERSION];
@@ -64,7 +64,7 @@ pub fn write(dir: &Path, engine: &Engine, seq: u64) -> Result<(PathBuf, u64), St
 }
 
 /// Writes an engine's tables as the snapshot covering records up to `seq`.
-pub fn write_parts(
+pub(crate) fn write_parts(
     dir: &Path,
     parts: &Parts<'_>,
     seq: u64,

@@ -31,16 +31,16 @@ use crate::engine::Change;
 
 /// How far the log is durable, as published to waiting handlers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Durable {
+pub(crate) struct Durable {
     pub seq: u64,
     pub failed: bool,
 }
 
 /// What a roll of the segment tells the snapshotter: every record up to `sealed` is in files
 /// that will not change again.
-pub type SealedTx = std::sync::mpsc::Sender<u64>;
+pub(crate) type SealedTx = std::sync::mpsc::Sender<u64>;
 
-pub struct WriterOptions {
+pub(crate) struct WriterOptions {
     pub dir: PathBuf,
     pub policy: FsyncPolicy,
     pub segment_bytes: u64,
@@ -83,7 +83,7 @@ struct Shared {
 }
 
 /// The handle handlers use; the thread behind it owns the file.
-pub struct LogWriter {
+pub(crate) struct LogWriter {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -146,7 +146,7 @@ impl LogWriter {
     /// Queues a group that the writer holds back until [`LogWriter::release`]: the store
     /// applies its facts in between, and a fact that does not apply fails the store closed,
     /// which drops the group before it ever reaches the file. Call under the engine's lock.
-    pub fn stage(&self, changes: &[Change]) -> Result<u64, StorageError> {
+    pub(crate) fn stage(&self, changes: &[Change]) -> Result<u64, StorageError> {
         let mut q = self.shared.queue.lock();
         if self.is_failed() || q.stop {
             return Err(StorageError::Unavailable);
@@ -168,7 +168,7 @@ impl LogWriter {
     /// Fails closed for a reason found outside the writer: like a failed write, every later
     /// change and read is refused, and what was queued but not yet acknowledged is dropped (its
     /// requests are answered 503, "nothing changed") and cut from the segment.
-    pub fn fail_closed(&self, reason: String) {
+    pub(crate) fn fail_closed(&self, reason: String) {
         let mut q = self.shared.queue.lock();
         q.buf.clear();
         q.held = false;
@@ -179,11 +179,11 @@ impl LogWriter {
     }
 
     /// The sequence number of the last record queued so far.
-    pub fn queued_seq(&self) -> u64 {
+    pub(crate) fn queued_seq(&self) -> u64 {
         self.shared.queue.lock().queued_seq
     }
 
-    pub fn is_failed(&self) -> bool {
+    pub(crate) fn is_failed(&self) -> bool {
         self.shared.failed.load(Ordering::Acquire)
     }
 
@@ -236,9 +236,9 @@ impl Drop for LogWriter {
 }
 
 /// Zeros written ahead of the records at a time.
-pub const PREALLOCATE_BYTES: u64 = 1 << 20;
+pub(crate) const PREALLOCATE_BYTES: u64 = 1 << 20;
 /// The least room a new segment must find on the disk; less is reported as a full disk.
-pub const MIN_RESERVE: u64 = 64 << 10;
+pub(crate) const MIN_RESERVE: u64 = 64 << 10;
 
 /// Whether `e` means the disk (or the process's quota) has no room left.
 fn is_full(e: &io::Error) -> bool {

@@ -18,20 +18,20 @@ use crate::engine::{GuardStats, Stats};
 use crate::storage::LogObserver;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
+pub(crate) struct RequestLabels {
     pub method: &'static str,
     pub route: Route,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
+pub(crate) struct RouteLabels {
     pub route: Route,
 }
 
 /// A route template, shared between the label sets of every request to it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct Route(pub Arc<str>);
+pub(crate) struct Route(pub Arc<str>);
 
 impl EncodeLabelValue for Route {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
@@ -42,7 +42,7 @@ impl EncodeLabelValue for Route {
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
+pub(crate) struct ReasonLabels {
     pub reason: &'static str,
 }
 
@@ -63,7 +63,7 @@ struct RequestFamilies {
 }
 
 /// The methods a request is counted under; any other is `other`.
-pub const METHODS: [&str; 8] = [
+pub(crate) const METHODS: [&str; 8] = [
     "GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS", "other",
 ];
 
@@ -91,7 +91,7 @@ impl RouteMetrics {
     }
 
     /// Counts a request: `method` is an index in [`METHODS`].
-    pub fn observe(&self, method: usize, status: u16, took: Duration) {
+    pub(crate) fn observe(&self, method: usize, status: u16, took: Duration) {
         let counter = || {
             self.families
                 .counts
@@ -122,7 +122,7 @@ impl RouteMetrics {
 /// Log and snapshot state since start, for `/stats`.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct StorageFigures {
+pub(crate) struct StorageFigures {
     pub log_bytes_since_start: u64,
     pub fsyncs_since_start: u64,
     pub last_snapshot_unix_seconds: Option<f64>,
@@ -315,7 +315,7 @@ impl Metrics {
     }
 
     /// A cluster member's metrics: a single node's, and the Raft figures.
-    pub fn for_raft() -> Metrics {
+    pub(crate) fn for_raft() -> Metrics {
         let mut m = Metrics::new();
         let c = RaftMetrics::default();
         let r = &mut m.registry;
@@ -380,7 +380,7 @@ impl Metrics {
         }
     }
 
-    pub fn observe_recovery(&self, took: Duration) {
+    pub(crate) fn observe_recovery(&self, took: Duration) {
         self.recovery_seconds.set(took.as_secs_f64());
     }
 
@@ -393,13 +393,13 @@ impl Metrics {
 
     /// The snapshot recovery started from was finished at `at` (its file's modification time),
     /// so the last snapshot's time is known before this process writes one.
-    pub fn observe_loaded_snapshot(&self, at: std::time::SystemTime) {
+    pub(crate) fn observe_loaded_snapshot(&self, at: std::time::SystemTime) {
         let at = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         self.last_snapshot_timestamp.set(at.as_secs_f64());
     }
 
     /// The log and snapshot figures the console's overview shows.
-    pub fn storage_figures(&self) -> StorageFigures {
+    pub(crate) fn storage_figures(&self) -> StorageFigures {
         let last = self.last_snapshot_timestamp.get();
         StorageFigures {
             log_bytes_since_start: self.log_bytes.get(),

@@ -1,4 +1,4 @@
 //! Telemetry: the process's log lines and its Prometheus metrics.
 
 pub mod logging;
-pub mod metrics;
+pub(crate) mod metrics;

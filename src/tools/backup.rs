@@ -24,8 +24,8 @@ use crate::storage::snapshot::parse_snapshot_name;
 use crate::storage::wal::parse_segment_name;
 use crate::storage::{sync_dir, LogEnd, StorageError};
 
-pub const BACKUP_MAGIC: &[u8; 8] = b"IEBACKUP";
-pub const BACKUP_VERSION: u32 = 1;
+pub(crate) const BACKUP_MAGIC: &[u8; 8] = b"IEBACKUP";
+pub(crate) const BACKUP_VERSION: u32 = 1;
 const STAGING_PREFIX: &str = "backup-staging-";
 
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +57,7 @@ pub struct Part {
 
 /// The files of a backup, hard-linked into a staging directory removed on drop.
 #[derive(Debug)]
-pub struct Staged {
+pub(crate) struct Staged {
     pub dir: PathBuf,
     pub parts: Vec<Part>,
 }
@@ -70,7 +70,7 @@ impl Drop for Staged {
 
 impl Staged {
     /// The size of the backup file these parts make.
-    pub fn file_len(&self) -> u64 {
+    pub(crate) fn file_len(&self) -> u64 {
         let parts: u64 = self
             .parts
             .iter()
@@ -81,7 +81,7 @@ impl Staged {
 }
 
 /// Removes staging directories left by a backup that a crash interrupted.
-pub fn remove_staging(dir: &Path) {
+pub(crate) fn remove_staging(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -99,7 +99,7 @@ pub fn remove_staging(dir: &Path) {
 /// Links the files that hold the state up to `end` into a staging directory. `end` must be
 /// taken first: any file found afterwards is either still needed or replaced by a newer
 /// snapshot, and a file that vanishes between listing and linking makes the caller retry.
-pub fn stage(dir: &Path, end: LogEnd) -> Result<Option<Staged>, BackupError> {
+pub(crate) fn stage(dir: &Path, end: LogEnd) -> Result<Option<Staged>, BackupError> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let staging = dir.join(format!("{STAGING_PREFIX}{}-{n}", std::process::id()));
@@ -156,7 +156,7 @@ pub fn stage(dir: &Path, end: LogEnd) -> Result<Option<Staged>, BackupError> {
 
 /// Stages the files of the state as of `end()` (called again if the snapshotter removed a file
 /// meanwhile, which can happen only a few times in a row).
-pub fn stage_retrying(dir: &Path, end: impl Fn() -> LogEnd) -> Result<Staged, BackupError> {
+pub(crate) fn stage_retrying(dir: &Path, end: impl Fn() -> LogEnd) -> Result<Staged, BackupError> {
     for _ in 0..100 {
         if let Some(staged) = stage(dir, end())? {
             return Ok(staged);
@@ -246,7 +246,7 @@ pub fn write(parts: &[Part], out: &mut impl Write) -> Result<(), BackupError> {
 }
 
 /// Hears each part's bytes as they are read: (part name, bytes).
-pub type PartSink<'a> = dyn FnMut(&str, &[u8]) -> Result<(), BackupError> + 'a;
+pub(crate) type PartSink<'a> = dyn FnMut(&str, &[u8]) -> Result<(), BackupError> + 'a;
 
 /// Reads a backup from `input`, handing each part's bytes to `sink` (name, bytes) as they come,
 /// and verifies every checksum; returns the parts' names and lengths.

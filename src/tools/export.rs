@@ -4,7 +4,7 @@
 use crate::engine::{Contact, ContactId, Engine};
 
 /// The Contact table's columns, in order.
-pub const COLUMNS: [&str; 8] = [
+pub(crate) const COLUMNS: [&str; 8] = [
     "id",
     "phoneNumber",
     "email",
@@ -16,7 +16,7 @@ pub const COLUMNS: [&str; 8] = [
 ];
 
 /// Rows rendered per page: each page takes the engine's lock once, briefly.
-pub const PAGE: usize = 1000;
+pub(crate) const PAGE: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

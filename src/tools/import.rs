@@ -309,7 +309,7 @@ type RawRow = [Option<String>; 8];
 /// Each line's fields, or why they could not be read.
 type RawRows = Vec<(u64, Result<RawRow, String>)>;
 /// Checked rows by line, and the refused ones.
-pub type CheckedRows = (Vec<ImportRow>, Vec<RowError>);
+pub(crate) type CheckedRows = (Vec<ImportRow>, Vec<RowError>);
 
 /// Checks every row; returns the good rows and the errors, by line.
 fn check_rows(raw: RawRows, exists: impl Fn(ContactId) -> bool, canon: &Canon) -> CheckedRows {

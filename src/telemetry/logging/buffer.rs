@@ -17,9 +17,9 @@ use parking_lot::{Condvar, Mutex};
 use tracing_subscriber::fmt::MakeWriter;
 
 /// How often buffered lines are written out.
-pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 /// Buffered bytes beyond which new lines are dropped.
-pub const CAPACITY: usize = 8 << 20;
+pub(crate) const CAPACITY: usize = 8 << 20;
 
 struct Shared {
     lines: Mutex<Vec<u8>>,
@@ -31,7 +31,7 @@ struct Shared {
 
 /// The writer handed to the tracing subscriber; cheap to clone.
 #[derive(Clone)]
-pub struct LogBuffer {
+pub(crate) struct LogBuffer {
     shared: Arc<Shared>,
 }
 
@@ -43,7 +43,7 @@ pub struct FlushGuard {
 
 /// Starts a thread writing buffered lines to `out` every `interval`; lines past `capacity`
 /// buffered bytes are dropped and counted.
-pub fn buffered<W: Write + Send + 'static>(
+pub(crate) fn buffered<W: Write + Send + 'static>(
     out: W,
     interval: Duration,
     capacity: usize,
@@ -103,7 +103,7 @@ fn write_out<W: Write>(shared: &Shared, mut out: W, interval: Duration) {
 }
 
 /// What the subscriber writes one event through: a borrowed handle on the buffer.
-pub struct LineWriter<'a>(&'a Shared);
+pub(crate) struct LineWriter<'a>(&'a Shared);
 
 impl Write for LineWriter<'_> {
     fn write(&mut self, line: &[u8]) -> io::Result<usize> {

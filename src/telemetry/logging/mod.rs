@@ -2,8 +2,8 @@
 //! background thread writes to stderr, so a request's log line costs a few hundred nanoseconds
 //! and never a system call.
 
-pub mod buffer;
-pub mod format;
+pub(crate) mod buffer;
+pub(crate) mod format;
 
 pub use buffer::FlushGuard;
 pub use format::LineFormat;
