@@ -87,6 +87,7 @@ impl App {
                 body_bytes: config.body_limit,
                 timeout: Duration::from_millis(config.request_timeout_ms),
                 concurrent_requests: config.max_concurrent_requests,
+                changes_heartbeat: Duration::from_millis(config.changes_heartbeat_ms),
             },
             admin_token: config
                 .admin_token
@@ -154,7 +155,7 @@ impl App {
         let lock = crate::storage::lock_dir(&config.data_dir)?;
         let forward_timeout = Duration::from_millis(config.request_timeout_ms) * 2;
         let cluster = Member::start(
-            &config.data_dir,
+            &config.storage(),
             &config.cluster,
             config.guards(),
             forward_timeout,
@@ -189,6 +190,14 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
         tracing::info!(addr = %self.local_addr(), "listening");
+        let feed = self.store.feed().clone();
+        tokio::spawn(keep_feed_retention(feed.clone()));
+        // Readers waiting on the change feed (a long poll, a stream) end as shutdown begins,
+        // or the drain would wait for them.
+        let shutdown = async move {
+            shutdown.await;
+            feed.close();
+        };
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -222,6 +231,22 @@ impl App {
             .map_err(|e| stopped("closing the log", e))??;
         tracing::info!("shut down cleanly");
         Ok(())
+    }
+}
+
+/// Removes the change feed's history past its retention, at start and every minute.
+async fn keep_feed_retention(feed: crate::feed::Feed) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        if feed.is_closing() {
+            return;
+        }
+        let feed = feed.clone();
+        let kept = tokio::task::spawn_blocking(move || feed.retain()).await;
+        if let Ok(Err(error)) = kept {
+            tracing::warn!(%error, "the change feed's retention could not be applied");
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! - [`store`]: the shared handle: one lock around the engine, a durability back-end behind it.
 //! - [`storage`]: the local back-end: the write-ahead log, snapshots, recovery, on-disk formats.
 //! - [`raft`]: the replicated back-end (openraft): its log, state machine and network.
+//! - [`feed`]: the change feed: every change's events, kept in files, paged and waited for.
 //! - [`http`]: the axum router, handlers, errors and the console.
 //! - [`matching`]: the keys identifiers are matched by, and the directory's record of them.
 //! - [`tools`]: the offline commands (import, export, rekey, check, backup and restore).
@@ -15,6 +16,7 @@
 pub mod app;
 pub mod config;
 pub mod engine;
+pub mod feed;
 pub mod http;
 pub mod matching;
 pub(crate) mod raft;

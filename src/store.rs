@@ -29,8 +29,9 @@ use parking_lot::{Mutex, MutexGuard};
 use crate::engine::{
     Cause, Change, Engine, GuardStats, Limits, Moved, Op, Outcome, Refusal, Stats, Timestamp,
 };
+use crate::feed::{Feed, FeedOptions};
 use crate::storage::raft_files::Command;
-use crate::storage::{Report, Storage, StorageError, StorageOptions};
+use crate::storage::{DurableHook, Report, Storage, StorageError, StorageOptions};
 use crate::telemetry::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +101,8 @@ struct Inner {
     state: Mutex<State>,
     backend: Backend,
     metrics: Arc<Metrics>,
+    /// Where every applied op's events go.
+    feed: Feed,
 }
 
 /// How a change becomes durable.
@@ -207,21 +210,33 @@ impl Store {
         limits: Limits,
     ) -> Result<(Store, Report), StorageError> {
         let metrics = Arc::new(Metrics::new());
+        let feed = Feed::open(&options.dir, feed_options(&options), metrics.feed.clone())?;
         options.observer = Some(metrics.clone());
-        let (storage, mut engine, report) = Storage::open(options)?;
+        options.hook = Some(Arc::new(feed.clone()));
+        options.events_after = Some(feed.last_written());
+        let (storage, mut engine, mut report) = Storage::open(options)?;
+        feed.recovered(std::mem::take(&mut report.events), engine.events())?;
         engine.set_limits(limits);
         metrics.observe_recovery(report.elapsed);
         let loaded = report.snapshot.as_deref().map(std::fs::metadata);
         if let Some(Ok(at)) = loaded.map(|m| m.and_then(|m| m.modified())) {
             metrics.observe_loaded_snapshot(at);
         }
-        let store = Store::with(engine, report.last_seq, Backend::Local(storage), metrics);
+        let backend = Backend::Local(storage);
+        let store = Store::with(engine, report.last_seq, backend, metrics, feed);
         Ok((store, report))
     }
 
     /// A Raft member's store, over `engine` (restored from the member's latest snapshot, or
-    /// empty); changes reach it through [`Store::apply_committed`].
-    pub(crate) fn replicated(mut engine: Engine, limits: Limits, node_id: u64) -> Store {
+    /// empty) and the change feed in the data directory of `options`; changes reach it through
+    /// [`Store::apply_committed`], which makes their events again after a restart (the feed
+    /// skips those it holds).
+    pub(crate) fn replicated(
+        mut engine: Engine,
+        limits: Limits,
+        node_id: u64,
+        options: &StorageOptions,
+    ) -> Result<Store, StorageError> {
         engine.set_limits(limits);
         let replicated = Replicated {
             node_id,
@@ -232,7 +247,15 @@ impl Store {
             failed: Mutex::new(None),
         };
         let metrics = Arc::new(Metrics::for_raft());
-        Store::with(engine, 0, Backend::Raft(replicated), metrics)
+        let feed = Feed::open(&options.dir, feed_options(options), metrics.feed.clone())?;
+        feed.recovered(Vec::new(), engine.events().max(feed.last_written()))?;
+        Ok(Store::with(
+            engine,
+            0,
+            Backend::Raft(replicated),
+            metrics,
+            feed,
+        ))
     }
 
     fn with(
@@ -240,6 +263,7 @@ impl Store {
         applied_seq: u64,
         backend: Backend,
         metrics: Arc<Metrics>,
+        feed: Feed,
     ) -> Store {
         engine.track_moves();
         let inner = Inner {
@@ -249,6 +273,7 @@ impl Store {
             }),
             backend,
             metrics,
+            feed,
         };
         Store {
             inner: Arc::new(inner),
@@ -443,6 +468,11 @@ impl Store {
         &self.inner.metrics
     }
 
+    /// The change feed of every op applied here.
+    pub fn feed(&self) -> &Feed {
+        &self.inner.feed
+    }
+
     /// Grows the tables for `rows` more contacts, in a lock hold of its own (growing rehashes,
     /// a pause an import's own hold then does not add to); changes nothing a reader sees.
     pub fn reserve(&self, rows: usize) -> std::time::Duration {
@@ -524,7 +554,7 @@ impl Store {
         let state = self.inner.state.lock();
         match &self.inner.backend {
             Backend::Local(storage) => storage.close(&state.engine),
-            Backend::Raft(_) => Ok(()),
+            Backend::Raft(_) => self.inner.feed.sync(),
         }
     }
 
@@ -561,5 +591,12 @@ impl Store {
             return Err(StorageError::Unavailable);
         }
         Ok(state)
+    }
+}
+
+fn feed_options(options: &StorageOptions) -> FeedOptions {
+    FeedOptions {
+        retention: options.changes_retention,
+        retention_bytes: options.changes_retention_bytes,
     }
 }

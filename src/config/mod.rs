@@ -5,6 +5,7 @@ pub mod addr;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -184,6 +185,19 @@ pub struct Config {
     pub matching: MatchArgs,
     #[command(flatten)]
     pub cluster: RaftArgs,
+    /// How long the change feed's history is kept: `7d`, `12h`, `30m`, `0` (only the newest file).
+    #[arg(long, env = "IDENTITY_ENGINE_CHANGES_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub changes_retention: Duration,
+    /// The change feed's history is kept to about this many bytes at most.
+    #[arg(long, env = "IDENTITY_ENGINE_CHANGES_RETENTION_BYTES", default_value_t = crate::feed::DEFAULT_RETENTION_BYTES)]
+    pub changes_retention_bytes: u64,
+    /// A change feed stream that has had nothing to send for this long sends a comment.
+    #[arg(
+        long,
+        env = "IDENTITY_ENGINE_CHANGES_HEARTBEAT_MS",
+        default_value_t = 15_000
+    )]
+    pub changes_heartbeat_ms: u64,
     /// Log line format.
     #[arg(long, env = "IDENTITY_ENGINE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -305,9 +319,21 @@ impl Config {
             snapshot_every_bytes: self.snapshot_every_bytes,
             snapshot_log_percent: self.snapshot_log_percent,
             faults: self.faults.clone(),
-            observer: None,
+            changes_retention: self.changes_retention,
+            changes_retention_bytes: self.changes_retention_bytes,
+            ..StorageOptions::new(&self.data_dir)
         }
     }
+}
+
+/// A duration as people write one: `7d`, `24h`, `30m`, `90s`, `1h30m`, or `0`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration such as 7d, 24h, 30m or 0: {e}"))
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ impl Engine {
             Change::Unblocked { kind, value, at } => self.apply_unblocked(*kind, value, *at),
             Change::Rekeyed { kind, from, to, at } => self.apply_rekeyed(*kind, from, to, *at),
             Change::Settled { ids, at } => self.apply_settled(ids, *at),
+            Change::Origin { .. } => Ok(()),
         }
     }
 

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::guards::{BlockReason, Kind};
+use super::op::Cause;
 use super::types::{ContactId, Timestamp};
 
 /// One fact. Appending a variant at the end keeps old logs readable; reordering breaks them.
@@ -73,6 +74,10 @@ pub enum Change {
     /// cluster's oldest member, each whose link changes stamped `at` (earlier versions logged
     /// a `Relinked` per row instead).
     Settled { ids: Vec<ContactId>, at: Timestamp },
+    /// Who made the change of its group, when the facts do not say it themselves (see
+    /// [`Cause::inferred`]): the change feed names the same cause and token after a replay.
+    /// Changes nothing.
+    Origin { cause: Cause, by: Option<String> },
 }
 
 /// Every field of a new row, identifiers already normalized.

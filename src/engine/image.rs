@@ -49,6 +49,8 @@ pub struct Parts<'a> {
     pub join_times: Vec<(u64, i64)>,
     /// The guards' state for emails, then phones.
     pub guards: [GuardParts; 2],
+    /// The change feed's events so far (0 from formats before 4).
+    pub events: u64,
 }
 
 /// The over-merge guards' state for one kind of identifier.
@@ -91,6 +93,7 @@ impl Parts<'_> {
             stats: self.stats,
             join_times: self.join_times,
             guards: self.guards,
+            events: self.events,
         }
     }
 }
@@ -125,6 +128,7 @@ impl Engine {
             max_id: self.max_id,
             clock: self.clock,
             stats: self.stats,
+            events: self.events,
             join_times: sorted(self.join_times.iter().map(|(&k, &v)| (k, v))),
             guards: Kind::BOTH.map(|kind| {
                 let g = self.guards(kind);
@@ -216,6 +220,7 @@ impl Engine {
             guards,
             limits: Limits::default(),
             moves: Moves::default(),
+            events: parts.events,
         };
         engine.check_tables(census, &email_set, &phone_set)?;
         if !counted {

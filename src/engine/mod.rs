@@ -7,6 +7,7 @@
 mod answer;
 mod apply;
 mod change;
+pub mod events;
 pub(crate) mod evidence;
 mod forest;
 mod guards;
@@ -25,6 +26,7 @@ mod types;
 use hashbrown::HashMap;
 
 pub use change::{Change, NewContact};
+pub use events::{Event, EventKind};
 use forest::Forest;
 pub use forest::{Node, Slot};
 pub use guards::{BlockReason, BlockedValue, GuardStats, Kind, Limits, Refusal};
@@ -137,6 +139,8 @@ pub struct Engine {
     limits: Limits,
     /// The contacts the facts applied since the last [`Engine::take_moves`] moved, when asked.
     moves: Moves,
+    /// The change feed's events so far: the last event's sequence number (see `events`).
+    events: u64,
 }
 
 /// A contact a fact created, took away or gave another primary: its primary after the fact

@@ -4,6 +4,7 @@
 mod admin;
 mod backup;
 mod blocklist;
+mod changes;
 mod console;
 mod contacts;
 mod error;
@@ -42,6 +43,7 @@ impl Default for Limits {
             body_bytes: DEFAULT_BODY_LIMIT,
             timeout: DEFAULT_TIMEOUT,
             concurrent_requests: DEFAULT_CONCURRENT_REQUESTS,
+            changes_heartbeat: Duration::from_secs(15),
         }
     }
 }
@@ -84,6 +86,12 @@ pub(crate) fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::O
     use utoipa::OpenApi;
     use utoipa_axum::{router::OpenApiRouter, routes};
     let admin_guard = axum::middleware::from_fn_with_state(state.clone(), admin::require_admin);
+    // The change feed waits (a long poll, a stream) longer than a request may take, and its
+    // waiting readers are not requests being served: outside the time and concurrency limits.
+    let (feed_routes, feed_api) = OpenApiRouter::new()
+        .routes(routes!(changes::changes))
+        .route_layer(admin_guard.clone())
+        .split_for_parts();
     // The import's body is a file: its own limit, above the one for requests.
     let import = OpenApiRouter::new()
         .routes(routes!(import::import))
@@ -119,6 +127,7 @@ pub(crate) fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::O
         .routes(routes!(console::root))
         .merge(admin)
         .split_for_parts();
+    api.merge(feed_api);
     api.info.version = env!("CARGO_PKG_VERSION").to_owned();
     let document = Arc::new(
         api.to_pretty_json()
@@ -155,6 +164,7 @@ pub(crate) fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::O
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.limits.body_bytes))
         .layer(limits)
+        .merge(feed_routes.with_state(state.clone()))
         .layer(observe);
     (router, api)
 }

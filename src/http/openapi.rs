@@ -15,7 +15,7 @@ use utoipa::{OpenApi, ToSchema};
         title = "identity-engine",
         description = "Links contacts that share an email or a phone number into one identity whose primary is the oldest contact."
     ),
-    components(schemas(IdentifyRequest, Answer, Identity, ContactRow, ErrorBody, ErrorDetail, DeleteAnswer, ContactList, ContactPage, Status, Matching, Graph, Why, StatsAnswer, ImportReport)),
+    components(schemas(IdentifyRequest, Answer, Identity, ContactRow, ErrorBody, ErrorDetail, DeleteAnswer, ContactList, ContactPage, Status, Matching, Graph, Why, StatsAnswer, ImportReport, ChangesPage, ChangeEvent, ChangeContact)),
     tags(
         (name = "identity", description = "Reconcile and read identities"),
         (name = "contacts", description = "Admin: rows, deletion, export"),
@@ -83,6 +83,43 @@ pub(crate) struct DeleteAnswer {
 #[derive(ToSchema, Serialize)]
 pub(crate) struct ContactList {
     contacts: Vec<ContactRow>,
+}
+
+/// One event of the change feed: ids and times, never an email or a phone.
+#[derive(ToSchema, Serialize)]
+pub(crate) struct ChangeEvent {
+    /// Strictly increasing, never reused; the same on every member and after every restart.
+    seq: u64,
+    /// When the change was made (RFC 3339, milliseconds).
+    at: String,
+    /// created, merged, split, deleted, blocked, unblocked, imported, rekeyed (ignore others).
+    #[serde(rename = "type")]
+    kind: String,
+    /// identify, delete, blocklist, import, rekey (and the endpoints or tools added later).
+    cause: String,
+    /// The name of the token that made the change, or null.
+    by: Option<String>,
+    /// merged only: the surviving primary.
+    #[schema(required = false)]
+    into: Option<u32>,
+    /// merged only: the primaries it absorbed.
+    #[schema(required = false)]
+    primaries: Option<Vec<u32>>,
+    /// Every contact created, moved or taken away, with its primary after (null once gone).
+    contacts: Vec<ChangeContact>,
+}
+
+#[derive(ToSchema, Serialize)]
+pub(crate) struct ChangeContact {
+    id: u32,
+    primary: Option<u32>,
+}
+
+/// A page of the change feed; pass `last` as `after` next time.
+#[derive(ToSchema, Serialize)]
+pub(crate) struct ChangesPage {
+    changes: Vec<ChangeEvent>,
+    last: u64,
 }
 
 /// A page of rows in id order; `next` is the `after` of the following page, null at the end.

@@ -79,4 +79,6 @@ pub struct Limits {
     pub body_bytes: usize,
     pub timeout: Duration,
     pub concurrent_requests: usize,
+    /// How long a change feed stream waits, idle, before it sends a comment.
+    pub changes_heartbeat: Duration,
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use super::{files, Node, NodeId, TypeConfig};
 use crate::engine::image::Parts;
 use crate::engine::Engine;
-use crate::storage::{raft_files, snapshot};
+use crate::storage::{raft_files, snapshot, DurableHook};
 use crate::store::Store;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -163,7 +163,11 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
         };
         let dir = self.dir.clone();
         let written = meta.clone();
+        let feed = self.store.feed().clone();
         let snapshot = tokio::task::spawn_blocking(move || -> io::Result<Snapshot<TypeConfig>> {
+            // The change feed's events of the entries this snapshot covers reach the disk
+            // first: once the log is purged, they could not be made again from it.
+            feed.sync().map_err(|e| io::Error::other(e.to_string()))?;
             let path = write(&dir, &parts, &written)?;
             drop(parts);
             let bytes = fs::read(&path)?;

@@ -213,12 +213,13 @@ impl Member {
     /// data, seeds a one-member cluster from it), starts Raft, and starts forming the cluster
     /// if it has never been formed.
     pub async fn start(
-        data_dir: &Path,
+        storage: &crate::storage::StorageOptions,
         args: &RaftArgs,
         limits: Limits,
         forward_timeout: Duration,
     ) -> Result<Arc<Member>, MemberError> {
         let (id, peers) = args.membership().map_err(MemberError::Options)?;
+        let data_dir = &storage.dir;
         let dir = data_dir.join("raft");
         let files = |error| MemberError::Files {
             dir: dir.clone(),
@@ -235,7 +236,8 @@ impl Member {
                     )))
                 })?
                 .map_err(files)?;
-        let store = Store::replicated(engine, limits, id);
+        let store = Store::replicated(engine, limits, id, storage)
+            .map_err(|e| MemberError::Options(e.to_string()))?;
         let machine = machine::StateMachine::new(store.clone(), &dir, loaded);
         let config = openraft::Config {
             cluster_name: "identity-engine".into(),

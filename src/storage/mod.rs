@@ -6,6 +6,7 @@
 //! and let older segments be removed.
 
 pub mod codec;
+pub mod feed_files;
 pub mod frame;
 mod packed;
 pub mod raft_files;
@@ -50,6 +51,16 @@ pub trait LogObserver: Send + Sync {
     fn synced(&self, took: std::time::Duration);
     /// A snapshot of `bytes` bytes was written; it took `took`.
     fn snapshot_written(&self, took: std::time::Duration, bytes: u64);
+}
+
+/// Hears when log records become durable and when their consequences must be: the change
+/// feed, which shows a change only once its records are durable, and must be synced before a
+/// snapshot makes those records unnecessary.
+pub trait DurableHook: Send + Sync {
+    /// Every record up to `seq` is durable (called by the writer before it says so to waiters).
+    fn durable(&self, seq: u64);
+    /// What `durable` was told so far must reach the disk now.
+    fn sync(&self) -> Result<(), StorageError>;
 }
 
 /// Switches that make the log fail on purpose, for tests of the fail-closed path.
@@ -157,6 +168,14 @@ pub struct StorageOptions {
     pub snapshot_log_percent: u64,
     pub faults: Option<Arc<Faults>>,
     pub observer: Option<Arc<dyn LogObserver>>,
+    /// The change feed: hears durability, and is synced before every snapshot.
+    pub hook: Option<Arc<dyn DurableHook>>,
+    /// Recovery keeps the events of the groups it replays past this sequence number (what
+    /// the feed's files lack), in its report.
+    pub events_after: Option<u64>,
+    /// How long and how many bytes of the change feed's history to keep.
+    pub changes_retention: std::time::Duration,
+    pub changes_retention_bytes: u64,
 }
 
 impl std::fmt::Debug for StorageOptions {
@@ -177,6 +196,10 @@ impl StorageOptions {
             snapshot_log_percent: DEFAULT_SNAPSHOT_LOG_PERCENT,
             faults: None,
             observer: None,
+            hook: None,
+            events_after: None,
+            changes_retention: crate::feed::DEFAULT_RETENTION,
+            changes_retention_bytes: crate::feed::DEFAULT_RETENTION_BYTES,
         }
     }
 }
@@ -233,6 +256,7 @@ const REPLAY_SNAPSHOT_THRESHOLD: u64 = 100_000;
 pub struct Storage {
     dir: PathBuf,
     observer: Option<Arc<dyn LogObserver>>,
+    hook: Option<Arc<dyn DurableHook>>,
     writer: LogWriter,
     snapshotter: Mutex<Option<JoinHandle<()>>>,
     _lock: File,
@@ -243,7 +267,8 @@ impl Storage {
     pub fn open(options: StorageOptions) -> Result<(Storage, Engine, Report), StorageError> {
         let lock = lock_dir(&options.dir)?;
         crate::tools::backup::remove_staging(&options.dir);
-        let (engine, report) = recovery::recover(&options.dir, Mode::Open)?;
+        let (engine, report) =
+            recovery::recover_keeping(&options.dir, Mode::Open, options.events_after)?;
         let (sealed_tx, sealed_rx) = std::sync::mpsc::channel();
         // A long replay means the last run never snapshotted what it logged (it was killed, or
         // its log was short of a segment): snapshot it now, in the background, so the next
@@ -259,16 +284,27 @@ impl Storage {
                 faults: options.faults.clone(),
                 sealed: Some(sealed_tx),
                 observer: options.observer.clone(),
+                hook: options.hook.clone(),
             },
             report.last_seq,
         )?;
         let dir = options.dir.clone();
         let observer = options.observer.clone();
+        let hook = options.hook.clone();
         let percent = options.snapshot_log_percent;
         let snapshotter = std::thread::Builder::new()
             .name("snapshotter".into())
-            .spawn(move || snapshot_sealed(&dir, sealed_rx, percent, observer.as_deref()))?;
+            .spawn(move || {
+                snapshot_sealed(
+                    &dir,
+                    sealed_rx,
+                    percent,
+                    observer.as_deref(),
+                    hook.as_deref(),
+                )
+            })?;
         let storage = Storage {
+            hook: options.hook,
             observer: options.observer,
             dir: options.dir,
             writer,
@@ -330,6 +366,9 @@ impl Storage {
         }
         let seq = self.writer.queued_seq();
         let started = Instant::now();
+        if let Some(hook) = &self.hook {
+            hook.sync()?;
+        }
         let (path, bytes) = snapshot::write(&self.dir, engine, seq)?;
         remove_covered(&self.dir, seq, true)?;
         if let Some(o) = &self.observer {
@@ -358,6 +397,7 @@ fn snapshot_sealed(
     sealed: std::sync::mpsc::Receiver<u64>,
     percent: u64,
     observer: Option<&dyn LogObserver>,
+    hook: Option<&dyn DurableHook>,
 ) {
     while let Ok(mut seq) = sealed.recv() {
         while let Ok(later) = sealed.try_recv() {
@@ -371,7 +411,11 @@ fn snapshot_sealed(
             }
         }
         let started = Instant::now();
-        let result = recovery::recover(dir, Mode::UpTo(seq))
+        // The change feed reaches the disk first: the log this snapshot covers is removed next,
+        // and the feed's events of it could no longer be made again from it.
+        let result = hook
+            .map_or(Ok(()), |h| h.sync())
+            .and_then(|()| recovery::recover(dir, Mode::UpTo(seq)))
             .and_then(|(engine, _)| snapshot::write(dir, &engine, seq))
             .and_then(|(path, bytes)| remove_covered(dir, seq, false).map(|()| (path, bytes)));
         match result {

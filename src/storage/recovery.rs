@@ -14,7 +14,7 @@ use super::frame::{
 use super::snapshot::{self, parse_snapshot_name};
 use super::wal::{parse_segment_name, Record, WAL_MAGIC};
 use super::{codec, corrupt, StorageError};
-use crate::engine::{Change, Engine};
+use crate::engine::{Cause, Change, Engine, Event};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -43,6 +43,8 @@ pub struct Report {
     pub last_seq: u64,
     pub tail_cut: Option<TailCut>,
     pub elapsed: Duration,
+    /// The change feed's events of the groups replayed, past the number asked for.
+    pub events: Vec<Event>,
 }
 
 /// The data directory's files, each list sorted by sequence number.
@@ -76,6 +78,17 @@ pub fn list(dir: &Path) -> Result<Files, StorageError> {
 }
 
 pub fn recover(dir: &Path, mode: Mode) -> Result<(Engine, Report), StorageError> {
+    recover_keeping(dir, mode, None)
+}
+
+/// [`recover`], keeping in the report the change feed's events of the groups replayed whose
+/// sequence number is past `events_after`: what the feed's files may lack after a crash. Every
+/// group replayed makes its events (so the engine's count of them is right), kept or not.
+pub fn recover_keeping(
+    dir: &Path,
+    mode: Mode,
+    events_after: Option<u64>,
+) -> Result<(Engine, Report), StorageError> {
     let started = Instant::now();
     let files = list(dir)?;
     if mode == Mode::Open {
@@ -98,6 +111,7 @@ pub fn recover(dir: &Path, mode: Mode) -> Result<(Engine, Report), StorageError>
         }
         None => Engine::new(),
     };
+    engine.track_moves();
     let segments: Vec<_> = files
         .segments
         .iter()
@@ -126,6 +140,7 @@ pub fn recover(dir: &Path, mode: Mode) -> Result<(Engine, Report), StorageError>
             newest,
             mode,
             limit,
+            events_after,
         };
         replay.segment(*first)?;
         report.segments += 1;
@@ -141,6 +156,7 @@ struct Replay<'a> {
     newest: bool,
     mode: Mode,
     limit: u64,
+    events_after: Option<u64>,
 }
 
 impl Replay<'_> {
@@ -222,16 +238,8 @@ impl Replay<'_> {
                 group.push(change);
             }
             if commit {
-                for change in group.drain(..) {
-                    self.engine.apply(&change).map_err(|e| {
-                        corrupt(
-                            self.path,
-                            group_start as u64,
-                            format!("record does not apply: {e}"),
-                        )
-                    })?;
-                    self.report.records_replayed += 1;
-                }
+                self.apply_group(&group, group_start)?;
+                group.clear();
                 self.report.last_seq = self.report.last_seq.max(seq);
                 group_start = next;
                 if seq >= self.limit {
@@ -240,6 +248,30 @@ impl Replay<'_> {
             }
         }
         self.end(&buf, group_start)
+    }
+
+    /// Applies one group (one change) through the same `apply` as live traffic, then makes
+    /// its change feed events as the store did when it was made.
+    fn apply_group(&mut self, group: &[Change], group_start: usize) -> Result<(), StorageError> {
+        let mut applied = Vec::with_capacity(group.len());
+        for change in group {
+            self.engine.apply(change).map_err(|e| {
+                corrupt(
+                    self.path,
+                    group_start as u64,
+                    format!("record does not apply: {e}"),
+                )
+            })?;
+            applied.push((change, self.engine.take_moves()));
+            self.report.records_replayed += 1;
+        }
+        let (cause, by) = origin_of(group);
+        let events = self.engine.events_of(&applied, cause, by);
+        if let Some(after) = self.events_after {
+            let kept = events.into_iter().filter(|e| e.seq > after);
+            self.report.events.extend(kept);
+        }
+        Ok(())
     }
 
     /// The end of the segment's records, the last whole group ending at `group_start`.
@@ -304,6 +336,17 @@ impl Replay<'_> {
         self.report.tail_cut = Some(cut);
         Ok(())
     }
+}
+
+/// Who made a group's change: its `Origin` fact, or what its facts show.
+pub(crate) fn origin_of(group: &[Change]) -> (Cause, Option<&str>) {
+    group
+        .iter()
+        .find_map(|c| match c {
+            Change::Origin { cause, by } => Some((*cause, by.as_deref())),
+            _ => None,
+        })
+        .unwrap_or_else(|| (Cause::inferred(group), None))
 }
 
 /// Whether a record with sequence number `expected` or later starts anywhere from `from`:

@@ -3,7 +3,10 @@
 //! can change what is on disk. Encoded with bincode, fixed-width little-endian integers (see
 //! `codec`); large arrays of fixed-size records in packed blocks (see `packed`).
 //!
-//! Format 3 (written), in order:
+//! Format 4 (written): format 3's sections, then the change feed's count of events so far
+//! (`events u64`).
+//!
+//! Format 3 (read), in order:
 //! - counters: `max_id u32`, `clock i64`, `contacts`, `deleted`, `clusters`, `joins` (u64 each);
 //! - rows: blocks of 32-byte records `[id u32][email u32][phone u32][linked u32][created
 //!   i64][updated i64]` (an identifier as its offset in its arena, `u32::MAX` for none);
@@ -20,8 +23,7 @@
 //!   counts `(symbol u32, holders u32)`, each sorted by symbol.
 //!
 //! A list is a `u64` count and its items; a string or a block of bytes a `u64` length and its
-//! bytes. A new table is a new section at the end, and a new format number once format 3 has
-//! shipped.
+//! bytes. A new table is a new section at the end, and a new format number.
 //!
 //! Format 2 (read): what `#[derive(Serialize)]` on the engine's structs wrote, the same records
 //! in another order; its hash maps in any order.
@@ -37,7 +39,7 @@ use crate::engine::image::{BlockedPart, GuardParts, Parts};
 use crate::engine::{BlockReason, Group, Node, Row, Stats, Strings};
 
 /// The image format written.
-pub(crate) const VERSION: u32 = 3;
+pub(crate) const VERSION: u32 = 4;
 
 /// A row: 32 bytes.
 pub(crate) struct RowRecord;
@@ -159,7 +161,7 @@ struct StringsV3 {
     groups: Blocks<GroupRecord>,
 }
 
-/// Format 3, to write.
+/// Format 4, to write.
 #[derive(Serialize)]
 struct ImageRef<'a> {
     counters: Counters,
@@ -176,6 +178,7 @@ struct ImageRef<'a> {
     links: &'a [(u32, Vec<u32>)],
     join_times: &'a [(u64, i64)],
     guards: [GuardsV3; 2],
+    events: u64,
 }
 
 /// The guards of one kind of identifier, as format 3 lays them out.
@@ -230,6 +233,13 @@ impl GuardsV3 {
     }
 }
 
+/// Format 4, read: format 3, then the feed's count.
+#[derive(Deserialize)]
+struct ImageV4 {
+    v3: ImageV3,
+    events: u64,
+}
+
 /// Format 3, read.
 #[derive(Deserialize)]
 struct ImageV3 {
@@ -276,15 +286,21 @@ pub(crate) fn encode(parts: &Parts<'_>, out: impl Write) -> io::Result<()> {
             GuardsV3::of(&parts.guards[0]),
             GuardsV3::of(&parts.guards[1]),
         ],
+        events: parts.events,
     };
     codec::encode_image(&image, out)
 }
 
-/// Reads an image of format `version` (2 or 3) from `input`, at most `limit` bytes.
+/// Reads an image of format `version` (2, 3 or 4) from `input`, at most `limit` bytes.
 pub fn decode(version: u32, input: impl Read, limit: u64) -> io::Result<Parts<'static>> {
     match version {
         2 => codec::decode_image::<ImageV2>(input, limit).map(ImageV2::into_parts),
         3 => codec::decode_image::<ImageV3>(input, limit).and_then(ImageV3::into_parts),
+        4 => codec::decode_image::<ImageV4>(input, limit).and_then(|image| {
+            let mut parts = image.v3.into_parts()?;
+            parts.events = image.events;
+            Ok(parts)
+        }),
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("no image format {version}"),
@@ -341,6 +357,7 @@ impl ImageV3 {
             max_id: self.counters.max_id,
             clock: self.counters.clock,
             stats: self.counters.stats(),
+            events: 0,
         })
     }
 }
@@ -437,6 +454,7 @@ impl ImageV2 {
                 clusters: count(self.stats.clusters),
                 joins: count(self.stats.joins),
             },
+            events: 0,
         }
     }
 }

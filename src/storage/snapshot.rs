@@ -31,8 +31,8 @@ pub const SNAPSHOT_MAGIC: &[u8; 8] = b"IDENTSNP";
 /// The format written: an image of the engine's tables.
 pub(crate) const IMAGE_VERSION: u32 = schema::VERSION;
 
-/// The formats read: facts (1), and images (2 and 3).
-const VERSIONS: [u32; 3] = [FORMAT_VERSION, 2, IMAGE_VERSION];
+/// The formats read: facts (1), and images (2, 3 and 4).
+const VERSIONS: [u32; 4] = [FORMAT_VERSION, 2, 3, IMAGE_VERSION];
 
 /// `[length u64][crc32 u32]` of the header and image before it.
 const TRAILER: usize = 12;

@@ -47,6 +47,7 @@ pub(crate) struct WriterOptions {
     pub faults: Option<Arc<Faults>>,
     pub sealed: Option<SealedTx>,
     pub observer: Option<Arc<dyn super::LogObserver>>,
+    pub hook: Option<Arc<dyn super::DurableHook>>,
 }
 
 struct Queue {
@@ -418,6 +419,9 @@ impl Worker {
             bytes: self.segment.bytes,
             last_seq,
         };
+        if let Some(hook) = &self.options.hook {
+            hook.durable(last_seq);
+        }
         self.publish(last_seq);
         self.segment.published = self.segment.bytes;
         if self.segment.bytes >= self.options.segment_bytes {

@@ -152,6 +152,8 @@ pub struct Metrics {
     last_snapshot_timestamp: FloatGauge,
     last_snapshot_seconds: FloatGauge,
     recovery_seconds: FloatGauge,
+    /// The change feed's figures.
+    pub feed: crate::feed::FeedMetrics,
     /// A cluster member's Raft figures; None on a single node.
     pub cluster: Option<RaftMetrics>,
 }
@@ -213,6 +215,7 @@ impl Metrics {
             last_snapshot_timestamp: FloatGauge::default(),
             last_snapshot_seconds: FloatGauge::default(),
             recovery_seconds: FloatGauge::default(),
+            feed: crate::feed::FeedMetrics::default(),
             cluster: None,
         };
         let r = &mut m.registry;
@@ -311,7 +314,33 @@ impl Metrics {
             "How long start-up recovery took",
             m.recovery_seconds.clone(),
         );
+        m.register_feed();
         m
+    }
+
+    /// Registers the change feed's figures.
+    fn register_feed(&mut self) {
+        let (r, m) = (&mut self.registry, &self.feed);
+        r.register(
+            "changes_events_written",
+            "Change feed events written to its files since start",
+            m.events_written.clone(),
+        );
+        r.register(
+            "changes_consumers",
+            "Change feed readers connected now (waiting or streaming)",
+            m.consumers.clone(),
+        );
+        r.register(
+            "changes_oldest_seq",
+            "The oldest change feed sequence number still kept (0: none)",
+            m.oldest.clone(),
+        );
+        r.register(
+            "changes_last_seq",
+            "The newest change feed sequence number",
+            m.last.clone(),
+        );
     }
 
     /// A cluster member's metrics: a single node's, and the Raft figures.

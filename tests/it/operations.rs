@@ -66,6 +66,7 @@ const ROUTES: &[(&str, &str, &[&str])] = &[
     ("get", "/cluster", &["200", "401", "403", "409"]),
     ("post", "/cluster/members", &["200", "400", "409", "503"]),
     ("delete", "/cluster/members/{id}", &["200", "409", "503"]),
+    ("get", "/changes", &["200", "400", "401", "403", "410"]),
 ];
 
 #[test]

@@ -36,7 +36,12 @@ fn try_copy(from: &Path, to: &Path) -> io::Result<()> {
         .map(|entry| entry.map(|e| e.file_name()))
         .collect::<io::Result<_>>()?;
     for name in names {
-        std::fs::copy(from.join(&name), to.join(&name))?;
+        if from.join(&name).is_dir() {
+            std::fs::create_dir_all(to.join(&name))?;
+            try_copy(&from.join(&name), &to.join(&name))?;
+        } else {
+            std::fs::copy(from.join(&name), to.join(&name))?;
+        }
     }
     Ok(())
 }
