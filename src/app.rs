@@ -31,6 +31,8 @@ pub enum AppError {
     Matching(String),
     #[error("cluster: {0}")]
     Member(String),
+    #[error("{0}")]
+    Options(String),
 }
 
 /// A recovered store bound to its address, ready to serve.
@@ -47,6 +49,7 @@ impl App {
     /// Recovers the data directory and binds the address (port 0 works, for tests).
     pub async fn build(config: Config) -> Result<App, AppError> {
         let modes = config.matching.modes().map_err(AppError::Matching)?;
+        let answer_key = config.answer_key().map_err(AppError::Options)?;
         let unrecorded = crate::matching::record::check(&config.data_dir, &modes)
             .map_err(|e| AppError::Matching(e.to_string()))?;
         let (store, member, lock) = if config.cluster.enabled() {
@@ -75,7 +78,7 @@ impl App {
             .map_err(|e| AppError::Bind(config.addr, e))?;
         let state = AppState {
             store: store.clone(),
-            compat_key_typo: config.compat_key_typo,
+            answer_key,
             limits: Limits {
                 body_bytes: config.body_limit,
                 timeout: Duration::from_millis(config.request_timeout_ms),

@@ -64,10 +64,10 @@ pub async fn block(
     let body = body.map_err(|r| body_error(&r, app.limits.body_bytes))?;
     let query = app.canon.query(parse_query(&body)?);
     let (kind, value) = one_value(query.email().cloned(), query.phone().cloned())?;
-    let compat = app.compat_key_typo;
+    let key = app.answer_key;
     let (entry, identities) = app
         .store
-        .block(kind, &value, move |i| contact_json(i, compat))
+        .block(kind, &value, move |i| contact_json(i, key))
         .await?;
     Ok(json_ok(
         &json!({ "blocked": entry_json(&entry), "identities": identities }),
@@ -100,10 +100,10 @@ pub async fn unblock(
     let (email, phone) = super::contacts::identifiers_of(&params)?;
     let (email, phone) = (app.canon.email_opt(email), app.canon.phone_opt(phone));
     let (kind, value) = one_value(email, phone)?;
-    let compat = app.compat_key_typo;
+    let key = app.answer_key;
     let identities = app
         .store
-        .unblock(kind, &value, move |i| contact_json(i, compat))
+        .unblock(kind, &value, move |i| contact_json(i, key))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("{} {value:?} is not blocked", kind.field())))?;
     Ok(json_ok(&json!({

@@ -64,10 +64,10 @@ pub async fn identity(
     id: Result<Path<ContactId>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = contact_id(id)?;
-    let compat = app.compat_key_typo;
+    let key = app.answer_key;
     let answer = app
         .store
-        .read(|e| e.identity(id).map(|i| answer_json(&i, compat)))
+        .read(|e| e.identity(id).map(|i| answer_json(&i, key)))
         .await?;
     let answer =
         answer.ok_or_else(|| ApiError::NotFound(format!("no live contact has id {id}")))?;
@@ -87,11 +87,8 @@ pub async fn delete(
     id: Result<Path<ContactId>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = contact_id(id)?;
-    let compat = app.compat_key_typo;
-    let (row, identities) = app
-        .store
-        .delete(id, move |i| contact_json(i, compat))
-        .await?;
+    let key = app.answer_key;
+    let (row, identities) = app.store.delete(id, move |i| contact_json(i, key)).await?;
     let body = json!({ "deleted": row, "identities": identities });
     Ok(json_ok(&body))
 }

@@ -12,6 +12,7 @@ mod model;
 #[allow(dead_code)]
 mod storage_support;
 
+mod answer_key;
 mod backup;
 mod browser;
 mod canon;
