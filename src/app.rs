@@ -1,6 +1,8 @@
 //! Start-up (recover storage, bind, serve) and graceful shutdown (stop accepting, finish the
 //! requests in flight, sync the log, write a snapshot).
 
+mod notify;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -185,6 +187,12 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
         tracing::info!(addr = %self.local_addr(), "listening");
+        // Recovered and bound: a service manager waiting for readiness (Type=notify) is told so.
+        notify::ready(self.local_addr());
+        let shutdown = async move {
+            shutdown.await;
+            notify::stopping();
+        };
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();

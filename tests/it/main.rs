@@ -27,6 +27,7 @@ mod golden;
 mod guards;
 mod http_identify;
 mod lifecycle;
+mod notify;
 mod operations;
 mod orders;
 mod smoke;
