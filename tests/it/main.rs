@@ -18,6 +18,7 @@ mod browser;
 mod canon;
 mod cluster;
 mod console_api;
+mod container;
 mod crash;
 mod disk_full;
 mod durability;
