@@ -38,7 +38,7 @@ fn the_image_serves_keeps_its_volume_runs_unprivileged_and_stops_cleanly_on_sigt
     let podman = Podman::new();
     podman.make_base_image();
     build_release_binary();
-    podman.build_prebuilt_image();
+    let _image = podman.build_prebuilt_image();
     let size = podman.output(
         &["image", "inspect", "--format", "{{.Size}}", IMAGE],
         MINUTE,
@@ -279,14 +279,31 @@ impl Podman {
     }
 
     /// `podman build --target prebuilt` from the repository (docker format: an OCI image has no
-    /// HEALTHCHECK).
-    fn build_prebuilt_image(&self) {
-        self.output(
-            &[
-                "build", "--format", "docker", "--target", "prebuilt", "--tag", IMAGE, REPO,
-            ],
-            Duration::from_secs(10 * 60),
-        );
+    /// HEALTHCHECK), keeping no intermediate images; the image is removed when the guard drops.
+    fn build_prebuilt_image(&self) -> Image<'_> {
+        let build = [
+            "build",
+            "--format",
+            "docker",
+            "--layers=false",
+            "--target",
+            "prebuilt",
+            "--tag",
+        ];
+        let args: Vec<&str> = build.into_iter().chain([IMAGE, REPO]).collect();
+        self.output(&args, Duration::from_secs(10 * 60));
+        Image { podman: self }
+    }
+}
+
+/// The image built, removed when the test ends (declared first, so dropped after its containers).
+struct Image<'a> {
+    podman: &'a Podman,
+}
+
+impl Drop for Image<'_> {
+    fn drop(&mut self) {
+        let _ = self.podman.succeeds(&["rmi", "--force", IMAGE]);
     }
 }
 
