@@ -311,9 +311,8 @@ impl Config {
             (Some(key), false) => Ok(key),
             (None | Some(AnswerKey::Both), true) => Ok(AnswerKey::Both),
             (Some(key), true) => Err(format!(
-                "--compat-key-typo means --answer-key both, but --answer-key {key} was also given \
-                 (or IDENTITY_ENGINE_COMPAT_KEY_TYPO and IDENTITY_ENGINE_ANSWER_KEY are both set): \
-                 keep one of them"
+                "--compat-key-typo (IDENTITY_ENGINE_COMPAT_KEY_TYPO) means --answer-key both, but \
+                 --answer-key {key} (IDENTITY_ENGINE_ANSWER_KEY) was given too: keep one of them"
             )),
         }
     }

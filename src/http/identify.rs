@@ -91,7 +91,7 @@ pub enum AnswerKey {
 
 impl AnswerKey {
     /// The key names sent, in the order they are written.
-    pub fn keys(self) -> &'static [&'static str] {
+    fn keys(self) -> &'static [&'static str] {
         match self {
             AnswerKey::Typo => &[TYPO_KEY],
             AnswerKey::Both => &[CORRECT_KEY, TYPO_KEY],
