@@ -210,17 +210,19 @@ impl<'a> ContactJson<'a> {
 /// One cluster, as every answer spells it: its primary, its distinct identifiers primary-first,
 /// its secondaries oldest-first. The one declaration of the answer: serde writes it (the
 /// reference `answer_json` is tested against) and the OpenAPI document describes it, with the
-/// keys of the server's `--answer-key` ([`describe_answer_key`]).
+/// keys the server's `--answer-key` sends.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(as = Identity)]
 pub struct ContactJson<'a> {
     /// The primary's id (not sent with `--answer-key typo`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = u32)]
     primary_contact_id: Option<ContactId>,
     /// The same value under the task statement's spelling (sent with `--answer-key typo` or
     /// `both`).
     #[serde(rename = "primaryContatctId", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = u32)]
     typo: Option<ContactId>,
     #[schema(value_type = Vec<String>)]
     emails: &'a [&'a str],
