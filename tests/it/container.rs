@@ -48,7 +48,7 @@ fn the_image_serves_keeps_its_volume_runs_unprivileged_and_stops_cleanly_on_sigt
 
     let mut first = Container::start(&podman, &volume);
     first.check_unprivileged_pid_1();
-    first.check_healthcheck();
+    first.check_healthcheck_and_stop_signal();
     assert_eq!(
         first.identify(r#"{"email":"a@x.test","phoneNumber":"555"}"#)["primaryContactId"],
         1
@@ -467,8 +467,9 @@ impl<'a> Container<'a> {
         );
     }
 
-    /// `podman healthcheck run`: the image's HEALTHCHECK, run in the container, says healthy.
-    fn check_healthcheck(&self) {
+    /// `podman healthcheck run`: the image's HEALTHCHECK, run in the container, says healthy;
+    /// and the image stops containers with SIGTERM.
+    fn check_healthcheck_and_stop_signal(&self) {
         assert!(
             self.podman.succeeds(&["healthcheck", "run", &self.name]),
             "the image's HEALTHCHECK fails:\n{}",
