@@ -8,7 +8,7 @@
 //! too, imported as `debian:bookworm-slim` (kept for the next run). The release binary is brought
 //! up to date by `cargo build --release`, which does nothing when it already is (.ci/run builds it
 //! before the tests, so the suite does not share its cores with an LTO build). Every step is
-//! bounded by a timeout.
+//! bounded by a timeout. The default target, which needs the Rust image, is checked for its shape.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -100,6 +100,30 @@ fn the_image_serves_keeps_its_volume_runs_unprivileged_and_stops_cleanly_on_sigt
         !after_first.contains(&newest),
         "the second stop wrote a new snapshot: {newest} after {after_first:?}"
     );
+}
+
+/// The default target (the last stage) is the runtime built from source, which needs the Rust
+/// image and so is not built here; what can be checked without it is checked: its shape.
+#[test]
+fn the_default_target_is_the_runtime_from_the_build_stage_and_prebuilt_copies_target_release() {
+    let dockerfile = std::fs::read_to_string(Path::new(REPO).join("Dockerfile")).unwrap();
+    let stages: Vec<&str> = dockerfile.split("\nFROM ").skip(1).collect();
+    let named = |name: &str| {
+        (stages.iter())
+            .find(|s| s.lines().next().unwrap().ends_with(&format!(" AS {name}")))
+            .unwrap_or_else(|| panic!("no stage {name}"))
+    };
+    assert!(named("build").starts_with("rust:"), "{}", named("build"));
+    assert!(named("base").starts_with("debian:bookworm-slim "));
+    let last = stages.last().unwrap();
+    assert!(
+        last.starts_with("base AS runtime\n"),
+        "the last stage: {last}"
+    );
+    assert!(last.contains("COPY --from=build /out/identity-engine /usr/local/bin/"));
+    let prebuilt = named("prebuilt");
+    assert!(prebuilt.starts_with("base AS prebuilt\n"), "{prebuilt}");
+    assert!(prebuilt.contains("COPY target/release/identity-engine /usr/local/bin/"));
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
