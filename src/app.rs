@@ -1,6 +1,8 @@
 //! Start-up (recover storage, bind, serve) and graceful shutdown (stop accepting, finish the
 //! requests in flight, sync the log, write a snapshot).
 
+mod notify;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -31,6 +33,8 @@ pub enum AppError {
     Matching(String),
     #[error("cluster: {0}")]
     Member(String),
+    #[error("{0}")]
+    Options(String),
 }
 
 /// A task that ended without finishing (a bug), as an error instead of a second panic.
@@ -54,6 +58,7 @@ impl App {
     /// Recovers the data directory and binds the address (port 0 works, for tests).
     pub async fn build(config: Config) -> Result<App, AppError> {
         let modes = config.matching.modes().map_err(AppError::Matching)?;
+        let answer_key = config.answer_key().map_err(AppError::Options)?;
         let unrecorded = crate::matching::record::check(&config.data_dir, &modes)
             .map_err(|e| AppError::Matching(e.to_string()))?;
         let (store, member, lock) = if config.cluster.enabled() {
@@ -82,7 +87,7 @@ impl App {
             .map_err(|e| AppError::Bind(config.addr, e))?;
         let state = AppState {
             store: store.clone(),
-            compat_key_typo: config.compat_key_typo,
+            answer_key,
             limits: Limits {
                 body_bytes: config.body_limit,
                 timeout: Duration::from_millis(config.request_timeout_ms),
@@ -190,12 +195,15 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
         tracing::info!(addr = %self.local_addr(), "listening");
+        // Recovered and bound: a service manager waiting for readiness (Type=notify) is told so.
+        notify::ready(self.local_addr());
         let feed = self.store.feed().clone();
         tokio::spawn(keep_feed_retention(feed.clone()));
         // Readers waiting on the change feed (a long poll, a stream) end as shutdown begins,
         // or the drain would wait for them.
         let shutdown = async move {
             shutdown.await;
+            notify::stopping();
             feed.close();
         };
         let service = self

@@ -127,8 +127,14 @@ fn serve(config: Config) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let app = App::build(config).await.map_err(|e| e.to_string())?;
         app.run(shutdown_signal()).await.map_err(|e| e.to_string())
-    })
+    });
+    // run() has awaited all that must finish (the drain, the log's sync and snapshot, Raft's
+    // stop). A blocking task still running is a cluster peer's name lookup, which getaddrinfo
+    // cannot cancel: dropping the runtime would wait for it, up to the resolver's timeouts
+    // (seen: 10 s, a container stop's whole grace period, when a peer's name stops resolving).
+    runtime.shutdown_background();
+    served
 }

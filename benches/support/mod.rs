@@ -112,7 +112,7 @@ pub fn identify(engine: &mut Engine, query: &Query, now: Timestamp) -> Vec<u8> {
     let identity = engine
         .identity(plan.answer)
         .expect("a planned answer names a live contact");
-    identity_engine::http::answer_json(&identity, false)
+    identity_engine::http::answer_json(&identity, identity_engine::http::AnswerKey::Correct)
 }
 
 /// The resident set size of this process in bytes, from `/proc/self/status`.

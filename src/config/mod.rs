@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::http::AnswerKey;
 use crate::matching::canon::{EmailMatch, Modes, PhoneMatch};
 use crate::storage::{Faults, FsyncPolicy, StorageOptions};
 
@@ -148,7 +149,11 @@ pub struct Config {
     /// always: answer after fsync; interval: fsync about once a second; never: leave it to the OS.
     #[arg(long, env = "IDENTITY_ENGINE_FSYNC", value_enum, default_value_t = FsyncPolicy::Always)]
     pub fsync: FsyncPolicy,
-    /// Also send the key `primaryContatctId` (the task statement's spelling) in answers.
+    /// The primary's key in answers: correct (`primaryContactId`), typo (only
+    /// `primaryContatctId`, the task statement's spelling) or both. Default correct.
+    #[arg(long, env = "IDENTITY_ENGINE_ANSWER_KEY", value_enum)]
+    pub answer_key: Option<AnswerKey>,
+    /// Also send `primaryContatctId` beside `primaryContactId`: the same as --answer-key both.
     #[arg(long, env = "IDENTITY_ENGINE_COMPAT_KEY_TYPO", action = clap::ArgAction::SetTrue,
         value_parser = clap::builder::BoolishValueParser::new())]
     pub compat_key_typo: bool,
@@ -312,6 +317,20 @@ impl Config {
         }
     }
 
+    /// The answer key from --answer-key and the older --compat-key-typo (which means `both`), or
+    /// why the two disagree.
+    pub fn answer_key(&self) -> Result<AnswerKey, String> {
+        match (self.answer_key, self.compat_key_typo) {
+            (None, false) => Ok(AnswerKey::default()),
+            (Some(key), false) => Ok(key),
+            (None | Some(AnswerKey::Both), true) => Ok(AnswerKey::Both),
+            (Some(key), true) => Err(format!(
+                "--compat-key-typo (IDENTITY_ENGINE_COMPAT_KEY_TYPO) means --answer-key both, but \
+                 --answer-key {key} (IDENTITY_ENGINE_ANSWER_KEY) was given too: keep one of them"
+            )),
+        }
+    }
+
     pub fn storage(&self) -> StorageOptions {
         StorageOptions {
             dir: self.data_dir.clone(),
@@ -346,7 +365,7 @@ mod tests {
         assert_eq!(config.addr.to_string(), "127.0.0.1:3000");
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.fsync, FsyncPolicy::Always);
-        assert!(!config.compat_key_typo);
+        assert_eq!(config.answer_key(), Ok(AnswerKey::Correct));
         assert_eq!(config.body_limit, 16 * 1024);
     }
 
@@ -367,6 +386,27 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["identity-engine", "--bogus"]).is_err());
         assert!(Cli::try_parse_from(["identity-engine", "--fsync", "sometimes"]).is_err());
+    }
+
+    #[test]
+    fn the_answer_key_is_chosen_once_and_the_old_flag_means_both() {
+        let key = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["identity-engine"].iter().chain(args)).unwrap();
+            cli.serve.answer_key()
+        };
+        assert_eq!(key(&["--answer-key", "typo"]), Ok(AnswerKey::Typo));
+        assert_eq!(key(&["--answer-key", "both"]), Ok(AnswerKey::Both));
+        assert_eq!(key(&["--answer-key", "correct"]), Ok(AnswerKey::Correct));
+        assert_eq!(key(&["--compat-key-typo"]), Ok(AnswerKey::Both));
+        assert_eq!(
+            key(&["--compat-key-typo", "--answer-key", "both"]),
+            Ok(AnswerKey::Both)
+        );
+        for other in ["typo", "correct"] {
+            let error = key(&["--compat-key-typo", "--answer-key", other]).unwrap_err();
+            assert!(error.contains(&format!("--answer-key {other}")), "{error}");
+        }
+        assert!(Cli::try_parse_from(["identity-engine", "--answer-key", "primary"]).is_err());
     }
 
     #[test]

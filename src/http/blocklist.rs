@@ -10,14 +10,19 @@ use axum::response::Response;
 use serde_json::json;
 
 use super::contacts::identities_json;
-use super::identify::{body_error, json_ok, parse_query};
+use super::identify::{body_error, json_ok, parse_query, AnswerKey};
 use super::{ApiError, AppState};
 use crate::engine::{BlockReason, BlockedValue, Email, Engine, Kind, Op, Outcome, Phone};
 use crate::store::Origin;
 
 /// The identity of every cluster holding `value` now: where a block or unblock left them.
-fn holders_json(engine: &Engine, kind: Kind, value: &str, compat: bool) -> Vec<serde_json::Value> {
-    identities_json(engine, &engine.primaries_holding(kind, value), compat)
+fn holders_json(
+    engine: &Engine,
+    kind: Kind,
+    value: &str,
+    key: AnswerKey,
+) -> Vec<serde_json::Value> {
+    identities_json(engine, &engine.primaries_holding(kind, value), key)
 }
 
 fn entry_json(entry: &BlockedValue) -> serde_json::Value {
@@ -77,7 +82,7 @@ pub async fn block(
         reason: BlockReason::Admin,
     };
     let origin = Origin::of(&op);
-    let compat = app.compat_key_typo;
+    let key = app.answer_key;
     let body = app
         .store
         .execute(op, origin, move |engine, done| {
@@ -85,7 +90,7 @@ pub async fn block(
                 return None;
             };
             let entry = engine.blocked(*kind, value)?;
-            let identities = holders_json(engine, *kind, value, compat);
+            let identities = holders_json(engine, *kind, value, key);
             Some(json!({ "blocked": entry_json(&entry), "identities": identities }))
         })
         .await?;
@@ -120,7 +125,7 @@ pub async fn unblock(
     let (kind, value) = one_value(email, phone)?;
     let op = Op::Unblock { kind, value };
     let origin = Origin::of(&op);
-    let compat = app.compat_key_typo;
+    let key = app.answer_key;
     let body = app
         .store
         .execute(op, origin, move |engine, done| {
@@ -129,7 +134,7 @@ pub async fn unblock(
             };
             Some(json!({
                 "unblocked": { "kind": kind.field(), "value": value },
-                "identities": holders_json(engine, *kind, value, compat),
+                "identities": holders_json(engine, *kind, value, key),
             }))
         })
         .await?;

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::json;
 
-use super::identify::{answer_json, contact_json, json_ok, json_response};
+use super::identify::{answer_json, contact_json, json_ok, json_response, AnswerKey};
 use super::{ApiError, AppState};
 use crate::engine::{Contact, ContactId, Email, Engine, Op, Outcome, Phone};
 use crate::store::Origin;
@@ -32,11 +32,11 @@ pub(super) fn identifiers_of(
 pub(super) fn identities_json(
     engine: &Engine,
     primaries: &[ContactId],
-    compat: bool,
+    key: AnswerKey,
 ) -> Vec<serde_json::Value> {
     (primaries.iter())
         .filter_map(|&p| engine.identity(p))
-        .map(|i| contact_json(&i, compat))
+        .map(|i| contact_json(&i, key))
         .collect()
 }
 
@@ -77,10 +77,10 @@ pub async fn identity(
     id: Result<Path<ContactId>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = contact_id(id)?;
-    let compat = app.compat_key_typo;
+    let key = app.answer_key;
     let answer = app
         .store
-        .read(|e| e.identity(id).map(|i| answer_json(&i, compat)))
+        .read(|e| e.identity(id).map(|i| answer_json(&i, key)))
         .await?;
     let answer =
         answer.ok_or_else(|| ApiError::NotFound(format!("no live contact has id {id}")))?;
@@ -102,14 +102,14 @@ pub async fn delete(
     let id = contact_id(id)?;
     let op = Op::Delete(id);
     let origin = Origin::of(&op);
-    let compat = app.compat_key_typo;
+    let key = app.answer_key;
     let body = app
         .store
         .execute(op, origin, move |engine, done| {
             let Outcome::Deleted { id, groups } = &done.outcome else {
                 return None;
             };
-            let identities = identities_json(engine, groups, compat);
+            let identities = identities_json(engine, groups, key);
             Some(json!({ "deleted": engine.contact(*id)?, "identities": identities }))
         })
         .await?;

@@ -33,11 +33,11 @@ pub async fn identify(
     let body = body.map_err(|r| body_error(&r, app.limits.body_bytes))?;
     let op = Op::Identify(app.canon.query(parse_query(&body)?));
     let origin = Origin::of(&op);
-    let compat = app.compat_key_typo;
+    let key = app.answer_key;
     let answer = app
         .store
         .execute(op, origin, move |engine, done| match done.outcome {
-            Outcome::Identity(id) => engine.identity(id).map(|i| answer_json(&i, compat)),
+            Outcome::Identity(id) => engine.identity(id).map(|i| answer_json(&i, key)),
             _ => None,
         })
         .await?;
@@ -84,6 +84,50 @@ pub(crate) fn json_ok(value: &impl Serialize) -> Response {
     json_response(StatusCode::OK, body)
 }
 
+/// Which spelling of the primary's key the answers use (docs/API.md, "The answer key"): the
+/// correct `primaryContactId`, the task statement's `primaryContatctId`, or both side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum AnswerKey {
+    /// Only `primaryContatctId`, as the task statement spells it.
+    Typo,
+    /// Both keys, with the same value (what `--compat-key-typo` means).
+    Both,
+    /// Only `primaryContactId`.
+    #[default]
+    Correct,
+}
+
+impl AnswerKey {
+    /// The key names sent, in the order they are written.
+    fn keys(self) -> &'static [&'static str] {
+        match self {
+            AnswerKey::Typo => &[TYPO_KEY],
+            AnswerKey::Both => &[CORRECT_KEY, TYPO_KEY],
+            AnswerKey::Correct => &[CORRECT_KEY],
+        }
+    }
+
+    fn sends_correct(self) -> bool {
+        self != AnswerKey::Typo
+    }
+
+    fn sends_typo(self) -> bool {
+        self != AnswerKey::Correct
+    }
+}
+
+/// The option's value, as written on the command line.
+impl fmt::Display for AnswerKey {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        use clap::ValueEnum;
+        let value = self.to_possible_value().expect("no variant is skipped");
+        f.write_str(value.get_name())
+    }
+}
+
+const CORRECT_KEY: &str = "primaryContactId";
+const TYPO_KEY: &str = "primaryContatctId";
+
 /// `{"contact": {...}}`, written straight to bytes while the engine's strings are borrowed,
 /// into a buffer sized for it up front (escapes aside) so it is allocated once.
 ///
@@ -91,20 +135,22 @@ pub(crate) fn json_ok(value: &impl Serialize) -> Response {
 /// byte-by-byte escaping was 42% of a request. A string is copied whole unless it holds a byte
 /// JSON must escape (rare: a quote, a backslash, a control character), which serde_json writes.
 /// The output is byte for byte what serializing `ContactJson` gives (a test holds it to that).
-pub fn answer_json(identity: &IdentityRef<'_>, compat_key_typo: bool) -> Vec<u8> {
+pub fn answer_json(identity: &IdentityRef<'_>, key: AnswerKey) -> Vec<u8> {
     let texts: usize = (identity.emails.iter())
         .chain(&identity.phone_numbers)
         .map(|t| t.len() + 3)
         .sum();
     let capacity = 128 + texts + 11 * identity.secondary_contact_ids.len();
     let mut out = Vec::with_capacity(capacity);
-    out.extend_from_slice(b"{\"contact\":{\"primaryContactId\":");
-    push_id(&mut out, identity.primary_contact_id);
-    if compat_key_typo {
-        out.extend_from_slice(b",\"primaryContatctId\":");
+    out.extend_from_slice(b"{\"contact\":{");
+    for name in key.keys() {
+        out.push(b'"');
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
         push_id(&mut out, identity.primary_contact_id);
+        out.push(b',');
     }
-    out.extend_from_slice(b",\"emails\":");
+    out.extend_from_slice(b"\"emails\":");
     push_strings(&mut out, &identity.emails);
     out.extend_from_slice(b",\"phoneNumbers\":");
     push_strings(&mut out, &identity.phone_numbers);
@@ -145,9 +191,8 @@ fn push_strings(out: &mut Vec<u8>, texts: &[&str]) {
 }
 
 /// The inner `{...}` of an answer, as a JSON value (for answers that hold several).
-pub(crate) fn contact_json(identity: &IdentityRef<'_>, compat_key_typo: bool) -> serde_json::Value {
-    serde_json::to_value(ContactJson::new(identity, compat_key_typo))
-        .expect("plain data serializes")
+pub(crate) fn contact_json(identity: &IdentityRef<'_>, key: AnswerKey) -> serde_json::Value {
+    serde_json::to_value(ContactJson::new(identity, key)).expect("plain data serializes")
 }
 
 /// The answer as serde would write it: the reference `answer_json` is tested against.
@@ -158,10 +203,11 @@ struct AnswerJson<'a> {
 }
 
 impl<'a> ContactJson<'a> {
-    fn new(identity: &'a IdentityRef<'a>, compat_key_typo: bool) -> ContactJson<'a> {
+    fn new(identity: &'a IdentityRef<'a>, key: AnswerKey) -> ContactJson<'a> {
+        let id = identity.primary_contact_id;
         ContactJson {
-            primary_contact_id: identity.primary_contact_id,
-            typo: compat_key_typo.then_some(identity.primary_contact_id),
+            primary_contact_id: key.sends_correct().then_some(id),
+            typo: key.sends_typo().then_some(id),
             emails: &identity.emails,
             phone_numbers: &identity.phone_numbers,
             secondary_contact_ids: &identity.secondary_contact_ids,
@@ -171,15 +217,20 @@ impl<'a> ContactJson<'a> {
 
 /// One cluster, as every answer spells it: its primary, its distinct identifiers primary-first,
 /// its secondaries oldest-first. The one declaration of the answer: serde writes it (the
-/// reference `answer_json` is tested against) and the OpenAPI document describes it.
+/// reference `answer_json` is tested against) and the OpenAPI document describes it, with the
+/// keys the server's `--answer-key` sends.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(as = Identity)]
 pub struct ContactJson<'a> {
-    primary_contact_id: ContactId,
-    /// Only with `--compat-key-typo`: the same value under the task statement's spelling.
+    /// The primary's id (not sent with `--answer-key typo`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = u32)]
+    primary_contact_id: Option<ContactId>,
+    /// The same value under the task statement's spelling (sent with `--answer-key typo` or
+    /// `both`).
     #[serde(rename = "primaryContatctId", skip_serializing_if = "Option::is_none")]
-    #[schema(required = false)]
+    #[schema(value_type = u32)]
     typo: Option<ContactId>,
     #[schema(value_type = Vec<String>)]
     emails: &'a [&'a str],
@@ -187,6 +238,29 @@ pub struct ContactJson<'a> {
     phone_numbers: &'a [&'a str],
     #[schema(value_type = Vec<u32>)]
     secondary_contact_ids: &'a [ContactId],
+}
+
+/// Makes the OpenAPI document's `Identity` list exactly the keys this server sends, both required.
+pub fn describe_answer_key(api: &mut utoipa::openapi::OpenApi, key: AnswerKey) {
+    use utoipa::openapi::{RefOr, Schema};
+    let schema = api
+        .components
+        .as_mut()
+        .and_then(|c| c.schemas.get_mut("Identity"));
+    let Some(RefOr::T(Schema::Object(identity))) = schema else {
+        unreachable!("Identity is an object schema of the document");
+    };
+    for name in [CORRECT_KEY, TYPO_KEY] {
+        if !key.keys().contains(&name) {
+            identity.properties.remove(name);
+        }
+    }
+    identity
+        .required
+        .retain(|r| ![CORRECT_KEY, TYPO_KEY].contains(&r.as_str()));
+    identity
+        .required
+        .splice(0..0, key.keys().iter().map(|k| k.to_string()));
 }
 
 /// The request body. Only an object is accepted (a derived struct would also take an array);
@@ -340,15 +414,15 @@ mod tests {
                 phone_numbers: phones,
                 secondary_contact_ids: (0..n as ContactId).map(|i| i * 1_000_003).collect(),
             };
-            for compat in [false, true] {
+            for key in [AnswerKey::Typo, AnswerKey::Both, AnswerKey::Correct] {
                 let reference = serde_json::to_vec(&AnswerJson {
-                    contact: ContactJson::new(&identity, compat),
+                    contact: ContactJson::new(&identity, key),
                 })
                 .unwrap();
                 assert_eq!(
-                    String::from_utf8(answer_json(&identity, compat)).unwrap(),
+                    String::from_utf8(answer_json(&identity, key)).unwrap(),
                     String::from_utf8(reference).unwrap(),
-                    "case {n}, compat {compat}"
+                    "case {n}, key {key}"
                 );
             }
         }

@@ -25,7 +25,7 @@ use axum::routing::get;
 use axum::Router;
 
 pub use error::ApiError;
-pub use identify::{answer_json, parse_query};
+pub use identify::{answer_json, parse_query, AnswerKey};
 pub use ops::Limits;
 
 use crate::store::Store;
@@ -52,7 +52,8 @@ impl Default for Limits {
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
-    pub compat_key_typo: bool,
+    /// Which spelling of `primaryContactId` identities are rendered with.
+    pub answer_key: AnswerKey,
     pub limits: Limits,
     /// With a token, admin endpoints need it; without, they answer loopback clients only.
     pub admin_token: Option<Arc<str>>,
@@ -63,11 +64,11 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Default options: no typo key, the default limits, no admin token (loopback only).
+    /// Default options: the correct key only, the default limits, no admin token (loopback only).
     pub fn new(store: Store) -> AppState {
         AppState {
             store,
-            compat_key_typo: false,
+            answer_key: AnswerKey::Correct,
             limits: Limits::default(),
             admin_token: None,
             canon: crate::matching::canon::Canon::default(),
@@ -129,6 +130,7 @@ pub(crate) fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::O
         .split_for_parts();
     api.merge(feed_api);
     api.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    identify::describe_answer_key(&mut api, state.answer_key);
     let document = Arc::new(
         api.to_pretty_json()
             .expect("the OpenAPI document serializes"),

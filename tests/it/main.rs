@@ -12,11 +12,13 @@ mod model;
 #[allow(dead_code)]
 mod storage_support;
 
+mod answer_key;
 mod backup;
 mod browser;
 mod canon;
 mod cluster;
 mod console_api;
+mod container;
 mod crash;
 mod disk_full;
 mod durability;
@@ -28,6 +30,7 @@ mod guards;
 mod http_identify;
 mod imports;
 mod lifecycle;
+mod notify;
 mod operations;
 mod orders;
 mod smoke;

@@ -9,6 +9,9 @@ const TOKEN_KEY = 'identity-engine-admin-token';
 let graphView = null;   // the drawn graph of the identity shown
 let shown = null;       // {id, graph} of the identity shown
 
+// An identity's primary, whichever spelling the server's --answer-key sends (docs/API.md).
+const primaryOf = identity => identity.primaryContactId ?? identity.primaryContatctId;
+
 // ---- calling the API ----
 
 class ApiError extends Error {
@@ -175,7 +178,7 @@ async function openContact(id) {
 function renderCard(c) {
   const list = (items, fmt = x => x) => items.length ? items.map(fmt).join(', ') : '—';
   $('identity-card').replaceChildren(
-    el('h2', {}, `Primary #${c.primaryContactId}`),
+    el('h2', {}, `Primary #${primaryOf(c)}`),
     el('dl', { class: 'facts' },
       el('dt', {}, 'Emails'), el('dd', {}, list(c.emails)),
       el('dt', {}, 'Phone numbers'), el('dd', {}, list(c.phoneNumbers)),
@@ -280,7 +283,7 @@ $('confirm').addEventListener('close', () => {
 
 async function remove(id) {
   const answer = await api('DELETE', `/contacts/${id}`);
-  const next = answer.identities[0]?.primaryContactId;
+  const next = answer.identities[0] && primaryOf(answer.identities[0]);
   if (next) await openContact(next); else { $('identity-body').hidden = true; $('identity-empty').hidden = false; }
   outcome($('outcome'), `Contact ${id} deleted. Its identity became ${answer.identities.length} identit${answer.identities.length === 1 ? 'y' : 'ies'}:`, answer.identities);
   say(`Contact ${id} deleted.`);
@@ -290,7 +293,7 @@ async function remove(id) {
 function outcome(box, title, identities) {
   box.hidden = false;
   box.replaceChildren(el('p', {}, title), el('ul', {}, ...identities.map(i => el('li', {},
-    el('a', { href: `#contact/${i.primaryContactId}` }, `Primary #${i.primaryContactId}`),
+    el('a', { href: `#contact/${primaryOf(i)}` }, `Primary #${primaryOf(i)}`),
     `: ${[...i.emails, ...i.phoneNumbers].join(', ') || 'no values'}; ${1 + i.secondaryContactIds.length} contact${i.secondaryContactIds.length ? 's' : ''}`))));
 }
 
@@ -321,8 +324,8 @@ async function unblock(kind, value) {
 // Shows the blocklist, or the identity shown before the repair (or the first it became).
 async function refreshAfterRepair(identities) {
   if (location.hash === '#blocklist') return loadBlocklist();
-  const still = shown && identities.find(i => i.primaryContactId === shown.id || i.secondaryContactIds.includes(shown.id));
-  const next = still ? shown.id : identities[0]?.primaryContactId;
+  const still = shown && identities.find(i => primaryOf(i) === shown.id || i.secondaryContactIds.includes(shown.id));
+  const next = still ? shown.id : (identities[0] && primaryOf(identities[0]));
   if (next) await openContact(next);
 }
 
@@ -359,7 +362,7 @@ $('try-form').addEventListener('submit', event => {
     $('try-answer').textContent = 'Sending…';
     const response = await fetch('/identify', { method: 'POST', body: JSON.stringify(body) });
     const answer = await response.json();
-    const link = answer.contact ? el('a', { href: `#contact/${answer.contact.primaryContactId}` }, `Open Primary #${answer.contact.primaryContactId}`) : '';
+    const link = answer.contact ? el('a', { href: `#contact/${primaryOf(answer.contact)}` }, `Open Primary #${primaryOf(answer.contact)}`) : '';
     $('try-answer').replaceChildren(`${response.status} ${response.statusText}\n${JSON.stringify(answer, null, 2)}\n`, link);
   });
 });
