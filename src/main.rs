@@ -9,7 +9,7 @@ use identity_engine::engine::Limits;
 use identity_engine::storage::StorageOptions;
 use identity_engine::telemetry::logging;
 use identity_engine::tools::orders::{self, ImportFormat};
-use identity_engine::tools::{backup, check, export, import, rekey};
+use identity_engine::tools::{backup, changes, check, export, import, rekey};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -110,6 +110,12 @@ fn run_tool(command: Command) -> Result<(), String> {
                 .map(|r| r.to_string())
                 .map_err(|e| e.to_string())
         }
+        Command::Changes {
+            url,
+            token,
+            after,
+            follow,
+        } => changes::follow(&url, token.as_deref(), after, follow),
         Command::Serve(_) => unreachable!("serve is not a tool"),
     }?;
     print!("{report}");

@@ -424,30 +424,48 @@ impl Store {
     ) -> Result<Done> {
         let plan =
             (state.engine.plan(op, now)).inspect_err(|refusal| self.count_refusal(refusal))?;
-        if !plan.facts.is_empty() {
-            if let Some(seq) = durable(&plan.facts)? {
-                state.applied_seq = seq;
-            }
-            for fact in &plan.facts {
-                if let Err(error) = state.engine.apply(fact) {
-                    tracing::error!(%error, "a planned change did not apply; failing closed");
-                    state.engine.take_moves();
-                    self.fail_closed(format!("a planned change did not apply: {error}"));
-                    return Err(StorageError::Unavailable.into());
-                }
-            }
-            self.count(&plan.facts);
-            tracing::debug!(
-                cause = origin.cause.as_str(),
-                by = origin.by.as_deref(),
-                facts = plan.facts.len(),
-                "change applied"
-            );
+        let mut facts = plan.facts;
+        if facts.is_empty() {
+            return Ok(Done {
+                outcome: plan.outcome,
+                facts,
+                moved: Vec::new(),
+            });
         }
+        // Who made it, logged when the facts do not say so themselves, so that a replay
+        // names the same cause and token in the change feed.
+        if origin.by.is_some() || origin.cause != Cause::inferred(&facts) {
+            let fact = Change::Origin {
+                cause: origin.cause,
+                by: origin.by.clone(),
+            };
+            facts.insert(0, fact);
+        }
+        let durable_at = durable(&facts)?;
+        if let Some(seq) = durable_at {
+            state.applied_seq = seq;
+        }
+        let mut moved = Vec::new();
+        let mut applied = Vec::with_capacity(facts.len());
+        for fact in &facts {
+            if let Err(error) = state.engine.apply(fact) {
+                tracing::error!(%error, "a planned change did not apply; failing closed");
+                state.engine.take_moves();
+                self.fail_closed(format!("a planned change did not apply: {error}"));
+                return Err(StorageError::Unavailable.into());
+            }
+            let moves = state.engine.take_moves();
+            moved.extend_from_slice(&moves);
+            applied.push((fact, moves));
+        }
+        let events = (state.engine).events_of(&applied, origin.cause, origin.by.as_deref());
+        drop(applied);
+        self.inner.feed.queue(events, durable_at);
+        self.count(&facts);
         Ok(Done {
             outcome: plan.outcome,
-            facts: plan.facts,
-            moved: state.engine.take_moves(),
+            facts,
+            moved,
         })
     }
 

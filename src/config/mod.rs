@@ -104,6 +104,22 @@ pub enum Command {
         #[arg(long, env = "IDENTITY_ENGINE_MAX_CLUSTER_SIZE", default_value_t = crate::engine::Limits::DEFAULT_MAX_CLUSTER_SIZE)]
         max_cluster_size: u32,
     },
+    /// Print a running server's change feed as NDJSON, one event a line, from after --after;
+    /// with --follow, keep waiting for new events (resume later with the last seq printed).
+    Changes {
+        /// The server, such as http://127.0.0.1:3000.
+        #[arg(long, env = "IDENTITY_ENGINE_URL")]
+        url: String,
+        /// A token with the read role (sent as Authorization: Bearer).
+        #[arg(long, env = "IDENTITY_ENGINE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Print the events after this seq (default 0: from the oldest kept).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Keep following: wait for new events instead of stopping at the newest.
+        #[arg(long)]
+        follow: bool,
+    },
 }
 
 /// How identifiers are matched; a data directory records the modes it was built with.

@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -90,6 +91,8 @@ struct Inner {
     head: watch::Sender<u64>,
     /// Set when the server shuts down: waiting readers and streams end.
     closing: watch::Sender<bool>,
+    /// The oldest sequence number kept (what a cursor before it is told), 1 until history goes.
+    oldest: AtomicU64,
     options: FeedOptions,
     metrics: FeedMetrics,
 }
@@ -125,6 +128,7 @@ impl Feed {
                 recent: RwLock::new(Recent::default()),
                 head: watch::Sender::new(last),
                 closing: watch::Sender::new(false),
+                oldest: AtomicU64::new(1),
                 options,
                 metrics,
             }),
@@ -216,9 +220,17 @@ impl Feed {
             );
             files.files.cut_after(0)?;
         }
+        let segments = files.files.segments();
         match files.files.append(&batch) {
             Ok(()) => {
                 self.inner.metrics.events_written.inc_by(batch.len() as u64);
+                if files.files.segments() > segments {
+                    // A segment was closed: what is past the retention now goes.
+                    let keep_since = self.keep_since();
+                    let max_bytes = self.inner.options.retention_bytes;
+                    files.files.retain(keep_since, max_bytes)?;
+                    self.note_oldest(&files.files);
+                }
                 Ok(())
             }
             Err(error) => {
@@ -231,6 +243,10 @@ impl Feed {
     /// Up to `limit` events after `after`, oldest first; or why they are gone.
     pub fn read(&self, after: u64, limit: usize) -> Result<Page, Compacted> {
         let head = *self.inner.head.borrow();
+        let oldest = self.inner.oldest.load(Ordering::Acquire);
+        if after + 1 < oldest {
+            return Err(Compacted { after, oldest });
+        }
         if after >= head {
             return Ok(Page {
                 events: Vec::new(),
@@ -318,10 +334,7 @@ impl Feed {
 
     /// Removes what is past the retention (its age or its size).
     pub fn retain(&self) -> Result<(), StorageError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let keep_since = now.saturating_sub(self.inner.options.retention).as_millis() as i64;
+        let keep_since = self.keep_since();
         let removed = {
             let mut files = self.inner.files.lock();
             files.files.sync()?;
@@ -339,11 +352,31 @@ impl Feed {
         Ok(())
     }
 
+    /// Events older than this (milliseconds since the epoch) are past the retention.
+    fn keep_since(&self) -> i64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        now.saturating_sub(self.inner.options.retention).as_millis() as i64
+    }
+
     fn publish_figures(&self) {
         let files = self.inner.files.lock();
-        let oldest = files.files.oldest().unwrap_or(0);
-        self.inner.metrics.oldest.set(oldest as i64);
+        self.note_oldest(&files.files);
         self.inner.metrics.last.set(self.head() as i64);
+    }
+
+    /// What the files keep now is what readers get: older events leave memory too.
+    fn note_oldest(&self, files: &FeedFiles) {
+        let oldest = files.oldest().unwrap_or(files.last() + 1).max(1);
+        self.inner.oldest.store(oldest, Ordering::Release);
+        self.inner.metrics.oldest.set(oldest as i64);
+        let mut recent = self.inner.recent.write();
+        while recent.events.front().is_some_and(|e| e.seq < oldest) {
+            if let Some(old) = recent.events.pop_front() {
+                recent.contacts -= old.contacts.len().max(1);
+            }
+        }
     }
 }
 

@@ -182,6 +182,11 @@ impl FeedFiles {
             .map(|s| s.first)
     }
 
+    /// Segments on disk.
+    pub fn segments(&self) -> usize {
+        self.segments.len()
+    }
+
     /// Bytes on disk.
     pub fn bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.bytes).sum()

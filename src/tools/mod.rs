@@ -1,8 +1,10 @@
 //! The offline commands over a data directory no server is using (import, orders, rekey,
-//! export, check and repair), and the backup container and restore.
+//! export, check and repair), the backup container and restore, and a follower of a running
+//! server's change feed.
 
 pub mod backup;
 pub mod blocklist;
+pub mod changes;
 pub mod check;
 pub mod export;
 pub mod import;

@@ -205,3 +205,16 @@ fn dechunk(mut body: &str) -> Option<String> {
         body = rest.get(n + 2..)?;
     }
 }
+
+/// Polls `ready` until it holds, failing the test after `within`: a wait on a condition, never
+/// a sleep of a guessed length.
+pub fn wait_until(within: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the condition did not hold within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

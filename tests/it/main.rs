@@ -16,6 +16,7 @@ mod answer_key;
 mod backup;
 mod browser;
 mod canon;
+mod changes;
 mod cluster;
 mod console_api;
 mod container;
