@@ -244,7 +244,7 @@ impl Feed {
     pub fn read(&self, after: u64, limit: usize) -> Result<Page, Compacted> {
         let head = *self.inner.head.borrow();
         let oldest = self.inner.oldest.load(Ordering::Acquire);
-        if after + 1 < oldest {
+        if after.saturating_add(1) < oldest {
             return Err(Compacted { after, oldest });
         }
         if after >= head {
@@ -255,7 +255,7 @@ impl Feed {
         }
         {
             let recent = self.inner.recent.read();
-            if recent.events.front().is_some_and(|e| e.seq <= after + 1) {
+            if recent.events.front().is_some_and(|e| e.seq <= after.saturating_add(1)) {
                 let events: Vec<Arc<Event>> = (recent.events.iter())
                     .filter(|e| e.seq > after && e.seq <= head)
                     .take(limit)
@@ -272,7 +272,7 @@ impl Feed {
                 files.files.reader(),
             )
         };
-        if after + 1 < oldest {
+        if after.saturating_add(1) < oldest {
             return Err(Compacted { after, oldest });
         }
         let events = match reader.read(after, limit) {

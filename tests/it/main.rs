@@ -24,6 +24,7 @@ mod crash;
 mod disk_full;
 mod durability;
 mod engine_model;
+mod feed_rebuild;
 mod first_hour;
 mod golden;
 mod golden_raft;

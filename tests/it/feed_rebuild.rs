@@ -1,0 +1,334 @@
+//! A consumer that follows the change feed and applies every event's `contacts` to a map from id
+//! to primary ends with the map the rows say (each live contact's `linkedId`, or its own id for
+//! a primary; deleted ones gone), at checkpoints and at the end: under random requests,
+//! deletes, blocks, unblocks and imports with small guards, across a `kill -9` of the server,
+//! and with the consumer going back to an earlier seq now and then (delivery is at least once:
+//! applying an event twice is harmless).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::storage_support::{free_port, try_request};
+
+/// Id to primary (None once gone), as a consumer rebuilds it from the feed.
+pub type Primaries = HashMap<u64, Option<u64>>;
+
+/// Applies one event's contacts.
+pub fn apply_event(map: &mut Primaries, event: &Value) {
+    for c in event["contacts"].as_array().unwrap() {
+        map.insert(c["id"].as_u64().unwrap(), c["primary"].as_u64());
+    }
+}
+
+/// What the rows say the map must be: every row's primary, or None for a deleted one.
+pub fn primaries_of_rows(ndjson: &str) -> Primaries {
+    (ndjson.lines())
+        .map(|line| {
+            let row: Value = serde_json::from_str(line).unwrap();
+            let id = row["id"].as_u64().unwrap();
+            let primary = match row["deletedAt"].is_null() {
+                true => Some(row["linkedId"].as_u64().unwrap_or(id)),
+                false => None,
+            };
+            (id, primary)
+        })
+        .collect()
+}
+
+/// The rows' map against the consumer's: every row's entry must be there and equal, except a
+/// deleted row the feed never mentioned (a row imported deleted needs no event to be gone).
+pub fn assert_rebuilt(rows: &Primaries, rebuilt: &Primaries, at: &str) {
+    for (id, primary) in rows {
+        let seen = rebuilt.get(id).copied();
+        let agree = seen == Some(*primary) || (primary.is_none() && seen.is_none());
+        assert!(agree, "{at}: contact {id}: the rows say {primary:?}, the feed {seen:?}");
+    }
+    for (id, primary) in rebuilt {
+        if primary.is_some() {
+            assert!(rows.contains_key(id), "{at}: the feed names contact {id}, no row does");
+        }
+    }
+}
+
+/// A small deterministic generator (the test's seed is printed when it fails).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// One random change, as an HTTP request: a method, a path and a body. Deletions pick among
+/// `known` ids (those answers named) and, now and then, one no contact has.
+pub fn random_change(
+    rng: &mut Rng,
+    next_import_id: &mut u64,
+    known: &[u64],
+) -> (&'static str, String, String) {
+    let email = |r: &mut Rng| format!("e{}@shop.test", r.below(9));
+    let phone = |r: &mut Rng| format!("{}", 100 + r.below(7));
+    match rng.below(20) {
+        0..=11 => {
+            let body = match rng.below(3) {
+                0 => format!(r#"{{"email":"{}"}}"#, email(rng)),
+                1 => format!(r#"{{"phoneNumber":"{}"}}"#, phone(rng)),
+                _ => format!(r#"{{"email":"{}","phoneNumber":"{}"}}"#, email(rng), phone(rng)),
+            };
+            ("POST", "/identify".into(), body)
+        }
+        12..=15 => {
+            let pick = rng.below(known.len() as u64 + 2) as usize;
+            let id = known.get(pick).copied().unwrap_or(7_000_000 + pick as u64);
+            ("DELETE", format!("/contacts/{id}"), String::new())
+        }
+        16 => ("POST", "/blocklist".into(), format!(r#"{{"phoneNumber":"{}"}}"#, phone(rng))),
+        17 => ("DELETE", format!("/blocklist?phoneNumber={}", phone(rng)), String::new()),
+        _ => {
+            let mut rows = String::from(
+                "id,phoneNumber,email,linkedId,linkPrecedence,createdAt,updatedAt,deletedAt\n",
+            );
+            for _ in 0..1 + rng.below(4) {
+                let id = *next_import_id;
+                *next_import_id += 1;
+                let linked = if rng.below(3) == 0 && id > 1_000_001 {
+                    (id - 1).to_string()
+                } else {
+                    String::new()
+                };
+                let precedence = if linked.is_empty() { "primary" } else { "secondary" };
+                let at = "2023-01-01T00:00:00.000Z";
+                rows += &format!(
+                    "{id},{},{},{linked},{precedence},{at},{at},\n",
+                    phone(rng),
+                    email(rng)
+                );
+            }
+            ("POST", "/contacts/import?format=csv".into(), rows)
+        }
+    }
+}
+
+/// The real binary on `dir`, restarted as the test asks.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    pub fn start(dir: &Path, extra: &[&str]) -> Server {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_identity-engine"))
+            .args(["--addr", &addr.to_string(), "--data-dir"])
+            .arg(dir)
+            .args(["--generic-threshold", "4", "--max-cluster-size", "12"])
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the server");
+        let server = Server { child, addr };
+        crate::common::wait_until(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(addr).is_ok()
+        });
+        server
+    }
+
+    pub fn kill(&mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A consumer on its own thread: follows the feed of whatever address `target` holds,
+/// through errors (a server that is down), applying events to its map; now and then it goes
+/// back to a seq it saved earlier and applies the events again.
+pub struct Consumer {
+    pub map: Arc<Mutex<Primaries>>,
+    pub cursor: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Consumer {
+    pub fn follow(target: Arc<Mutex<Vec<SocketAddr>>>, seed: u64) -> Consumer {
+        let map = Arc::new(Mutex::new(Primaries::new()));
+        let cursor = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, c, s) = (map.clone(), cursor.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut rng = Rng::new(seed);
+            let mut saved = 0;
+            while !s.load(Ordering::SeqCst) {
+                let addrs = target.lock().unwrap().clone();
+                let addr = addrs[rng.below(addrs.len() as u64) as usize];
+                let after = c.load(Ordering::SeqCst);
+                let limit = 1 + rng.below(40);
+                let path = format!("/changes?after={after}&limit={limit}&wait=1");
+                let Ok(reply) = try_request(addr, "GET", &path, "") else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                if reply.status != 200 {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+                let page: Value = serde_json::from_str(&reply.body).unwrap();
+                let mut map = m.lock().unwrap();
+                for event in page["changes"].as_array().unwrap() {
+                    let seq = event["seq"].as_u64().unwrap();
+                    assert!(seq > after, "an event at or before the cursor: {seq} <= {after}");
+                    apply_event(&mut map, event);
+                }
+                drop(map);
+                let last = page["last"].as_u64().unwrap();
+                if rng.below(10) == 0 {
+                    // The consumer "crashes" and resumes from a seq it saved a while ago.
+                    c.store(saved, Ordering::SeqCst);
+                } else {
+                    if rng.below(4) == 0 {
+                        saved = last.max(after);
+                    }
+                    c.store(last.max(after), Ordering::SeqCst);
+                }
+            }
+        });
+        Consumer {
+            map,
+            cursor,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits until the consumer has read up to `head`, then returns its map.
+    pub fn caught_up(&self, head: u64) -> Primaries {
+        crate::common::wait_until(Duration::from_secs(30), || {
+            self.cursor.load(Ordering::SeqCst) >= head
+        });
+        self.map.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The feed's newest seq at `addr`.
+pub fn head(addr: SocketAddr) -> u64 {
+    let reply = try_request(addr, "GET", "/changes?after=18446744073709551615", "").unwrap();
+    let page: Value = serde_json::from_str(&reply.body).unwrap();
+    page["last"].as_u64().unwrap()
+}
+
+/// Every row's primary (None when deleted), page by page.
+pub fn rows(addr: SocketAddr) -> Primaries {
+    let mut out = Primaries::new();
+    let mut after = 0;
+    loop {
+        let path = format!("/contacts?after={after}&limit=1000");
+        let reply = try_request(addr, "GET", &path, "").unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let page: Value = serde_json::from_str(&reply.body).unwrap();
+        let lines: Vec<String> = (page["contacts"].as_array().unwrap().iter())
+            .map(|row| row.to_string())
+            .collect();
+        out.extend(primaries_of_rows(&lines.join("\n")));
+        match page["next"].as_u64() {
+            Some(next) => after = next,
+            None => return out,
+        }
+    }
+}
+
+/// Sends one random change; any answer of the contract (a refusal too) is fine. Remembers the
+/// ids an answer names, for later deletions.
+fn change(addr: SocketAddr, rng: &mut Rng, next_import_id: &mut u64, known: &mut Vec<u64>) {
+    let (method, path, body) = random_change(rng, next_import_id, known);
+    let reply = try_request(addr, method, &path, &body).expect("the server answers");
+    assert!(reply.status < 500, "{method} {path}: {} {}", reply.status, reply.body);
+    if let Ok(answer) = serde_json::from_str::<Value>(&reply.body) {
+        let contact = &answer["contact"];
+        known.extend(contact["primaryContactId"].as_u64());
+        known.extend((contact["secondaryContactIds"].as_array().into_iter().flatten())
+            .filter_map(Value::as_u64));
+    }
+    known.sort_unstable();
+    known.dedup();
+}
+
+#[test]
+fn a_consumer_rebuilds_every_primary_from_the_feed_across_a_kill_9() {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    let seed = now.unwrap().as_nanos() as u64 ^ 0x9e37_79b9_7f4a_7c15;
+    eprintln!("seed {seed}");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::start(tmp.path(), &[]);
+    let target = Arc::new(Mutex::new(vec![server.addr]));
+    let consumer = Consumer::follow(target.clone(), seed);
+    let mut rng = Rng::new(seed);
+    let mut next_import_id = 1_000_000;
+    let mut known = Vec::new();
+    for round in 0..3 {
+        for _ in 0..120 {
+            change(server.addr, &mut rng, &mut next_import_id, &mut known);
+        }
+        let at = format!("checkpoint {round} (seed {seed})");
+        assert_rebuilt(&rows(server.addr), &consumer.caught_up(head(server.addr)), &at);
+    }
+    // kill -9 in the middle of a burst of requests from a second client.
+    let addr = server.addr;
+    let burst = std::thread::spawn(move || {
+        let mut rng = Rng::new(seed ^ 1);
+        let mut ids = 2_000_000;
+        for _ in 0..400 {
+            let (method, path, body) = random_change(&mut rng, &mut ids, &[]);
+            if try_request(addr, method, &path, &body).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(30 + rng.below(200)));
+    server.kill();
+    let _ = burst.join();
+    let server = Server::start(tmp.path(), &[]);
+    *target.lock().unwrap() = vec![server.addr];
+    for _ in 0..120 {
+        change(server.addr, &mut rng, &mut next_import_id, &mut known);
+    }
+    let at = format!("after the kill (seed {seed})");
+    let rebuilt = consumer.caught_up(head(server.addr));
+    assert_rebuilt(&rows(server.addr), &rebuilt, &at);
+    // The run was worth checking: contacts merged into others, and contacts gone.
+    let merged = rebuilt.iter().filter(|(id, p)| p.is_some_and(|p| p != **id)).count();
+    let gone = rebuilt.values().filter(|p| p.is_none()).count();
+    assert!(merged > 10 && gone > 0, "{merged} merged, {gone} gone (seed {seed})");
+}
