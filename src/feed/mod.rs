@@ -255,7 +255,11 @@ impl Feed {
         }
         {
             let recent = self.inner.recent.read();
-            if recent.events.front().is_some_and(|e| e.seq <= after.saturating_add(1)) {
+            if recent
+                .events
+                .front()
+                .is_some_and(|e| e.seq <= after.saturating_add(1))
+            {
                 let events: Vec<Arc<Event>> = (recent.events.iter())
                     .filter(|e| e.seq > after && e.seq <= head)
                     .take(limit)

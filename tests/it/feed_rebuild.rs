@@ -48,11 +48,17 @@ pub fn assert_rebuilt(rows: &Primaries, rebuilt: &Primaries, at: &str) {
     for (id, primary) in rows {
         let seen = rebuilt.get(id).copied();
         let agree = seen == Some(*primary) || (primary.is_none() && seen.is_none());
-        assert!(agree, "{at}: contact {id}: the rows say {primary:?}, the feed {seen:?}");
+        assert!(
+            agree,
+            "{at}: contact {id}: the rows say {primary:?}, the feed {seen:?}"
+        );
     }
     for (id, primary) in rebuilt {
         if primary.is_some() {
-            assert!(rows.contains_key(id), "{at}: the feed names contact {id}, no row does");
+            assert!(
+                rows.contains_key(id),
+                "{at}: the feed names contact {id}, no row does"
+            );
         }
     }
 }
@@ -87,7 +93,11 @@ pub fn random_change(
             let body = match rng.below(3) {
                 0 => format!(r#"{{"email":"{}"}}"#, email(rng)),
                 1 => format!(r#"{{"phoneNumber":"{}"}}"#, phone(rng)),
-                _ => format!(r#"{{"email":"{}","phoneNumber":"{}"}}"#, email(rng), phone(rng)),
+                _ => format!(
+                    r#"{{"email":"{}","phoneNumber":"{}"}}"#,
+                    email(rng),
+                    phone(rng)
+                ),
             };
             ("POST", "/identify".into(), body)
         }
@@ -96,8 +106,16 @@ pub fn random_change(
             let id = known.get(pick).copied().unwrap_or(7_000_000 + pick as u64);
             ("DELETE", format!("/contacts/{id}"), String::new())
         }
-        16 => ("POST", "/blocklist".into(), format!(r#"{{"phoneNumber":"{}"}}"#, phone(rng))),
-        17 => ("DELETE", format!("/blocklist?phoneNumber={}", phone(rng)), String::new()),
+        16 => (
+            "POST",
+            "/blocklist".into(),
+            format!(r#"{{"phoneNumber":"{}"}}"#, phone(rng)),
+        ),
+        17 => (
+            "DELETE",
+            format!("/blocklist?phoneNumber={}", phone(rng)),
+            String::new(),
+        ),
         _ => {
             let mut rows = String::from(
                 "id,phoneNumber,email,linkedId,linkPrecedence,createdAt,updatedAt,deletedAt\n",
@@ -110,7 +128,11 @@ pub fn random_change(
                 } else {
                     String::new()
                 };
-                let precedence = if linked.is_empty() { "primary" } else { "secondary" };
+                let precedence = if linked.is_empty() {
+                    "primary"
+                } else {
+                    "secondary"
+                };
                 let at = "2023-01-01T00:00:00.000Z";
                 rows += &format!(
                     "{id},{},{},{linked},{precedence},{at},{at},\n",
@@ -200,7 +222,10 @@ impl Consumer {
                 let mut map = m.lock().unwrap();
                 for event in page["changes"].as_array().unwrap() {
                     let seq = event["seq"].as_u64().unwrap();
-                    assert!(seq > after, "an event at or before the cursor: {seq} <= {after}");
+                    assert!(
+                        seq > after,
+                        "an event at or before the cursor: {seq} <= {after}"
+                    );
                     apply_event(&mut map, event);
                 }
                 drop(map);
@@ -274,12 +299,22 @@ pub fn rows(addr: SocketAddr) -> Primaries {
 fn change(addr: SocketAddr, rng: &mut Rng, next_import_id: &mut u64, known: &mut Vec<u64>) {
     let (method, path, body) = random_change(rng, next_import_id, known);
     let reply = try_request(addr, method, &path, &body).expect("the server answers");
-    assert!(reply.status < 500, "{method} {path}: {} {}", reply.status, reply.body);
+    assert!(
+        reply.status < 500,
+        "{method} {path}: {} {}",
+        reply.status,
+        reply.body
+    );
     if let Ok(answer) = serde_json::from_str::<Value>(&reply.body) {
         let contact = &answer["contact"];
         known.extend(contact["primaryContactId"].as_u64());
-        known.extend((contact["secondaryContactIds"].as_array().into_iter().flatten())
-            .filter_map(Value::as_u64));
+        known.extend(
+            (contact["secondaryContactIds"]
+                .as_array()
+                .into_iter()
+                .flatten())
+            .filter_map(Value::as_u64),
+        );
     }
     known.sort_unstable();
     known.dedup();
@@ -302,7 +337,11 @@ fn a_consumer_rebuilds_every_primary_from_the_feed_across_a_kill_9() {
             change(server.addr, &mut rng, &mut next_import_id, &mut known);
         }
         let at = format!("checkpoint {round} (seed {seed})");
-        assert_rebuilt(&rows(server.addr), &consumer.caught_up(head(server.addr)), &at);
+        assert_rebuilt(
+            &rows(server.addr),
+            &consumer.caught_up(head(server.addr)),
+            &at,
+        );
     }
     // kill -9 in the middle of a burst of requests from a second client.
     let addr = server.addr;
@@ -328,9 +367,15 @@ fn a_consumer_rebuilds_every_primary_from_the_feed_across_a_kill_9() {
     let rebuilt = consumer.caught_up(head(server.addr));
     assert_rebuilt(&rows(server.addr), &rebuilt, &at);
     // The run was worth checking: contacts merged into others, and contacts gone.
-    let merged = rebuilt.iter().filter(|(id, p)| p.is_some_and(|p| p != **id)).count();
+    let merged = rebuilt
+        .iter()
+        .filter(|(id, p)| p.is_some_and(|p| p != **id))
+        .count();
     let gone = rebuilt.values().filter(|p| p.is_none()).count();
-    assert!(merged > 10 && gone > 0, "{merged} merged, {gone} gone (seed {seed})");
+    assert!(
+        merged > 10 && gone > 0,
+        "{merged} merged, {gone} gone (seed {seed})"
+    );
 }
 
 /// Every event a member serves, paged.
@@ -386,4 +431,82 @@ fn on_three_members_the_feed_is_the_same_events_with_the_same_seqs_whichever_ans
     assert_eq!(feeds[0], feeds[2], "members 1 and 3 (seed {seed})");
     let at = format!("three members (seed {seed})");
     assert_rebuilt(&rows(addrs[0]), &consumer.caught_up(newest), &at);
+}
+
+/// The server's resident memory, from /proc.
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// `count` identify requests, each a new contact, from four keep-alive connections.
+fn make_changes(addr: SocketAddr, count: usize) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            scope.spawn(move || {
+                let stream = std::net::TcpStream::connect(addr).unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                for i in 0..count / 4 {
+                    let body = format!(r#"{{"email":"m{t}x{i}@shop.test"}}"#);
+                    let head = format!(
+                        "POST /identify HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    writer.write_all((head + &body).as_bytes()).unwrap();
+                    let (mut line, mut length) = (String::new(), 0);
+                    reader.read_line(&mut line).unwrap();
+                    assert!(line.contains(" 200 "), "{line}");
+                    loop {
+                        line.clear();
+                        reader.read_line(&mut line).unwrap();
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut answer = vec![0; length];
+                    reader.read_exact(&mut answer).unwrap();
+                }
+            });
+        }
+    });
+}
+
+#[test]
+#[ignore = "makes 100,000 changes on each of two servers (about a minute in a debug build); .ci/run includes it"]
+fn a_stalled_stream_costs_the_server_a_page_never_the_changes_it_has_not_read() {
+    let (with, without) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (stalled, control) = (
+        Server::start(with.path(), &[]),
+        Server::start(without.path(), &[]),
+    );
+    // A reader that asks for every event from the first and then reads nothing at all.
+    let mut reader = std::net::TcpStream::connect(stalled.addr).unwrap();
+    std::io::Write::write_all(
+        &mut reader,
+        b"GET /changes?after=0 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
+    )
+    .unwrap();
+    std::thread::scope(|scope| {
+        scope.spawn(|| make_changes(stalled.addr, 100_000));
+        scope.spawn(|| make_changes(control.addr, 100_000));
+    });
+    assert_eq!(head(stalled.addr), 100_000, "every change is an event");
+    let (with_reader, without_reader) = (
+        resident_kib(stalled.child.id()),
+        resident_kib(control.child.id()),
+    );
+    eprintln!("resident: {with_reader} KiB with the stalled reader, {without_reader} KiB without");
+    // The bound: the reader's page (100 events, a few KiB) and the allocator's noise, well
+    // under the ~20 MB the unread events would take.
+    assert!(
+        with_reader <= without_reader + 8 * 1024,
+        "{with_reader} KiB with a stalled reader against {without_reader} KiB without"
+    );
+    drop(reader);
 }
