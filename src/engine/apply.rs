@@ -44,6 +44,12 @@ impl Engine {
             Change::Unblocked { kind, value, at } => self.apply_unblocked(*kind, value, *at),
             Change::Rekeyed { kind, from, to, at } => self.apply_rekeyed(*kind, from, to, *at),
             Change::Settled { ids, at } => self.apply_settled(ids, *at),
+            Change::Edited {
+                id,
+                email,
+                phone,
+                at,
+            } => self.apply_edited(*id, [email.as_deref(), phone.as_deref()], *at),
         }
     }
 
@@ -60,7 +66,7 @@ impl Engine {
         Ok(())
     }
 
-    fn tick(&mut self, at: Timestamp) {
+    pub(super) fn tick(&mut self, at: Timestamp) {
         self.clock = self.clock.max(at.0);
     }
 
@@ -282,9 +288,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Deleted row `slot` no longer holds `sym`: its count drops, the index names the next
+    /// Deleted (or edited) row `slot` no longer holds `sym`: its count drops, the index names the next
     /// oldest holder, and with no holder left the joins naming it are forgotten.
-    fn release(&mut self, kind: Kind, sym: Sym, slot: Slot, regrouped: &Regrouped) {
+    pub(super) fn release(&mut self, kind: Kind, sym: Sym, slot: Slot, regrouped: &Regrouped) {
         if sym == NONE {
             return;
         }

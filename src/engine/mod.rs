@@ -7,6 +7,7 @@
 mod answer;
 mod apply;
 mod change;
+mod edit;
 pub(crate) mod evidence;
 mod forest;
 mod guards;
@@ -25,6 +26,7 @@ mod types;
 use hashbrown::HashMap;
 
 pub use change::{Change, NewContact};
+pub use edit::{EditPreview, Patch};
 use forest::Forest;
 pub use forest::{Node, Slot};
 pub use guards::{BlockReason, BlockedValue, GuardStats, Kind, Limits, Refusal};

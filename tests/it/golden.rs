@@ -310,6 +310,7 @@ fn kind(change: &Change) -> &'static str {
         Change::Unblocked { .. } => "Unblocked",
         Change::Rekeyed { .. } => "Rekeyed",
         Change::Settled { .. } => "Settled",
+        Change::Edited { .. } => "Edited",
     }
 }
 
