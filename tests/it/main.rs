@@ -20,6 +20,7 @@ mod console_api;
 mod crash;
 mod disk_full;
 mod durability;
+mod edits;
 mod engine_model;
 mod first_hour;
 mod golden;
