@@ -94,12 +94,14 @@ impl Engine {
         if wanted == [None, None] {
             return Err(Refusal::NoIdentifierLeft(id));
         }
-        let mut syms = [NONE; 2];
+        let mut syms = [row.email, row.phone];
         for kind in Kind::BOTH {
             let (now_held, value) = (current[kind as usize], wanted[kind as usize]);
-            syms[kind as usize] = self.sym_after(kind, value);
-            if value.is_some() && value != now_held {
-                self.admits(kind, value.unwrap_or_default())?;
+            if value != now_held {
+                syms[kind as usize] = match value {
+                    Some(value) => self.admitted(kind, value)?,
+                    None => NONE,
+                };
             }
         }
         if wanted == current {
@@ -128,10 +130,11 @@ impl Engine {
         }
     }
 
-    /// Whether an edit may give its row `value` of `kind`: not blocked, not made generic by
-    /// this one more holder (an edit is refused rather than block a value for everyone: see
-    /// docs/API.md), and room to store it.
-    fn admits(&self, kind: Kind, value: &str) -> Result<(), Refusal> {
+    /// The symbol of `value` (NONE if it was never interned: it ties the row to nobody) if an
+    /// edit may give it to its row: not blocked, not made generic by this one more holder (an
+    /// edit is refused rather than block a value for everyone: see docs/API.md), and room to
+    /// store it.
+    fn admitted(&self, kind: Kind, value: &str) -> Result<Sym, Refusal> {
         let refused = |generic| Refusal::BlockedValue {
             kind,
             value: value.to_owned(),
@@ -140,22 +143,14 @@ impl Engine {
         match self.index(kind).lookup(value) {
             Some(sym) if self.is_blocked(kind, sym) => Err(refused(false)),
             Some(sym) if self.past_threshold(kind, sym, 1) => Err(refused(true)),
-            Some(_) => Ok(()),
-            None if self.index(kind).has_room(value) => Ok(()),
+            Some(sym) => Ok(sym),
+            None if self.index(kind).has_room(value) => Ok(NONE),
             None => Err(Refusal::Capacity("identifier storage")),
         }
     }
 
     fn text(&self, kind: Kind, sym: Sym) -> Option<&str> {
         (sym != NONE).then(|| self.index(kind).resolve(sym))
-    }
-
-    /// The symbol of a value after an edit: NONE when absent or never interned (a value no one
-    /// holds is evidence of nothing).
-    fn sym_after(&self, kind: Kind, value: Option<&str>) -> Sym {
-        value
-            .and_then(|v| self.index(kind).lookup(v))
-            .unwrap_or(NONE)
     }
 
     /// How the clusters regroup when the live row `slot` holds `syms` (email, phone) instead
@@ -169,39 +164,17 @@ impl Engine {
             .collect();
         let mut joined = vec![false; pieces.groups.len()];
         let mut absorbed: Vec<Slot> = Vec::new();
-        let mut reach = |holder: Slot| match piece_of.get(&holder) {
-            Some(&i) => joined[i] = true,
-            None if holder != slot => {
-                let other = self.forest.find(holder);
-                if other != root && !absorbed.contains(&other) {
-                    absorbed.push(other);
-                }
-            }
-            None => {}
-        };
-        for kind in Kind::BOTH {
-            let sym = syms[kind as usize];
-            if sym == NONE || self.is_blocked(kind, sym) {
-                continue;
-            }
-            if let Some(holder) = self.holder_besides(kind, sym, &pieces) {
-                reach(holder);
-            }
-            let other = other_kind(kind);
-            let partners = match kind {
-                Kind::Email => self.joins_by_email.get(&sym),
-                Kind::Phone => self.joins_by_phone.get(&sym),
-            };
-            for &partner in partners.into_iter().flatten() {
-                if !self.is_blocked(other, partner) {
-                    if let Some(holder) = self.holder_besides(other, partner, &pieces) {
-                        reach(holder);
+        for holder in self.tied_to(slot, syms, &pieces) {
+            match piece_of.get(&holder) {
+                Some(&i) => joined[i] = true,
+                None if holder == slot => {}
+                None => {
+                    let other = self.forest.find(holder);
+                    if other != root && !absorbed.contains(&other) {
+                        absorbed.push(other);
                     }
                 }
             }
-        }
-        for &linked in self.links.get(&slot).into_iter().flatten() {
-            reach(linked);
         }
         let mut edited = vec![slot];
         let mut groups = vec![Vec::new()];
@@ -223,6 +196,32 @@ impl Engine {
             groups,
             pieces,
         }
+    }
+
+    /// A live row of each thing that ties row `slot` holding `syms` to others: a holder of each
+    /// of its values, of each value a join pairs with one of them, and each row it is linked
+    /// to. Blocked values tie nothing; a holder may be `slot` itself.
+    fn tied_to(&self, slot: Slot, syms: [Sym; 2], pieces: &Regrouped) -> Vec<Slot> {
+        let mut holders = Vec::new();
+        for kind in Kind::BOTH {
+            let sym = syms[kind as usize];
+            if sym == NONE || self.is_blocked(kind, sym) {
+                continue;
+            }
+            holders.extend(self.holder_besides(kind, sym, pieces));
+            let other = other_kind(kind);
+            let partners = match kind {
+                Kind::Email => self.joins_by_email.get(&sym),
+                Kind::Phone => self.joins_by_phone.get(&sym),
+            };
+            for &partner in partners.into_iter().flatten() {
+                if !self.is_blocked(other, partner) {
+                    holders.extend(self.holder_besides(other, partner, pieces));
+                }
+            }
+        }
+        holders.extend(self.links.get(&slot).into_iter().flatten());
+        holders
     }
 
     /// A live holder of `sym` other than the edited row: one in the former cluster's pieces if

@@ -129,7 +129,7 @@ pub enum Refusal {
     #[error("contact {0} must keep an email or a phone number")]
     NoIdentifierLeft(super::types::ContactId),
     /// An edit's new value is blocked, or this one more holder would make it generic.
-    #[error("{} {value:?} {}", kind.field(), if *generic { "is held by as many live contacts as the generic threshold allows, so one more would block it as generic; an edit does not block a value for everyone" } else { "is blocked (evidence of nothing), so no contact can be given it" })]
+    #[error("{} {value:?} {}", kind.field(), if *generic { "already has as many live holders as the generic threshold allows, so one more would block it as generic; an edit does not block a value for everyone" } else { "is blocked (evidence of nothing), so no contact can be given it" })]
     BlockedValue {
         kind: Kind,
         value: String,

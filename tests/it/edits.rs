@@ -365,3 +365,17 @@ fn a_restart_after_edits_answers_the_same() {
     ));
     assert_eq!(shapes(&again), [(2, vec![]), (1, vec![3])]);
 }
+
+#[test]
+fn an_import_of_an_existing_id_is_still_refused_and_is_no_way_to_edit() {
+    let app = spawn_app_with(|_| {});
+    three_contacts(&app);
+    ok(patch(&app, "/contacts/2", r#"{"phoneNumber": "222"}"#));
+    let before = export(&app);
+    let file = "id,phoneNumber,email,linkedId,linkPrecedence,createdAt,updatedAt,deletedAt\n\
+        2,999,new@x.io,,primary,2023-04-01T00:00:00.374Z,2023-04-01T00:00:00.374Z,\n";
+    let refused = app.post("/contacts/import", file);
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert!(refused.text.contains("already exists"), "{}", refused.text);
+    assert_eq!(export(&app), before);
+}
