@@ -288,8 +288,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Deleted (or edited) row `slot` no longer holds `sym`: its count drops, the index names the next
-    /// oldest holder, and with no holder left the joins naming it are forgotten.
+    /// Deleted (or edited) row `slot` no longer holds `sym`: its count drops, the index names
+    /// the next oldest holder, and with no holder left the joins naming it are forgotten.
     pub(super) fn release(&mut self, kind: Kind, sym: Sym, slot: Slot, regrouped: &Regrouped) {
         if sym == NONE {
             return;
