@@ -593,12 +593,13 @@ impl Store {
     fn count_refusal(&self, refusal: &Refusal) {
         let code = match refusal {
             Refusal::ClusterLimit { .. } | Refusal::ImportOverCap { .. } => "cluster_limit",
-            Refusal::Blocked => "blocked_identifier",
+            Refusal::Blocked | Refusal::BlockedValue { .. } => "blocked_identifier",
             Refusal::Capacity(_) => "capacity_exhausted",
             Refusal::UnknownContact(_)
             | Refusal::DeletedContact(_)
             | Refusal::NotBlocked { .. }
-            | Refusal::IdTaken { .. } => return,
+            | Refusal::IdTaken { .. }
+            | Refusal::NoIdentifierLeft(_) => return,
         };
         self.inner.metrics.refused(code);
     }

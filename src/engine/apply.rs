@@ -45,6 +45,12 @@ impl Engine {
             Change::Rekeyed { kind, from, to, at } => self.apply_rekeyed(*kind, from, to, *at),
             Change::Settled { ids, at } => self.apply_settled(ids, *at),
             Change::Origin { .. } => Ok(()),
+            Change::Edited {
+                id,
+                email,
+                phone,
+                at,
+            } => self.apply_edited(*id, [email.as_deref(), phone.as_deref()], *at),
         }
     }
 
@@ -61,7 +67,7 @@ impl Engine {
         Ok(())
     }
 
-    fn tick(&mut self, at: Timestamp) {
+    pub(super) fn tick(&mut self, at: Timestamp) {
         self.clock = self.clock.max(at.0);
     }
 
@@ -283,9 +289,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Deleted row `slot` no longer holds `sym`: its count drops, the index names the next
-    /// oldest holder, and with no holder left the joins naming it are forgotten.
-    fn release(&mut self, kind: Kind, sym: Sym, slot: Slot, regrouped: &Regrouped) {
+    /// Deleted (or edited) row `slot` no longer holds `sym`: its count drops, the index names
+    /// the next oldest holder, and with no holder left the joins naming it are forgotten.
+    pub(super) fn release(&mut self, kind: Kind, sym: Sym, slot: Slot, regrouped: &Regrouped) {
         if sym == NONE {
             return;
         }

@@ -78,6 +78,16 @@ pub enum Change {
     /// [`Cause::inferred`]): the change feed names the same cause and token after a replay.
     /// Changes nothing.
     Origin { cause: Cause, by: Option<String> },
+    /// A live row's identifiers are now `email` and `phone` (id and `createdAt` kept, its
+    /// `updatedAt` set to `at`): its former cluster regroups by the evidence that remains, the
+    /// clusters its new values tie it to merge with its group, the oldest primary first, and
+    /// each row whose primary changes is relinked at `at`.
+    Edited {
+        id: ContactId,
+        email: Option<String>,
+        phone: Option<String>,
+        at: Timestamp,
+    },
 }
 
 /// Every field of a new row, identifiers already normalized.

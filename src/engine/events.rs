@@ -13,6 +13,8 @@
 //! - `Blocked`: `blocked` (no contacts), then `split` for the rows relinked, if any.
 //! - `Unblocked`: `unblocked` with the rows relinked.
 //! - `Rekeyed`: `rekeyed` with the rows relinked, if any.
+//! - `Edited`: `edited` (the contact, with its primary), then `split` for the other rows the
+//!   edit relinked (its former cluster's pieces, or the clusters it joined), if any.
 //! - An import (a group with `Settled`): every contact it created or moved, once each with
 //!   where it ended, as `imported`.
 //! - Anything else that moves a contact (only logs of earlier versions do): `split`.
@@ -44,6 +46,7 @@ pub enum EventKind {
     Unblocked,
     Imported,
     Rekeyed,
+    Edited,
 }
 
 impl EventKind {
@@ -57,6 +60,7 @@ impl EventKind {
             EventKind::Unblocked => "unblocked",
             EventKind::Imported => "imported",
             EventKind::Rekeyed => "rekeyed",
+            EventKind::Edited => "edited",
         }
     }
 }
@@ -164,6 +168,12 @@ fn drafts_of(fact: &Change, moved: &[Moved]) -> Vec<(EventKind, Vec<Moved>)> {
             drafts
         }
         Change::Unblocked { .. } => vec![(EventKind::Unblocked, moved.to_vec())],
+        Change::Edited { id, .. } => {
+            let subject = (moved.iter()).filter(|m| m.id == *id).copied().collect();
+            let mut drafts = vec![(EventKind::Edited, subject)];
+            drafts.extend(split(Some(*id)));
+            drafts
+        }
         Change::Rekeyed { .. } if moved.is_empty() => Vec::new(),
         Change::Rekeyed { .. } => vec![(EventKind::Rekeyed, moved.to_vec())],
         _ => split(None).into_iter().collect(),
@@ -197,7 +207,8 @@ impl Change {
             | Change::Blocked { at, .. }
             | Change::Unblocked { at, .. }
             | Change::Rekeyed { at, .. }
-            | Change::Settled { at, .. } => Some(*at),
+            | Change::Settled { at, .. }
+            | Change::Edited { at, .. } => Some(*at),
             Change::Joined { .. } | Change::Linked { .. } | Change::Origin { .. } => None,
         }
     }
@@ -212,6 +223,8 @@ impl Cause {
             Cause::Import
         } else if has(|f| matches!(f, Change::Rekeyed { .. })) {
             Cause::Rekey
+        } else if has(|f| matches!(f, Change::Edited { .. })) {
+            Cause::Edit
         } else if has(|f| matches!(f, Change::Deleted { .. })) {
             Cause::Delete
         } else if has(|f| {

@@ -125,6 +125,16 @@ pub enum Refusal {
         cap: u32,
         values: Vec<String>,
     },
+    /// An edit would leave its contact with neither an email nor a phone number.
+    #[error("contact {0} must keep an email or a phone number")]
+    NoIdentifierLeft(super::types::ContactId),
+    /// An edit's new value is blocked, or this one more holder would make it generic.
+    #[error("{} {value:?} {}", kind.field(), if *generic { "already has as many live holders as the generic threshold allows, so one more would block it as generic; an edit does not block a value for everyone" } else { "is blocked (evidence of nothing), so no contact can be given it" })]
+    BlockedValue {
+        kind: Kind,
+        value: String,
+        generic: bool,
+    },
 }
 
 /// One blocked value.

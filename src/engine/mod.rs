@@ -7,6 +7,7 @@
 mod answer;
 mod apply;
 mod change;
+mod edit;
 pub mod events;
 pub(crate) mod evidence;
 mod forest;
@@ -26,6 +27,7 @@ mod types;
 use hashbrown::HashMap;
 
 pub use change::{Change, NewContact};
+pub use edit::{EditPreview, Patch};
 pub use events::{Event, EventKind};
 use forest::Forest;
 pub use forest::{Node, Slot};

@@ -10,9 +10,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::change::Change;
+use super::edit::Patch;
 use super::guards::{BlockReason, Kind, Refusal};
 use super::import::Rows;
-use super::types::{ContactId, Query, Timestamp};
+use super::types::{ContactId, Email, Phone, Query, Timestamp};
 use super::{Engine, EngineError};
 
 /// A change someone asked for.
@@ -38,6 +39,13 @@ pub enum Op {
         from: String,
         to: String,
     },
+    /// `PATCH /contacts/{id}`: a live contact's identifiers replaced (values already normalized
+    /// and keyed by the matching modes).
+    Edit {
+        id: ContactId,
+        email: Patch<Email>,
+        phone: Patch<Phone>,
+    },
 }
 
 /// What made a change, as the change feed names it (`cause`). Usually the op's own kind; a
@@ -49,6 +57,7 @@ pub enum Cause {
     Blocklist,
     Import,
     Rekey,
+    Edit,
 }
 
 impl Cause {
@@ -59,6 +68,7 @@ impl Cause {
             Cause::Blocklist => "blocklist",
             Cause::Import => "import",
             Cause::Rekey => "rekey",
+            Cause::Edit => "edit",
         }
     }
 }
@@ -72,6 +82,7 @@ impl Op {
             Op::Block { .. } | Op::Unblock { .. } => Cause::Blocklist,
             Op::Import(_) => Cause::Import,
             Op::Rekey { .. } => Cause::Rekey,
+            Op::Edit { .. } => Cause::Edit,
         }
     }
 }
@@ -97,6 +108,13 @@ pub enum Outcome {
     },
     /// The value's holders hold its key (or nobody held it: nothing to do).
     Rekeyed,
+    /// The edited contact and the members of every cluster the edit leaves among those it
+    /// touched, each oldest first: the edited contact's cluster, then each other group its
+    /// former cluster split into, oldest primary first.
+    Edited {
+        id: ContactId,
+        groups: Vec<Vec<ContactId>>,
+    },
 }
 
 /// What an op implies: every fact of it or none, and whatever it holds, `apply` can apply.
@@ -162,6 +180,7 @@ impl Engine {
                 facts: self.plan_rekey(*kind, from, to, now)?,
                 outcome: Outcome::Rekeyed,
             }),
+            Op::Edit { id, email, phone } => self.plan_edit(*id, email, phone, now),
         }
     }
 }

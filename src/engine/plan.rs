@@ -275,7 +275,7 @@ impl Engine {
 
     /// Whether `sym`, given `added` more live holders, is held by more than the generic
     /// threshold allows (and may be blocked for it: not blocked yet, not exempt).
-    fn past_threshold(&self, kind: Kind, sym: Sym, added: u32) -> bool {
+    pub(super) fn past_threshold(&self, kind: Kind, sym: Sym, added: u32) -> bool {
         let threshold = self.limits.generic_threshold;
         threshold > 0
             && !self.is_blocked(kind, sym)

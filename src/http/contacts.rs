@@ -43,7 +43,9 @@ pub(super) fn identities_json(
 /// The most rows one page may hold.
 pub(crate) const MAX_LIMIT: usize = 1000;
 
-fn contact_id(id: Result<Path<ContactId>, PathRejection>) -> Result<ContactId, ApiError> {
+pub(super) fn contact_id(
+    id: Result<Path<ContactId>, PathRejection>,
+) -> Result<ContactId, ApiError> {
     id.map(|Path(id)| id)
         .map_err(|_| ApiError::NotFound("contact ids are positive integers".into()))
 }

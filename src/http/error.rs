@@ -56,6 +56,12 @@ pub enum ApiError {
     MembershipRefused(String),
     #[error("{0}; nothing was changed")]
     IdTaken(String),
+    /// An edit that would leave its contact with no identifier.
+    #[error("{0}; nothing was changed")]
+    NoIdentifierLeft(Refusal),
+    /// An edit's new value is blocked (or would turn generic by it).
+    #[error("{0}; nothing was changed")]
+    BlockedValue(Refusal),
     #[error("an internal error occurred")]
     Internal,
 }
@@ -67,7 +73,8 @@ impl ApiError {
             | ApiError::MissingIdentifier
             | ApiError::InvalidIdentifier(_)
             | ApiError::UnreadableBody
-            | ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
+            | ApiError::BadQuery(_)
+            | ApiError::NoIdentifierLeft(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -78,7 +85,9 @@ impl ApiError {
             }
             ApiError::Timeout | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ClusterLimit(_) => StatusCode::CONFLICT,
-            ApiError::BlockedIdentifier => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BlockedIdentifier | ApiError::BlockedValue(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::CapacityExhausted(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::NoLeader(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotInCluster(_) | ApiError::MembershipRefused(_) | ApiError::IdTaken(_) => {
@@ -92,7 +101,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::InvalidJson(_) => "invalid_json",
-            ApiError::MissingIdentifier => "missing_identifier",
+            ApiError::MissingIdentifier | ApiError::NoIdentifierLeft(_) => "missing_identifier",
             ApiError::InvalidIdentifier(IdentifierError::Email) => "invalid_email",
             ApiError::InvalidIdentifier(IdentifierError::Phone) => "invalid_phone_number",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
@@ -108,7 +117,7 @@ impl ApiError {
             ApiError::Timeout => "timeout",
             ApiError::Overloaded => "overloaded",
             ApiError::ClusterLimit(_) => "cluster_limit",
-            ApiError::BlockedIdentifier => "blocked_identifier",
+            ApiError::BlockedIdentifier | ApiError::BlockedValue(_) => "blocked_identifier",
             ApiError::CapacityExhausted(_) => "capacity_exhausted",
             ApiError::NoLeader(_) => "no_leader",
             ApiError::NotInCluster(_) => "not_in_cluster",
@@ -166,6 +175,8 @@ impl From<Refusal> for ApiError {
             | Refusal::DeletedContact(_)
             | Refusal::NotBlocked { .. } => ApiError::NotFound(refusal.to_string()),
             Refusal::IdTaken { .. } => ApiError::IdTaken(refusal.to_string()),
+            Refusal::NoIdentifierLeft(_) => ApiError::NoIdentifierLeft(refusal),
+            Refusal::BlockedValue { .. } => ApiError::BlockedValue(refusal),
         }
     }
 }

@@ -310,7 +310,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
     }
 }
 
-enum Key {
+pub(super) enum Key {
     Email,
     Phone,
     Other,
@@ -337,7 +337,7 @@ impl<'de> Deserialize<'de> for Key {
 }
 
 /// A JSON string, borrowed from the body when it has no escapes.
-struct Text<'a>(Cow<'a, str>);
+pub(super) struct Text<'a>(pub(super) Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for Text<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -347,7 +347,7 @@ impl<'de> Deserialize<'de> for Text<'de> {
 
 /// `phoneNumber`: a string, or a non-negative integer meaning its decimal digits. The number is
 /// read as written (a raw value), so integers beyond 64 bits keep every digit.
-struct PhoneValue<'a>(Cow<'a, str>);
+pub(super) struct PhoneValue<'a>(pub(super) Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for PhoneValue<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -7,6 +7,7 @@ mod blocklist;
 mod changes;
 mod console;
 mod contacts;
+mod edit;
 mod error;
 mod graph;
 mod identify;
@@ -100,7 +101,7 @@ pub(crate) fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::O
     let admin = OpenApiRouter::new()
         .routes(routes!(contacts::list))
         .routes(routes!(contacts::export))
-        .routes(routes!(contacts::contact, contacts::delete))
+        .routes(routes!(contacts::contact, contacts::delete, edit::edit))
         .routes(routes!(contacts::identity))
         .routes(routes!(
             blocklist::list,

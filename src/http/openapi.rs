@@ -265,3 +265,29 @@ pub(crate) struct UnblockAnswer {
     unblocked: UnblockedValue,
     identities: Vec<Identity<'static>>,
 }
+
+/// `PATCH /contacts/{id}` body: give `email`, `phoneNumber` or both. A field left out stays as it
+/// is; `null` or a blank string removes it (at least one identifier must remain). Normalized,
+/// validated and keyed by the matching modes like a request's; unknown fields are ignored.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct EditRequest {
+    #[schema(nullable, example = "jon@gmail.com")]
+    email: Option<String>,
+    /// A string or a non-negative integer.
+    #[schema(rename = "phoneNumber", nullable, value_type = Option<String>, example = "123456")]
+    phone_number: Option<String>,
+}
+
+/// The answer of an edit: the row after it, and the identity of every cluster it touched (the
+/// edited contact's first, then each group its former cluster split into, oldest primary
+/// first). With `?dryRun=true`, both as the edit would leave them, and `dryRun: true`.
+#[derive(ToSchema, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct EditAnswer {
+    contact: ContactRow,
+    identities: Vec<Identity<'static>>,
+    /// Only on a dry run: true, and nothing changed.
+    #[schema(required = false)]
+    dry_run: Option<bool>,
+}

@@ -47,14 +47,17 @@ enum Kind {
     Unblocked,
     Imported,
     Rekeyed,
+    Edited,
 }
 
-const CAUSES: [Cause; 5] = [
+/// Each cause's number in the file: its index here (append only).
+const CAUSES: [Cause; 6] = [
     Cause::Identify,
     Cause::Delete,
     Cause::Blocklist,
     Cause::Import,
     Cause::Rekey,
+    Cause::Edit,
 ];
 
 impl Record {
@@ -71,6 +74,7 @@ impl Record {
             EventKind::Unblocked => Kind::Unblocked,
             EventKind::Imported => Kind::Imported,
             EventKind::Rekeyed => Kind::Rekeyed,
+            EventKind::Edited => Kind::Edited,
         };
         Record {
             seq: e.seq,
@@ -92,6 +96,7 @@ impl Record {
             Kind::Unblocked => EventKind::Unblocked,
             Kind::Imported => EventKind::Imported,
             Kind::Rekeyed => EventKind::Rekeyed,
+            Kind::Edited => EventKind::Edited,
         };
         Some(Event {
             seq: self.seq,

@@ -1,7 +1,8 @@
 // Drives the console in headless Chromium as a support person would. Run by tests/it/browser.rs:
 //   node console.mjs <scenario> <base url> [data file]
 // Scenarios: support (import, try, search, graph, why, delete), block (block, regroup, unblock),
-// signin (a wrong token refused, the right one kept). Exits non-zero on the first failure.
+// edit (correct an email: preview, confirm, regrouped; a split; a refusal), signin (a wrong
+// token refused, the right one kept). Exits non-zero on the first failure.
 // Every request outside the server under test is refused, so nothing reaches the network.
 
 import { chromium } from 'playwright-core';
@@ -136,6 +137,62 @@ const scenarios = {
     await page.getByRole('button', { name: 'Unblock 555' }).click();
     await page.getByText('Unblocked 555. Its holders are now:').waitFor();
     assert.equal(await page.locator('#blocklist-outcome li').count(), 1, 'merged again');
+  },
+
+  async edit(page) {
+    await page.goto(`${base}/console`);
+    // 1 holds jon@gmail.com; the customer mistyped it on a later order: 2 (and 3, by the phone).
+    await tryIdentify(page, 'jon@gmail.com', '111');
+    await tryIdentify(page, 'jon@gmial.com', '222');
+    await tryIdentify(page, 'other@shop.example', '222');
+    await search(page, 'jon@gmial.com', 2);
+
+    // Correct the email: the form holds the current values; the preview says what it joins.
+    await page.getByRole('button', { name: 'Edit contact 2' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Edit contact 2' });
+    const email = dialog.getByRole('textbox', { name: 'New email' });
+    assert.equal(await email.inputValue(), 'jon@gmial.com');
+    assert.equal(await dialog.getByRole('textbox', { name: 'New phone number' }).inputValue(), '222');
+    const confirm = dialog.getByRole('button', { name: 'Confirm edit' });
+    assert.equal(await confirm.isDisabled(), true, 'no confirming before a preview');
+    await email.fill('jon@gmail.com');
+    await dialog.getByRole('button', { name: 'Preview edit' }).click();
+    const preview = dialog.getByRole('region', { name: 'Edit preview' });
+    await preview.getByText('Joins 1 contact from other identities: #1.').waitFor();
+    await preview.getByText('Primary #1: jon@gmail.com, other@shop.example, 111, 222; 3 contacts').waitFor();
+    const stored = await page.evaluate(() => fetch('/contacts/2').then(r => r.json()));
+    assert.equal(stored.email, 'jon@gmial.com', 'a preview changes nothing');
+
+    // Confirm: the identity shown is regrouped under the oldest primary.
+    await confirm.click();
+    await page.getByText('Contact 2 edited. The identities it touched are now:').waitFor();
+    await page.getByRole('heading', { name: 'Primary #1', exact: true }).waitFor();
+    assert.equal(await dialog.isVisible(), false);
+    assert.match(await caption(page), /^3 contacts and 4 values/);
+    const cells = await page.getByRole('table').getByRole('row').nth(2).getByRole('cell').allTextContents();
+    assert.deepEqual(cells.slice(0, 5), ['2', 'jon@gmail.com', '222', '1', 'secondary']);
+
+    // A split: 3's phone corrected to one no one holds leaves it alone.
+    await page.getByRole('button', { name: 'Edit contact 3' }).click();
+    const third = page.getByRole('dialog', { name: 'Edit contact 3' });
+    await third.getByRole('textbox', { name: 'New phone number' }).fill('333');
+    await third.getByRole('button', { name: 'Preview edit' }).click();
+    await third.getByRole('region', { name: 'Edit preview' }).getByText('Splits the identity: 1 group stands apart from contact 3 (primary #1).').waitFor();
+    await third.getByRole('button', { name: 'Confirm edit' }).click();
+    await page.getByText('Contact 3 edited. The identities it touched are now:').waitFor();
+    await page.getByRole('heading', { name: 'Primary #3', exact: true }).waitFor();
+    assert.equal(await page.locator('#outcome li').count(), 2, 'its identity and the one it left');
+
+    // Removing both values is refused by the preview, and confirming stays impossible.
+    await page.getByRole('button', { name: 'Edit contact 3' }).click();
+    const again = page.getByRole('dialog', { name: 'Edit contact 3' });
+    await again.getByRole('textbox', { name: 'New email' }).fill('');
+    await again.getByRole('textbox', { name: 'New phone number' }).fill('');
+    await again.getByRole('button', { name: 'Preview edit' }).click();
+    await again.getByRole('alert').getByText('missing_identifier').waitFor();
+    assert.equal(await again.getByRole('button', { name: 'Confirm edit' }).isDisabled(), true);
+    await again.getByRole('button', { name: 'Cancel' }).click();
+    assert.equal(await again.isVisible(), false);
   },
 
   async signin(page) {

@@ -941,6 +941,53 @@ fn assert_rows_are_the_models(export: &str, model: &Model) {
     }
 }
 
+/// `PATCH /contacts/{id}` through a follower: forwarded to the leader, committed as an op, and
+/// planned and applied by every member, which all end with the same rows. A dry run through a
+/// follower answers what the edit leaves and changes nothing.
+#[test]
+fn an_edit_through_a_follower_is_applied_alike_by_every_member() {
+    let cluster = Cluster::start(3, Options::default());
+    let leader = cluster.wait_for_leader(&ALL, FIRST_ELECTION);
+    let follower = others(&ALL, leader)[0];
+    let addr = cluster.node(leader).addr;
+    for (email, phone) in [("doc", "111"), ("marty", "111"), ("george", "333")] {
+        let body = json!({"email": format!("{email}@hillvalley.edu"), "phoneNumber": phone});
+        acknowledged(addr, &body);
+    }
+    let edit = json!({"phoneNumber": "333"});
+    let dry = send_until_answered(
+        &cluster,
+        follower,
+        "PATCH",
+        "/contacts/1?dryRun=true",
+        &edit,
+    );
+    assert_eq!(dry.status, 200, "{}", dry.text);
+    let before = cluster.converged_export(&ALL, CONVERGENCE);
+    assert_eq!(
+        rows_of(&before)[&1]["phoneNumber"],
+        "111",
+        "the dry run changed nothing"
+    );
+    let done = send_until_answered(&cluster, follower, "PATCH", "/contacts/1", &edit);
+    assert_eq!(done.status, 200, "{}", done.text);
+    assert_eq!(done.json()["identities"], dry.json()["identities"]);
+    let primaries: Vec<u64> = (done.json()["identities"].as_array().unwrap().iter())
+        .map(|i| i["primaryContactId"].as_u64().unwrap())
+        .collect();
+    assert_eq!(primaries, [1, 2], "1 joins 3, 2 is left alone");
+    let rows = rows_of(&cluster.converged_export(&ALL, CONVERGENCE));
+    let link = |id: u64| {
+        (
+            rows[&id]["phoneNumber"].clone(),
+            rows[&id]["linkedId"].clone(),
+        )
+    };
+    assert_eq!(link(1), (json!("333"), Value::Null));
+    assert_eq!(link(2), (json!("111"), Value::Null));
+    assert_eq!(link(3), (json!("333"), json!(1)));
+}
+
 /// README, "A single node's data as a cluster's first member": the single node's rows become
 /// the cluster's, and a member added afterwards catches up from them.
 #[test]

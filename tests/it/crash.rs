@@ -1,5 +1,5 @@
-//! `kill -9` of the real binary under concurrent writes never loses an acknowledged answer, and
-//! a second server on the same data directory refuses to start.
+//! `kill -9` of the real binary under concurrent writes (or right after an edit) never loses an
+//! acknowledged answer, and a second server on the same data directory refuses to start.
 //!
 //! Kept apart from the in-process tests of `durability.rs`: a child being spawned holds copies
 //! of the test process's descriptors until it execs, the data directory's lock among them, so a
@@ -217,6 +217,39 @@ fn kill_9_under_concurrent_writes_never_loses_an_acknowledged_answer() {
     }
     let server = Server::start(&data, &log, &[]);
     assert_still_true(&server, &acknowledged);
+}
+
+#[test]
+fn kill_9_right_after_an_acknowledged_edit_keeps_it() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let data = tmp.path().join("data");
+    let log = tmp.path().join("server.log");
+    let mut server = Server::start(&data, &log, &[]);
+    for body in [
+        r#"{"email":"doc@hillvalley.edu","phoneNumber":"111"}"#,
+        r#"{"email":"marty@hillvalley.edu","phoneNumber":"111"}"#,
+    ] {
+        let reply = try_request(server.addr, "POST", "/identify", body).expect("answer");
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    let edit = r#"{"email":"MARTY@gmail.com","phoneNumber":"222"}"#;
+    let reply = try_request(server.addr, "PATCH", "/contacts/2", edit).expect("answer");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let edited: Value = serde_json::from_str(&reply.body).unwrap();
+    server.kill();
+    let server = Server::start(&data, &log, &[]);
+    let row = try_request(server.addr, "GET", "/contacts/2", "").expect("answer");
+    let row: Value = serde_json::from_str(&row.body).unwrap();
+    assert_eq!(
+        row, edited["contact"],
+        "the acknowledged edit survived kill -9"
+    );
+    let doc = try_request(server.addr, "GET", "/contacts/1/identity", "").expect("answer");
+    let doc: Value = serde_json::from_str(&doc.body).unwrap();
+    assert_eq!(
+        doc["contact"], edited["identities"][1],
+        "and so did the split"
+    );
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Random sequences of requests and deletions, run through the engine and through the brute-force
+//! Random sequences of requests, deletions, blocks, unblocks and edits, run through the engine and through the brute-force
 //! model of docs/API.md, which must agree after every step; and engines rebuilt from their facts,
 //! which must be indistinguishable from the original.
 
@@ -8,9 +8,9 @@ use std::collections::BTreeSet;
 
 use identity_engine::engine::{
     BlockReason, Change, Contact, ContactId, Email, Engine, Identity, Kind, Limits, Op as EngineOp,
-    Outcome as Outcome_, Phone, Query, Refusal, Timestamp,
+    Outcome as Outcome_, Patch, Phone, Query, Refusal, Timestamp,
 };
-use model::{DeleteError, Model, ModelAnswer, Refused};
+use model::{DeleteError, EditError, Field, Model, ModelAnswer, Refused};
 use proptest::prelude::*;
 
 /// Small pools, so that requests keep colliding, merging and splitting clusters.
@@ -43,6 +43,21 @@ enum Op {
         email: bool,
         value: usize,
     },
+    /// Edits contact `pick` (picked as a deletion's): each field kept, removed or set to a
+    /// value of the pools.
+    Edit {
+        pick: u32,
+        email: Edit,
+        phone: Edit,
+    },
+}
+
+/// One field of a generated edit.
+#[derive(Clone, Copy, Debug)]
+enum Edit {
+    Keep,
+    Remove,
+    Set(usize),
 }
 
 /// One request: the wall clock moves by `tick` (maybe zero, maybe backwards), then `op` runs.
@@ -60,6 +75,10 @@ enum Outcome {
     Refused(DeleteError),
     Guard(Refused),
     NotBlocked,
+    /// An edit: the identities it touched.
+    Edited(Vec<Identity>),
+    /// An edit that would leave no identifier.
+    NoIdentifier,
 }
 
 fn tick() -> impl Strategy<Value = i64> {
@@ -73,7 +92,24 @@ fn op() -> impl Strategy<Value = Op> {
         1 => email.prop_map(|e| Op::Identify { email: Some(e), phone: None }),
         1 => phone.prop_map(|p| Op::Identify { email: None, phone: Some(p) }),
         2 => any::<u32>().prop_map(|pick| Op::Delete { pick }),
+        2 => edit_op(EMAILS.len()),
     ]
+}
+
+/// An edit of a random contact, its fields drawn from the first `emails` emails and the phones.
+fn edit_op(emails: usize) -> impl Strategy<Value = Op> {
+    let field = |values: usize| {
+        prop_oneof![
+            2 => Just(Edit::Keep),
+            1 => Just(Edit::Remove),
+            4 => (0..values).prop_map(Edit::Set),
+        ]
+    };
+    (any::<u32>(), field(emails), field(PHONES.len())).prop_map(|(pick, email, phone)| Op::Edit {
+        pick,
+        email,
+        phone,
+    })
 }
 
 fn steps(max: usize) -> impl Strategy<Value = Vec<Step>> {
@@ -94,6 +130,7 @@ fn guarded_op() -> impl Strategy<Value = Op> {
         1 => any::<u32>().prop_map(|pick| Op::Delete { pick }),
         1 => (any::<bool>(), 0..PHONES.len()).prop_map(|(email, value)| Op::Block { email, value }),
         1 => (any::<bool>(), 0..PHONES.len()).prop_map(|(email, value)| Op::Unblock { email, value }),
+        2 => edit_op(GUARDED_EMAILS),
     ]
 }
 
@@ -146,6 +183,34 @@ fn delete_target(op: &Op, max_id: ContactId) -> Option<ContactId> {
     }
 }
 
+fn edit_target(pick: u32, max_id: ContactId) -> ContactId {
+    pick % (max_id + 1) + 1
+}
+
+fn email_patch(field: Edit) -> Patch<Email> {
+    match field {
+        Edit::Keep => Patch::Keep,
+        Edit::Remove => Patch::Remove,
+        Edit::Set(i) => Patch::Set(Email::parse(&email_text(i)).unwrap().unwrap()),
+    }
+}
+
+fn phone_patch(field: Edit) -> Patch<Phone> {
+    match field {
+        Edit::Keep => Patch::Keep,
+        Edit::Remove => Patch::Remove,
+        Edit::Set(i) => Patch::Set(Phone::parse(PHONES[i]).unwrap().unwrap()),
+    }
+}
+
+fn model_field(field: Edit, text: &str) -> Field<'_> {
+    match field {
+        Edit::Keep => Field::Keep,
+        Edit::Remove => Field::Remove,
+        Edit::Set(_) => Field::Set(text),
+    }
+}
+
 /// The op of the engine's one path that `op` asks for.
 fn engine_op(op: &Op, max_id: ContactId) -> EngineOp {
     match *op {
@@ -163,19 +228,27 @@ fn engine_op(op: &Op, max_id: ContactId) -> EngineOp {
             let (kind, value) = value_of(email, value);
             EngineOp::Unblock { kind, value }
         }
+        Op::Edit { pick, email, phone } => EngineOp::Edit {
+            id: edit_target(pick, max_id),
+            email: email_patch(email),
+            phone: phone_patch(phone),
+        },
     }
 }
 
 /// Plans `op` on the engine (`Engine::plan`, the store's one path), applies every fact it
-/// implies, and says what it answered.
+/// implies, and says what it answered. An edit's preview (what a dry run shows) must be what
+/// the edit then does.
 fn run_on_engine(engine: &mut Engine, op: &Op, now: i64) -> Outcome {
     let plan = match engine.plan(&engine_op(op, engine.max_id()), Timestamp(now)) {
         Ok(plan) => plan,
         Err(Refusal::UnknownContact(_)) => return Outcome::Refused(DeleteError::Unknown),
         Err(Refusal::DeletedContact(_)) => return Outcome::Refused(DeleteError::AlreadyDeleted),
         Err(Refusal::NotBlocked { .. }) => return Outcome::NotBlocked,
+        Err(Refusal::NoIdentifierLeft(_)) => return Outcome::NoIdentifier,
         Err(refusal) => return Outcome::Guard(refused(refusal)),
     };
+    let preview = engine.preview_edit(&plan);
     apply_all(engine, &plan.facts);
     match plan.outcome {
         Outcome_::Identity(id) => {
@@ -188,6 +261,19 @@ fn run_on_engine(engine: &mut Engine, op: &Op, now: i64) -> Outcome {
         Outcome_::Blocked { kind, value } | Outcome_::Unblocked { kind, value } => {
             Outcome::Groups(engine.primaries_holding(kind, &value))
         }
+        Outcome_::Edited { id, groups } => {
+            let identities: Vec<Identity> = (groups.iter())
+                .map(|g| engine.identity(g[0]).expect("a live group").to_owned())
+                .collect();
+            let preview = preview.expect("an edit's plan has a preview");
+            assert_eq!(preview.identities, identities, "the dry run's identities");
+            assert_eq!(
+                Some(preview.contact),
+                engine.contact(id),
+                "the dry run's row"
+            );
+            Outcome::Edited(identities)
+        }
         other => panic!("an outcome no step asks for: {other:?}"),
     }
 }
@@ -195,7 +281,7 @@ fn run_on_engine(engine: &mut Engine, op: &Op, now: i64) -> Outcome {
 fn refused(refusal: Refusal) -> Refused {
     match refusal {
         Refusal::ClusterLimit { .. } => Refused::ClusterLimit,
-        Refusal::Blocked => Refused::Blocked,
+        Refusal::Blocked | Refusal::BlockedValue { .. } => Refused::Blocked,
         other => panic!("a refusal no step can cause: {other}"),
     }
 }
@@ -235,6 +321,24 @@ fn run_on_model(model: &mut Model, op: &Op, now: i64) -> Outcome {
                 Ok(Some(groups)) => Outcome::Groups(groups),
                 Ok(None) => Outcome::NotBlocked,
                 Err(refused) => Outcome::Guard(refused),
+            }
+        }
+        Op::Edit { pick, email, phone } => {
+            let email_value = match email {
+                Edit::Set(i) => email_text(i),
+                _ => String::new(),
+            };
+            let phone_value = match phone {
+                Edit::Set(i) => PHONES[i],
+                _ => "",
+            };
+            let email = model_field(email, &email_value);
+            let phone = model_field(phone, phone_value);
+            match model.edit(edit_target(pick, max_id), email, phone, now) {
+                Ok(answers) => Outcome::Edited(answers.into_iter().map(identity).collect()),
+                Err(EditError::Missing(missing)) => Outcome::Refused(missing),
+                Err(EditError::NoIdentifier) => Outcome::NoIdentifier,
+                Err(EditError::Guard(refused)) => Outcome::Guard(refused),
             }
         }
         Op::Delete { .. } => unreachable!(),

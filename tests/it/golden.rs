@@ -311,6 +311,7 @@ fn kind(change: &Change) -> &'static str {
         Change::Rekeyed { .. } => "Rekeyed",
         Change::Settled { .. } => "Settled",
         Change::Origin { .. } => "Origin",
+        Change::Edited { .. } => "Edited",
     }
 }
 

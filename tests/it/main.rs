@@ -23,6 +23,7 @@ mod container;
 mod crash;
 mod disk_full;
 mod durability;
+mod edits;
 mod engine_model;
 mod feed_rebuild;
 mod first_hour;

@@ -57,6 +57,35 @@ pub enum DeleteError {
     AlreadyDeleted,
 }
 
+/// One field of an edit: left as it is, removed, or given a value (already normalized).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field<'a> {
+    Keep,
+    Remove,
+    Set(&'a str),
+}
+
+impl<'a> Field<'a> {
+    fn after(self, held: Option<&'a str>) -> Option<&'a str> {
+        match self {
+            Field::Keep => held,
+            Field::Remove => None,
+            Field::Set(value) => Some(value),
+        }
+    }
+}
+
+/// Why an edit was refused; nothing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EditError {
+    /// 404: no contact has the id, or it is deleted.
+    Missing(DeleteError),
+    /// 400 `missing_identifier`: the contact would keep neither an email nor a phone.
+    NoIdentifier,
+    /// 409 or 422.
+    Guard(Refused),
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Model {
     rows: Vec<Row>,
@@ -316,12 +345,7 @@ impl Model {
         }
         let former = self.cluster(gone);
         self.rows[gone].deleted_at = Some(Timestamp(now));
-        // A join whose email or phone no live row holds any more is forgotten.
-        let joins = std::mem::take(&mut self.joins);
-        self.joins = joins
-            .into_iter()
-            .filter(|(e, p)| self.is_held(|r| &r.email, e) && self.is_held(|r| &r.phone, p))
-            .collect();
+        self.forget_unheld_joins();
         self.relink(now);
         let mut primaries: Vec<usize> = former
             .into_iter()
@@ -331,6 +355,79 @@ impl Model {
         primaries.sort_by_key(|&i| age(&self.rows[i]));
         primaries.dedup();
         Ok(primaries.into_iter().map(|i| self.rows[i].id).collect())
+    }
+
+    /// `PATCH /contacts/{id}`: the row holds its new values as if it always had, every cluster
+    /// recomputed from the evidence (joins naming a value no live row holds forgotten). A new
+    /// value that is blocked, or that this one more holder would make generic, is refused, and
+    /// so is a result over the cap. The identity of every cluster it touched: the edited
+    /// contact's, then each group its former cluster split into, oldest primary first.
+    pub fn edit(
+        &mut self,
+        id: Id,
+        email: Field<'_>,
+        phone: Field<'_>,
+        now: i64,
+    ) -> Result<Vec<ModelAnswer>, EditError> {
+        let at = self.effective(now);
+        let i = self.rows.iter().position(|r| r.id == id);
+        let i = i.ok_or(EditError::Missing(DeleteError::Unknown))?;
+        if !is_live(&self.rows[i]) {
+            return Err(EditError::Missing(DeleteError::AlreadyDeleted));
+        }
+        let row = self.rows[i].clone();
+        let held = [row.email.as_deref(), row.phone.as_deref()];
+        let wanted = [email.after(held[0]), phone.after(held[1])];
+        if wanted == [None, None] {
+            return Err(EditError::NoIdentifier);
+        }
+        if wanted == held {
+            return Ok(vec![self.answer(i)]);
+        }
+        for (kind, (new, old)) in [Kind::Email, Kind::Phone]
+            .into_iter()
+            .zip(wanted.into_iter().zip(held))
+        {
+            let Some(value) = new.filter(|&v| Some(v) != old) else {
+                continue;
+            };
+            let generic = self.generic_threshold > 0
+                && !self.exempt.contains(&(kind, value.to_owned()))
+                && self.live_holders(kind, value) >= self.generic_threshold;
+            if self.is_blocked(kind, value) || generic {
+                return Err(EditError::Guard(Refused::Blocked));
+            }
+        }
+        let former = self.cluster(i);
+        let mut next = self.clone();
+        next.rows[i].email = wanted[0].map(str::to_owned);
+        next.rows[i].phone = wanted[1].map(str::to_owned);
+        next.rows[i].updated_at = Timestamp(at);
+        next.forget_unheld_joins();
+        next.relink(at);
+        if next.over_cap(next.cluster(i).len()) {
+            return Err(EditError::Guard(Refused::ClusterLimit));
+        }
+        *self = next;
+        let edited = self.cluster(i);
+        let mut others: Vec<usize> = former
+            .into_iter()
+            .filter(|j| !edited.contains(j))
+            .map(|j| self.cluster(j)[0])
+            .collect();
+        others.sort_by_key(|&j| age(&self.rows[j]));
+        others.dedup();
+        let answers = std::iter::once(i).chain(others);
+        Ok(answers.map(|j| self.answer(j)).collect())
+    }
+
+    /// A join whose email or phone no live row holds any more is forgotten.
+    fn forget_unheld_joins(&mut self) {
+        let joins = std::mem::take(&mut self.joins);
+        self.joins = joins
+            .into_iter()
+            .filter(|(e, p)| self.is_held(|r| &r.email, e) && self.is_held(|r| &r.phone, p))
+            .collect();
     }
 
     /// The answer for the cluster of the row at `index`.

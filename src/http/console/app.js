@@ -1,4 +1,4 @@
-// The console: find an identity, see why its contacts are one, repair it. Every call goes to
+// The console: find an identity, see why its contacts are one, repair it (edit, delete, block). Every call goes to
 // the same admin API as any client; with --admin-token the token is asked once and kept for
 // the browser tab (sessionStorage).
 
@@ -192,8 +192,11 @@ function renderRows(graph) {
   const rows = graph.nodes.filter(n => n.type === 'contact').map(n => n.row);
   $('rows').tBodies[0].replaceChildren(...rows.map(row => el('tr', {},
     ...fields.map(f => el('td', {}, row[f] === null ? '' : String(row[f]))),
-    el('td', {}, el('button', { type: 'button', class: 'danger small', 'aria-label': `Delete contact ${row.id}`,
-      onclick: () => confirmDelete(row.id) }, 'Delete')))));
+    el('td', {},
+      el('button', { type: 'button', class: 'small', 'aria-label': `Edit contact ${row.id}`,
+        onclick: () => openEdit(row) }, 'Edit'), ' ',
+      el('button', { type: 'button', class: 'danger small', 'aria-label': `Delete contact ${row.id}`,
+        onclick: () => confirmDelete(row.id) }, 'Delete')))));
 }
 
 function renderGraph(graph) {
@@ -287,6 +290,92 @@ async function remove(id) {
   if (next) await openContact(next); else { $('identity-body').hidden = true; $('identity-empty').hidden = false; }
   outcome($('outcome'), `Contact ${id} deleted. Its identity became ${answer.identities.length} identit${answer.identities.length === 1 ? 'y' : 'ies'}:`, answer.identities);
   say(`Contact ${id} deleted.`);
+}
+
+// ---- repair: edit (PATCH /contacts/{id}; a dry run first shows what it joins or splits) ----
+
+let editing = null;   // {id, members of its identity now, body last previewed}
+
+function openEdit(row) {
+  editing = { id: row.id, before: shown.graph.nodes.filter(n => n.type === 'contact').map(n => n.row.id), previewed: null };
+  $('edit-title').textContent = `Edit contact ${row.id}`;
+  $('edit-email').value = row.email ?? '';
+  $('edit-phone').value = row.phoneNumber ?? '';
+  resetPreview();
+  $('edit').showModal();
+  $('edit-email').focus();
+}
+
+function resetPreview() {
+  if (editing) editing.previewed = null;
+  $('edit-confirm').disabled = true;
+  $('edit-preview').replaceChildren(el('p', { class: 'hint' }, 'Preview the edit to see what it will join or split.'));
+}
+
+// Both fields, as the form holds them: a blank one removes the value.
+const editBody = () => ({ email: $('edit-email').value.trim() || null, phoneNumber: $('edit-phone').value.trim() || null });
+
+for (const field of ['edit-email', 'edit-phone']) $(field).addEventListener('input', resetPreview);
+$('edit-cancel').addEventListener('click', () => { editing = null; $('edit').close(); });
+$('edit-form').addEventListener('submit', event => { event.preventDefault(); attempt(previewEdit); });
+$('edit-confirm').addEventListener('click', () => attempt(confirmEdit));
+
+async function previewEdit() {
+  const { id } = editing, body = editBody();
+  let answer;
+  try {
+    answer = await api('PATCH', `/contacts/${id}?dryRun=true`, body);
+  } catch (e) {
+    if (!(e instanceof ApiError)) throw e;
+    $('edit-preview').replaceChildren(el('p', { class: 'error', role: 'alert' }, `This edit would be refused: ${e.message} (${e.code})`));
+    return;
+  }
+  editing.previewed = JSON.stringify(body);
+  $('edit-confirm').disabled = false;
+  $('edit-preview').replaceChildren(...previewSentences(answer).map(s => el('p', {}, s)),
+    el('p', {}, 'The identities it leaves:'), identityList(answer.identities));
+}
+
+// What a dry run's answer means for the identity shown: contacts it joins, groups it splits off.
+function previewSentences(answer) {
+  const members = i => [i.primaryContactId, ...i.secondaryContactIds];
+  const mine = members(answer.identities[0]);
+  const joined = mine.filter(id => !editing.before.includes(id));
+  const apart = answer.identities.slice(1);
+  const sentences = [];
+  if (joined.length) {
+    sentences.push(`Joins ${joined.length} contact${joined.length === 1 ? '' : 's'} from other identities: ${joined.map(id => `#${id}`).join(', ')}.`);
+  }
+  if (apart.length) {
+    const left = apart.map(i => `#${i.primaryContactId}`).join(', ');
+    sentences.push(`Splits the identity: ${apart.length} group${apart.length === 1 ? '' : 's'} stand${apart.length === 1 ? 's' : ''} apart from contact ${editing.id} (primary ${left}).`);
+  }
+  if (!sentences.length) sentences.push('The identity stays whole.');
+  return sentences;
+}
+
+async function confirmEdit() {
+  const { id, previewed } = editing, body = editBody();
+  if (previewed !== JSON.stringify(body)) { resetPreview(); return; }
+  let answer;
+  try {
+    answer = await api('PATCH', `/contacts/${id}`, body);
+  } catch (e) {
+    if (!(e instanceof ApiError)) throw e;
+    $('edit-preview').replaceChildren(el('p', { class: 'error', role: 'alert' }, `Refused: ${e.message} (${e.code}); nothing changed.`));
+    $('edit-confirm').disabled = true;
+    return;
+  }
+  editing = null;
+  $('edit').close();
+  await openContact(id);
+  outcome($('outcome'), `Contact ${id} edited. The identities it touched are now:`, answer.identities);
+  say(`Contact ${id} edited.`);
+}
+
+function identityList(identities) {
+  return el('ul', {}, ...identities.map(i => el('li', {},
+    `Primary #${i.primaryContactId}: ${[...i.emails, ...i.phoneNumbers].join(', ') || 'no values'}; ${1 + i.secondaryContactIds.length} contact${i.secondaryContactIds.length ? 's' : ''}`)));
 }
 
 // Lists identities (the /identify answer's "contact" objects) in `box` under `title`.
