@@ -1,7 +1,7 @@
 //! A consumer that follows the change feed and applies every event's `contacts` to a map from id
 //! to primary ends with the map the rows say (each live contact's `linkedId`, or its own id for
 //! a primary; deleted ones gone), at checkpoints and at the end: under random requests,
-//! deletes, blocks, unblocks and imports with small guards, across a `kill -9` of the server,
+//! deletes, blocks, unblocks, edits and imports with small guards, across a `kill -9` of the server,
 //! and with the consumer going back to an earlier seq now and then (delivery is at least once:
 //! applying an event twice is harmless).
 
@@ -116,6 +116,16 @@ pub fn random_change(
             format!("/blocklist?phoneNumber={}", phone(rng)),
             String::new(),
         ),
+        18 => {
+            let pick = rng.below(known.len() as u64 + 1) as usize;
+            let id = known.get(pick).copied().unwrap_or(7_000_000);
+            let body = match rng.below(3) {
+                0 => format!(r#"{{"email":"{}"}}"#, email(rng)),
+                1 => format!(r#"{{"phoneNumber":"{}"}}"#, phone(rng)),
+                _ => format!(r#"{{"email":"{}","phoneNumber":null}}"#, email(rng)),
+            };
+            ("PATCH", format!("/contacts/{id}"), body)
+        }
         _ => {
             let mut rows = String::from(
                 "id,phoneNumber,email,linkedId,linkPrecedence,createdAt,updatedAt,deletedAt\n",
