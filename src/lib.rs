@@ -10,10 +10,12 @@
 //! - [`tools`]: the offline commands (import, export, rekey, check, backup and restore).
 //! - [`telemetry`]: log lines and metrics.
 //! - [`config`]: options and listen addresses; [`app`]: start-up, serving, shutdown.
+//! - [`edge`]: the accept loop, its timeouts and connection limit, TLS.
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod config;
+pub mod edge;
 pub mod engine;
 pub mod http;
 pub mod matching;

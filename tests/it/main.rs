@@ -1,6 +1,7 @@
 //! Every integration test in one binary, so that `cargo test` compiles and links the crate once
 //! for all of them. One module per area; `common`, `model` and `storage_support` are the shared
-//! fixtures and builders.
+//! fixtures and builders; `process_support` runs a server as a process of its own and
+//! `tls_support` makes certificates and speaks HTTPS.
 
 // The shared modules offer more than any one area uses.
 #[allow(dead_code)]
@@ -10,7 +11,11 @@ mod common;
 #[allow(dead_code)]
 mod model;
 #[allow(dead_code)]
+mod process_support;
+#[allow(dead_code)]
 mod storage_support;
+#[allow(dead_code)]
+mod tls_support;
 
 mod backup;
 mod browser;
@@ -21,12 +26,18 @@ mod crash;
 mod disk_full;
 mod durability;
 mod engine_model;
+mod exposure;
+mod file_modes;
 mod first_hour;
 mod golden;
 mod guards;
 mod http_identify;
 mod lifecycle;
+mod malformed;
+mod member_auth;
 mod operations;
 mod orders;
+mod roles;
 mod smoke;
+mod tls;
 mod walkthrough;
