@@ -124,7 +124,7 @@ async fn connection(
         let _ = stream.set_nodelay(true);
     }
     let Some(tls) = &shared.tls else {
-        return http(&shared, stream, peer, None, deadline, watcher).await;
+        return serve_http(&shared, stream, peer, None, deadline, watcher).await;
     };
     let handshake = tls.acceptor().accept(stream);
     match tokio::time::timeout_at(deadline, handshake).await {
@@ -132,7 +132,7 @@ async fn connection(
             let member =
                 tls.member_certificates() && stream.get_ref().1.peer_certificates().is_some();
             let member = member.then_some(MemberCertificate);
-            http(&shared, stream, peer, member, deadline, watcher).await;
+            serve_http(&shared, stream, peer, member, deadline, watcher).await;
         }
         Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "no TLS handshake within the header timeout"),
@@ -140,7 +140,7 @@ async fn connection(
 }
 
 /// Serves HTTP/1 on `io`; closes it if no request's headers are in by `deadline`.
-async fn http<I>(
+async fn serve_http<I>(
     shared: &Shared,
     io: I,
     peer: SocketAddr,
@@ -209,8 +209,8 @@ impl AcceptErrors {
             .last_logged
             .is_none_or(|at| now.duration_since(at) >= Self::LOG_EVERY)
         {
-            let also = std::mem::take(&mut self.unlogged);
-            tracing::error!(%error, also, "accept failed (new connections wait in the backlog; raise the open-file limit or lower --max-connections)");
+            let more_since_last_line = std::mem::take(&mut self.unlogged);
+            tracing::error!(%error, more_since_last_line, "accept failed (new connections wait in the backlog; raise the open-file limit or lower --max-connections)");
             self.last_logged = Some(now);
         } else {
             self.unlogged += 1;

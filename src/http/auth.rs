@@ -243,7 +243,7 @@ impl Auth {
         // Every token is compared, so the time taken does not tell which one matched.
         let mut found = None;
         for token in &self.tokens {
-            if constant_time_eq(&token.digest, &digest) {
+            if digests_equal(&token.digest, &digest) {
                 found = Some(token);
             }
         }
@@ -320,7 +320,7 @@ fn parse_digest(hex: &str) -> Option<[u8; 32]> {
     Some(digest)
 }
 
-fn sha256(bytes: &[u8]) -> [u8; 32] {
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
     let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
     digest
         .as_ref()
@@ -328,8 +328,8 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
         .expect("a SHA-256 digest is 32 bytes")
 }
 
-/// Compares without an early exit.
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+/// Compares two digests without an early exit.
+pub(crate) fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::RaftArgs;
 use crate::engine::Limits;
+use crate::http::auth::{digests_equal, sha256};
 use crate::store::{Command, Propose, Store, StoreError};
 
 pub type NodeId = u64;
@@ -319,7 +320,10 @@ impl Member {
     pub fn token_ok(&self, given: Option<&str>) -> bool {
         match &self.token {
             None => true,
-            Some(token) => given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())),
+            // Digests compared in constant time: neither the time taken nor the length tells
+            // how much of a guess matched.
+            Some(token) => given
+                .is_some_and(|g| digests_equal(&sha256(g.as_bytes()), &sha256(token.as_bytes()))),
         }
     }
 
@@ -486,10 +490,6 @@ fn is_loopback(addr: &str) -> bool {
         Ok(ip) => ip.is_loopback(),
         Err(_) => host.eq_ignore_ascii_case("localhost"),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A first start over a single node's data directory (and no cluster files yet) makes that
