@@ -14,7 +14,8 @@
 //! Workloads: `read` (1,000 known pairs, asked again and again), `write` (a new contact each),
 //! `link` (clusters of four: a primary, then three secondaries sharing its phone).
 //! `WORKLOADS=read,write` picks some; `SERVER_ARGS="--phone-match e164 --default-region US"`
-//! passes more options to the server. The server runs with its defaults (`--fsync always`) on a
+//! passes more options to the server, and `SERVER_LOG=FILE` keeps what the processes print.
+//! The server runs with its defaults (`--fsync always`) on a
 //! temporary data directory. `CLUSTER=3` runs a cluster of three members on this machine
 //! instead (sharing its cores with each other and with this client) and spreads the
 //! connections over them, as clients that do not know the leader would. `TLS=1` serves the
@@ -172,10 +173,19 @@ impl Drop for Children {
     }
 }
 
+/// Starts a process; its output goes to the file `SERVER_LOG` names (appended), or nowhere.
 fn spawn(command: &mut Command) -> Child {
+    let log = || match std::env::var_os("SERVER_LOG") {
+        Some(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_or_else(|_| Stdio::null(), Stdio::from),
+        None => Stdio::null(),
+    };
     command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(log())
+        .stderr(log())
         .spawn()
         .expect("start a process")
 }
