@@ -104,7 +104,10 @@ impl App {
                 ))
                 .merge(crate::raft::http::raft_routes(member.clone())),
         };
-        crate::storage::warn_if_readable_by_others(&config.data_dir);
+        crate::storage::warn_if_open_to_others(
+            &config.data_dir,
+            "the data directory, which holds every contact,",
+        );
         let edge = exposure.settings(&config, member.is_some());
         Ok(App {
             listener,
@@ -235,6 +238,14 @@ impl Exposure {
             config.identify_needs_token,
         )
         .map_err(AppError::Auth)?;
+        for (path, what) in [
+            (config.tokens.as_deref(), "the tokens file"),
+            (config.tls_key.as_deref(), "the TLS key (--tls-key)"),
+        ] {
+            if let Some(path) = path {
+                crate::storage::warn_if_open_to_others(path, what);
+            }
+        }
         for (name, role) in auth.summary() {
             tracing::info!(%name, %role, "token");
         }

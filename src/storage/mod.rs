@@ -206,19 +206,21 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
-/// Warns when other users may read or enter the data directory, saying how to stop that.
-pub fn warn_if_readable_by_others(dir: &Path) {
+/// Warns when other users may read (or enter) `path`, a directory or a file holding secrets,
+/// and says how to stop that (docs/API.md, "Exposure").
+pub fn warn_if_open_to_others(path: &Path, what: &str) {
     use std::os::unix::fs::PermissionsExt;
-    let Ok(meta) = std::fs::metadata(dir) else {
+    let Ok(meta) = std::fs::metadata(path) else {
         return;
     };
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
+        let fix = if meta.is_dir() { "700" } else { "600" };
         tracing::warn!(
-            dir = %dir.display(),
+            path = %path.display(),
             mode = format!("{mode:o}"),
-            "the data directory is open to other users, who may read every contact: run chmod 700 {}",
-            dir.display()
+            "{what} is open to other users: run chmod {fix} {}",
+            path.display()
         );
     }
 }

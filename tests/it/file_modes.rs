@@ -1,6 +1,6 @@
 //! File modes (docs/API.md, "Exposure"): the data directory is made 0700 and everything in it,
 //! a cluster member's `raft/` folder included, is private to the server's user; a start on a
-//! directory others can read warns how to fix it.
+//! directory (or a tokens file) others can read warns how to fix it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -107,17 +107,28 @@ fn a_cluster_members_files_are_private_too() {
 }
 
 #[test]
-fn a_start_on_a_directory_others_can_read_warns_how_to_fix_it() {
+fn a_start_on_a_directory_or_a_tokens_file_others_can_read_warns_how_to_fix_it() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("shared");
     std::fs::create_dir(&data).unwrap();
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let data_arg = data.display().to_string();
-    let mut server =
-        ServerProcess::start(&["--data-dir", &data_arg], &tmp.path().join("log"), healthy);
-    let fix = format!("chmod 700 {}", data.display());
-    server.wait_until(Duration::from_secs(10), "the warning", || {
-        server.log_text().contains(&fix)
-    });
+    let tokens = tmp.path().join("tokens");
+    std::fs::write(&tokens, "ops operate s3cret\n").unwrap();
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (data_arg, tokens_arg) = (data.display().to_string(), tokens.display().to_string());
+    let args = ["--data-dir", &data_arg, "--tokens", &tokens_arg];
+    let mut server = ServerProcess::start(&args, &tmp.path().join("log"), healthy);
+    for fix in [
+        format!("chmod 700 {data_arg}"),
+        format!("chmod 600 {tokens_arg}"),
+    ] {
+        server.wait_until(Duration::from_secs(10), &fix, || {
+            server.log_text().contains(&fix)
+        });
+    }
     server.stop();
+    assert!(
+        !server.log_text().contains("s3cret"),
+        "the secret is never logged"
+    );
 }
