@@ -14,10 +14,14 @@
 //! Workloads: `read` (1,000 known pairs, asked again and again), `write` (a new contact each),
 //! `link` (clusters of four: a primary, then three secondaries sharing its phone).
 //! `WORKLOADS=read,write` picks some; `SERVER_ARGS="--phone-match e164 --default-region US"`
-//! passes more options to the server. The server runs with its defaults (`--fsync always`) on a
+//! passes more options to the server, and `SERVER_LOG=FILE` keeps what the processes print.
+//! The server runs with its defaults (`--fsync always`) on a
 //! temporary data directory. `CLUSTER=3` runs a cluster of three members on this machine
 //! instead (sharing its cores with each other and with this client) and spreads the
-//! connections over them, as clients that do not know the leader would.
+//! connections over them, as clients that do not know the leader would. `TLS=1` serves the
+//! server (not the ceiling) over HTTPS with a certificate made for the run, and the client
+//! speaks TLS to it (rustls, as the server): the same client, so the ratios with and without it
+//! show what TLS costs.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,8 +30,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// The client side of TLS, when the servers speak it (`TLS=1`).
+static TLS: std::sync::OnceLock<TlsConnector> = std::sync::OnceLock::new();
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -58,6 +66,10 @@ fn main() {
         .collect::<Vec<_>>()
         .join(",");
     let me = std::env::current_exe().expect("this program's path");
+    let tls_args = match std::env::var("TLS").is_ok_and(|v| v == "1") {
+        true => tls_files(&data),
+        false => vec![],
+    };
     let mut children = Children(vec![]);
     children.0.push(spawn(
         Command::new(&me).args(["echo", &echo_addr.to_string()]),
@@ -70,7 +82,8 @@ fn main() {
                 "--data-dir",
                 &data.join(i.to_string()).display().to_string(),
             ])
-            .args(server_args.split_whitespace());
+            .args(server_args.split_whitespace())
+            .args(&tls_args);
         if members > 1 {
             command.args(["--node-id", &(i + 1).to_string(), "--peers", &peers]);
         }
@@ -82,13 +95,14 @@ fn main() {
             wait_up(addr).await;
         }
         seed(servers[0]).await;
-        println!("{seconds} s per run, {connections} connections, two runs each, ceiling and server alternating");
+        let tls = if TLS.get().is_some() { ", the server over TLS" } else { "" };
+        println!("{seconds} s per run, {connections} connections, two runs each, ceiling and server alternating{tls}");
         let mut ratios = vec![];
         for workload in workloads.split(',') {
             let (mut ceiling, mut server) = (vec![], vec![]);
             for _ in 0..2 {
-                ceiling.push(run(&[echo_addr], workload, seconds, connections).await);
-                server.push(run(&servers, workload, seconds, connections).await);
+                ceiling.push(run(&[echo_addr], true, workload, seconds, connections).await);
+                server.push(run(&servers, false, workload, seconds, connections).await);
             }
             let (c, s) = (Outcome::mean(&ceiling), Outcome::mean(&server));
             println!(
@@ -101,6 +115,35 @@ fn main() {
     });
     drop(children);
     let _ = std::fs::remove_dir_all(&data);
+}
+
+/// A certificate for 127.0.0.1 made for this run, written into `data`; sets the client's
+/// side of TLS and returns the server's options for it.
+fn tls_files(data: &std::path::Path) -> Vec<String> {
+    let made =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("a certificate");
+    std::fs::create_dir_all(data).expect("the data directory");
+    let (cert, key) = (data.join("load.pem"), data.join("load.key"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(made.cert.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let _ = TLS.set(TlsConnector::from(Arc::new(config)));
+    let path = |p: &std::path::Path| p.display().to_string();
+    vec![
+        "--tls-cert".into(),
+        path(&cert),
+        "--tls-key".into(),
+        path(&key),
+    ]
 }
 
 /// The server binary beside this example (`target/release/examples/load` ->
@@ -132,10 +175,19 @@ impl Drop for Children {
     }
 }
 
+/// Starts a process; its output goes to the file `SERVER_LOG` names (appended), or nowhere.
 fn spawn(command: &mut Command) -> Child {
+    let log = || match std::env::var_os("SERVER_LOG") {
+        Some(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_or_else(|_| Stdio::null(), Stdio::from),
+        None => Stdio::null(),
+    };
     command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(log())
+        .stderr(log())
         .spawn()
         .expect("start a process")
 }
@@ -175,7 +227,7 @@ fn body(workload: &str, run: u64, conn: usize, n: u64) -> String {
 
 /// Adds the pairs `read` asks about (first waiting, for a cluster, until it has a leader).
 async fn seed(addr: SocketAddr) {
-    let mut conn = Connection::open(addr).await;
+    let mut conn = Connection::open(addr, false).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while conn.identify(&body("read", 0, 0, 0)).await != 200 {
         assert!(Instant::now() < deadline, "the server never answered 200");
@@ -208,7 +260,13 @@ impl Outcome {
 
 /// Runs `connections` clients for `seconds`; each sends its next request when the answer comes.
 /// Connection `c` goes to `addrs[c % addrs.len()]`.
-async fn run(addrs: &[SocketAddr], workload: &str, seconds: u64, connections: usize) -> Outcome {
+async fn run(
+    addrs: &[SocketAddr],
+    plain: bool,
+    workload: &str,
+    seconds: u64,
+    connections: usize,
+) -> Outcome {
     static RUN: AtomicU64 = AtomicU64::new(1);
     let run = RUN.fetch_add(1, Ordering::Relaxed);
     let stop = Arc::new(AtomicBool::new(false));
@@ -219,7 +277,7 @@ async fn run(addrs: &[SocketAddr], workload: &str, seconds: u64, connections: us
             let (stop, errors, workload) = (stop.clone(), errors.clone(), workload.to_owned());
             let addr = addrs[c % addrs.len()];
             tokio::spawn(async move {
-                let mut conn = Connection::open(addr).await;
+                let mut conn = Connection::open(addr, plain).await;
                 let mut latencies = Vec::with_capacity(1 << 14);
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
@@ -251,16 +309,28 @@ async fn run(addrs: &[SocketAddr], workload: &str, seconds: u64, connections: us
     }
 }
 
+/// A connection's byte stream: plain TCP or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
 /// One keep-alive HTTP/1.1 connection.
 struct Connection {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     buf: Vec<u8>,
 }
 
 impl Connection {
-    async fn open(addr: SocketAddr) -> Connection {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        stream.set_nodelay(true).unwrap();
+    /// Over TLS when the servers speak it, except to the ceiling (`plain`).
+    async fn open(addr: SocketAddr, plain: bool) -> Connection {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        tcp.set_nodelay(true).unwrap();
+        let stream: Box<dyn Stream> = match TLS.get().filter(|_| !plain) {
+            Some(tls) => {
+                let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                Box::new(tls.connect(name, tcp).await.expect("a TLS handshake"))
+            }
+            None => Box::new(tcp),
+        };
         Connection {
             stream,
             buf: Vec::with_capacity(4096),

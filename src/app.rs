@@ -1,5 +1,6 @@
 //! Start-up (recover storage, bind, serve) and graceful shutdown (stop accepting, finish the
-//! requests in flight, sync the log, write a snapshot).
+//! requests in flight, sync the log, write a snapshot). Serving is the edge's (`crate::edge`):
+//! its timeouts, connection limit and TLS.
 
 mod notify;
 
@@ -13,6 +14,8 @@ use tokio::net::TcpListener;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::edge::tls::{Tls, TlsFiles};
+use crate::http::auth::Auth;
 use crate::http::{router, AppState, Limits};
 use crate::matching::canon::Canon;
 use crate::raft::Member;
@@ -25,8 +28,10 @@ pub enum AppError {
     Storage(#[from] StorageError),
     #[error("cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
-    #[error("server error: {0}")]
-    Serve(std::io::Error),
+    #[error("{0}")]
+    Tls(#[from] crate::edge::tls::TlsError),
+    #[error("{0}")]
+    Auth(String),
     #[error("blocklist: {0}")]
     Blocklist(String),
     #[error("{0}")]
@@ -50,6 +55,8 @@ pub struct App {
     router: Router,
     store: Store,
     member: Option<Arc<Member>>,
+    edge: crate::edge::Settings,
+    tls: Option<Arc<Tls>>,
     /// A cluster member's hold on its data directory (a single node's store holds its own).
     _lock: Option<std::fs::File>,
 }
@@ -57,12 +64,13 @@ pub struct App {
 impl App {
     /// Recovers the data directory and binds the address (port 0 works, for tests).
     pub async fn build(config: Config) -> Result<App, AppError> {
+        let exposure = Exposure::check(&config)?;
         let modes = config.matching.modes().map_err(AppError::Matching)?;
         let answer_key = config.answer_key().map_err(AppError::Options)?;
         let unrecorded = crate::matching::record::check(&config.data_dir, &modes)
             .map_err(|e| AppError::Matching(e.to_string()))?;
         let (store, member, lock) = if config.cluster.enabled() {
-            Self::join(&config).await?
+            Self::join(&config, exposure.transport()?).await?
         } else {
             (Self::recover(&config).await?, None, None)
         };
@@ -94,11 +102,7 @@ impl App {
                 concurrent_requests: config.max_concurrent_requests,
                 changes_heartbeat: Duration::from_millis(config.changes_heartbeat_ms),
             },
-            admin_token: config
-                .admin_token
-                .as_deref()
-                .filter(|t| !t.is_empty())
-                .map(Into::into),
+            auth: exposure.auth.clone(),
             canon,
             member: member.clone(),
         };
@@ -113,11 +117,18 @@ impl App {
                 ))
                 .merge(crate::raft::http::raft_routes(member.clone())),
         };
+        crate::storage::warn_if_open_to_others(
+            &config.data_dir,
+            "the data directory, which holds every contact,",
+        );
+        let edge = exposure.settings(&config, member.is_some());
         Ok(App {
             listener,
             router,
             store,
             member,
+            edge,
+            tls: exposure.tls,
             _lock: lock,
         })
     }
@@ -147,13 +158,14 @@ impl App {
     /// Starts a cluster member over the data directory's `raft/` files.
     async fn join(
         config: &Config,
+        transport: crate::raft::Transport,
     ) -> Result<(Store, Option<Arc<Member>>, Option<std::fs::File>), AppError> {
         if config.blocklist.is_some() {
             return Err(AppError::Member(
                 "--blocklist is for a single node; a cluster's blocklist is changed with POST /blocklist on any member".into(),
             ));
         }
-        std::fs::create_dir_all(&config.data_dir)
+        crate::storage::create_private_dir(&config.data_dir)
             .map_err(|e| StorageError::file(config.data_dir.clone(), e))?;
         crate::raft::seed_from_single_node(&config.data_dir, &config.cluster)
             .map_err(|e| AppError::Member(e.to_string()))?;
@@ -164,6 +176,7 @@ impl App {
             &config.cluster,
             config.guards(),
             forward_timeout,
+            transport,
         )
         .await
         .map_err(|e| AppError::Member(e.to_string()))?;
@@ -194,7 +207,12 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
-        tracing::info!(addr = %self.local_addr(), "listening");
+        tracing::info!(
+            addr = %self.local_addr(),
+            tls = self.tls.is_some(),
+            max_connections = self.edge.max_connections,
+            "listening"
+        );
         // Recovered and bound: a service manager waiting for readiness (Type=notify) is told so.
         notify::ready(self.local_addr());
         let feed = self.store.feed().clone();
@@ -206,27 +224,10 @@ impl App {
             notify::stopping();
             feed.close();
         };
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        if self.member.is_none() {
-            axum::serve(self.listener, service)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .map_err(AppError::Serve)?;
-        } else {
-            // Members talk in small request-answer rounds (Raft's messages, forwarded
-            // requests): without TCP_NODELAY an answer written in two parts waits for the
-            // peer's delayed ACK, 40 ms a round.
-            use axum::serve::ListenerExt;
-            let listener = self.listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, service)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .map_err(AppError::Serve)?;
+        if let Some(tls) = &self.tls {
+            tokio::spawn(reload_on_hangup(tls.clone()));
         }
+        crate::edge::serve(self.listener, self.router, self.edge, self.tls, shutdown).await;
         if let Some(member) = &self.member {
             tracing::info!("requests drained; stopping this member's Raft");
             member.shutdown().await;
@@ -254,6 +255,106 @@ async fn keep_feed_retention(feed: crate::feed::Feed) {
         let kept = tokio::task::spawn_blocking(move || feed.retain()).await;
         if let Ok(Err(error)) = kept {
             tracing::warn!(%error, "the change feed's retention could not be applied");
+        }
+    }
+}
+
+/// What start-up checks and builds before it touches the data directory: the member
+/// authentication rule, the tokens, TLS (docs/API.md, "Exposure").
+struct Exposure {
+    auth: Arc<Auth>,
+    tls: Option<Arc<Tls>>,
+}
+
+impl Exposure {
+    fn check(config: &Config) -> Result<Exposure, AppError> {
+        if config.cluster.enabled() {
+            crate::raft::check_member_auth(config.addr, &config.cluster)
+                .map_err(|e| AppError::Member(e.to_string()))?;
+        }
+        let auth = Auth::new(
+            config.admin_token.as_deref(),
+            config.tokens.as_deref(),
+            config.identify_needs_token,
+        )
+        .map_err(AppError::Auth)?;
+        for (path, what) in [
+            (config.tokens.as_deref(), "the tokens file"),
+            (config.tls_key.as_deref(), "the TLS key (--tls-key)"),
+        ] {
+            if let Some(path) = path {
+                crate::storage::warn_if_open_to_others(path, what);
+            }
+        }
+        for (name, role) in auth.summary() {
+            tracing::info!(%name, %role, "token");
+        }
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(Tls::load(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                peer_ca: config.cluster.peer_ca.clone(),
+            })?)),
+            _ => None,
+        };
+        Ok(Exposure {
+            auth: Arc::new(auth),
+            tls,
+        })
+    }
+
+    /// How this member calls its peers.
+    fn transport(&self) -> Result<crate::raft::Transport, AppError> {
+        let Some(tls) = &self.tls else {
+            return Ok(crate::raft::Transport::plain());
+        };
+        Ok(crate::raft::Transport {
+            tls: Some(Arc::new(tls.client_config()?)),
+            member_certificates: tls.member_certificates(),
+        })
+    }
+
+    /// The edge's settings; the open-file limit is raised to its hard limit first, and the
+    /// default connection limit is what it leaves (`edge::limits`).
+    fn settings(&self, config: &Config, member: bool) -> crate::edge::Settings {
+        let open_files = crate::edge::limits::raise_open_files();
+        let forwarding = if member {
+            config.max_concurrent_requests
+        } else {
+            0
+        };
+        let max_connections = config.max_connections.unwrap_or_else(|| {
+            crate::edge::limits::default_max_connections(open_files, forwarding)
+        });
+        crate::edge::Settings {
+            header_timeout: Duration::from_millis(config.header_timeout_ms),
+            idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            // Members talk in small request-answer rounds (Raft's messages, forwarded
+            // requests): without TCP_NODELAY an answer written in two parts waits for the
+            // peer's delayed ACK, 40 ms a round.
+            nodelay: member,
+        }
+    }
+}
+
+/// Reads the certificate and key again on each SIGHUP; a reload that fails keeps the old ones.
+async fn reload_on_hangup(tls: Arc<Tls>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(error) => {
+            tracing::warn!(%error, "no SIGHUP handler: certificates are read at start-up only");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        let cert = tls.files().cert.display().to_string();
+        match tls.reload() {
+            Ok(()) => tracing::info!(%cert, "TLS certificate and key reloaded"),
+            Err(error) => {
+                tracing::error!(%error, "TLS reload failed; still serving the certificate loaded before")
+            }
         }
     }
 }

@@ -11,15 +11,17 @@
 //! - [`tools`]: the offline commands (import, export, rekey, check, backup and restore).
 //! - [`telemetry`]: log lines and metrics.
 //! - [`config`]: options and listen addresses; [`app`]: start-up, serving, shutdown.
+//! - [`edge`]: the accept loop, its timeouts and connection limit, TLS.
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod config;
+pub mod edge;
 pub mod engine;
 pub mod feed;
 pub mod http;
 pub mod matching;
-pub(crate) mod raft;
+pub mod raft;
 pub mod storage;
 pub mod store;
 pub mod telemetry;

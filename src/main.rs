@@ -12,6 +12,7 @@ use identity_engine::tools::orders::{self, ImportFormat};
 use identity_engine::tools::{backup, changes, check, export, import, rekey};
 
 fn main() -> ExitCode {
+    identity_engine::storage::keep_new_files_private();
     let cli = Cli::parse();
     let result = match cli.command {
         None => serve(cli.serve),

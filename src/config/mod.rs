@@ -189,10 +189,41 @@ pub struct Config {
     /// snapshot's size (and at least --snapshot-every-bytes); 0 snapshots at every sealed segment.
     #[arg(long, env = "IDENTITY_ENGINE_SNAPSHOT_LOG_PERCENT", default_value_t = crate::storage::DEFAULT_SNAPSHOT_LOG_PERCENT)]
     pub snapshot_log_percent: u64,
-    /// Token for admin endpoints (`Authorization: Bearer <token>`); without one they answer
-    /// loopback clients only.
+    /// An admin token named `admin` (`Authorization: Bearer <token>`); without any token
+    /// (this or --tokens) every endpoint but the public ones answers loopback clients only.
     #[arg(long, env = "IDENTITY_ENGINE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// A file of tokens, one a line: `NAME ROLE SECRET`, ROLE one of client, read, operate,
+    /// admin, SECRET the token itself or `sha256:HEX` of it; blank lines and `#` comments are
+    /// skipped (docs/API.md, "Exposure").
+    #[arg(long, env = "IDENTITY_ENGINE_TOKENS")]
+    pub tokens: Option<PathBuf>,
+    /// `/identify` wants a token too (of any role).
+    #[arg(long, env = "IDENTITY_ENGINE_IDENTIFY_NEEDS_TOKEN", action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new())]
+    pub identify_needs_token: bool,
+    /// A connection that has not sent its first request's headers this many milliseconds after
+    /// it was accepted (TLS handshake included) is closed.
+    #[arg(long, env = "IDENTITY_ENGINE_HEADER_TIMEOUT_MS", default_value_t = crate::edge::DEFAULT_HEADER_TIMEOUT.as_millis() as u64,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_ms: u64,
+    /// A kept-alive connection that has not sent the headers of its next request this many
+    /// milliseconds after the last answer is closed.
+    #[arg(long, env = "IDENTITY_ENGINE_IDLE_TIMEOUT_MS", default_value_t = crate::edge::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_ms: u64,
+    /// Connections open at once; past it, new ones wait in the kernel's backlog. Default: the
+    /// open-file limit (raised to its hard limit at start-up) less the server's own files.
+    #[arg(long, env = "IDENTITY_ENGINE_MAX_CONNECTIONS",
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+    /// Serve HTTPS only, with this certificate chain (PEM; the server's certificate first).
+    /// SIGHUP reads it and --tls-key again.
+    #[arg(long, env = "IDENTITY_ENGINE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "IDENTITY_ENGINE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// A value held by more live contacts than this is blocked as generic (0: never).
     #[arg(long, env = "IDENTITY_ENGINE_GENERIC_THRESHOLD", default_value_t = crate::engine::Limits::DEFAULT_GENERIC_THRESHOLD)]
     pub generic_threshold: u32,
@@ -240,6 +271,11 @@ pub struct RaftArgs {
     /// A secret every member shares: Raft's messages without it are refused.
     #[arg(long, env = "IDENTITY_ENGINE_CLUSTER_TOKEN", hide_env_values = true)]
     pub cluster_token: Option<String>,
+    /// Mutual TLS between members (with --tls-cert and --tls-key): each member presents its
+    /// certificate to the others, and Raft's messages are taken only from a member whose
+    /// certificate this CA (PEM) signed.
+    #[arg(long, env = "IDENTITY_ENGINE_PEER_CA", requires = "tls_cert")]
+    pub peer_ca: Option<PathBuf>,
     /// How often the leader tells the others it leads, in milliseconds.
     #[arg(long, env = "IDENTITY_ENGINE_RAFT_HEARTBEAT_MS", default_value_t = 250)]
     pub raft_heartbeat_ms: u64,

@@ -7,8 +7,10 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::response::Response;
+use axum::Extension;
 use serde_json::json;
 
+use super::auth::Caller;
 use super::contacts::identities_json;
 use super::identify::{body_error, json_ok, parse_query, AnswerKey};
 use super::{ApiError, AppState};
@@ -71,6 +73,7 @@ pub async fn list(State(app): State<AppState>) -> Result<Response, ApiError> {
         (status = 507, description = "No room left for the value", body = super::openapi::ErrorBody)))]
 pub async fn block(
     State(app): State<AppState>,
+    caller: Option<Extension<Caller>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|r| body_error(&r, app.limits.body_bytes))?;
@@ -81,7 +84,7 @@ pub async fn block(
         value,
         reason: BlockReason::Admin,
     };
-    let origin = Origin::of(&op);
+    let origin = Origin::of(&op).by(Caller::by(caller.as_deref()));
     let key = app.answer_key;
     let body = app
         .store
@@ -110,6 +113,7 @@ pub async fn block(
         (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
 pub async fn unblock(
     State(app): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     if let Some(unknown) = params
@@ -124,7 +128,7 @@ pub async fn unblock(
     let (email, phone) = (app.canon.email_opt(email), app.canon.phone_opt(phone));
     let (kind, value) = one_value(email, phone)?;
     let op = Op::Unblock { kind, value };
-    let origin = Origin::of(&op);
+    let origin = Origin::of(&op).by(Caller::by(caller.as_deref()));
     let key = app.answer_key;
     let body = app
         .store

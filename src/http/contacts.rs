@@ -8,9 +8,11 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures_util::StreamExt;
 use serde_json::json;
 
+use super::auth::Caller;
 use super::identify::{answer_json, contact_json, json_ok, json_response, AnswerKey};
 use super::{ApiError, AppState};
 use crate::engine::{Contact, ContactId, Email, Engine, Op, Outcome, Phone};
@@ -99,11 +101,12 @@ pub async fn identity(
         (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
 pub async fn delete(
     State(app): State<AppState>,
+    caller: Option<Extension<Caller>>,
     id: Result<Path<ContactId>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = contact_id(id)?;
     let op = Op::Delete(id);
-    let origin = Origin::of(&op);
+    let origin = Origin::of(&op).by(Caller::by(caller.as_deref()));
     let key = app.answer_key;
     let body = app
         .store

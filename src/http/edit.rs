@@ -9,10 +9,12 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
+use axum::Extension;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::auth::Caller;
 use super::contacts::{contact_id, identities_json};
 use super::identify::{body_error, contact_json, json_ok, AnswerKey, Key, PhoneValue, Text};
 use super::{ApiError, AppState};
@@ -39,6 +41,7 @@ use crate::store::Origin;
         (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
 pub async fn edit(
     State(app): State<AppState>,
+    caller: Option<Extension<Caller>>,
     id: Result<Path<ContactId>, PathRejection>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
@@ -64,7 +67,7 @@ pub async fn edit(
             .await??;
         return Ok(json_ok(&preview.ok_or(ApiError::Internal)?));
     }
-    let origin = Origin::of(&op);
+    let origin = Origin::of(&op).by(Caller::by(caller.as_deref()));
     let answer = app
         .store
         .execute(op, origin, move |engine, done| {

@@ -28,10 +28,18 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     BadQuery(String),
-    #[error("this endpoint needs the header Authorization: Bearer <admin token>")]
+    #[error("this endpoint needs the header Authorization: Bearer <token>, with a token this server knows")]
     Unauthorized,
-    #[error("admin endpoints answer loopback clients only unless the server is started with --admin-token")]
+    #[error("this endpoint answers loopback clients only unless the server is started with tokens (--admin-token or --tokens)")]
     Forbidden,
+    #[error(
+        "this endpoint needs a token of role {needed} (or above); the token {name} has role {role}"
+    )]
+    RoleNeeded {
+        needed: super::auth::Role,
+        name: std::sync::Arc<str>,
+        role: super::auth::Role,
+    },
     #[error("storage has failed, so this request was not carried out and nothing changed; the server refuses requests that read or change contacts until it is restarted (GET /readyz says why)")]
     StorageUnavailable,
     #[error("storage has failed, so reads are refused too (memory may hold changes the log lacks); restart the server (GET /readyz says why)")]
@@ -78,7 +86,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::RoleNeeded { .. } => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::StorageUnavailable | ApiError::ReadRefused | ApiError::NotReady(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -108,7 +116,7 @@ impl ApiError {
             ApiError::UnreadableBody => "unreadable_body",
             ApiError::NotFound(_) => "not_found",
             ApiError::Unauthorized => "unauthorized",
-            ApiError::Forbidden => "forbidden",
+            ApiError::Forbidden | ApiError::RoleNeeded { .. } => "forbidden",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::BadQuery(_) => "invalid_query",
             ApiError::StorageUnavailable | ApiError::ReadRefused | ApiError::NotReady(_) => {

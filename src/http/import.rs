@@ -16,8 +16,10 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use serde_json::json;
 
+use super::auth::Caller;
 use super::identify::json_ok;
 use super::{ApiError, AppState};
 use crate::engine::{Op, Refusal as EngineRefusal, Rows};
@@ -116,6 +118,7 @@ impl IntoResponse for Refusal {
         (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
 pub async fn import(
     State(app): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Query(params): Query<HashMap<String, String>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Refusal> {
@@ -144,7 +147,7 @@ pub async fn import(
     let reserved = app.store.reserve(rows.len());
     let committing = Instant::now();
     let op = Op::Import(rows);
-    let origin = Origin::of(&op);
+    let origin = Origin::of(&op).by(Caller::by(caller.as_deref()));
     let done = app
         .store
         .execute(op, origin, |_, done| done.clone())

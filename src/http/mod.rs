@@ -1,7 +1,7 @@
 //! The HTTP layer: a thin axum router over the [`Store`]. `router(state)` builds it, so tests can
 //! serve it on port 0 or call it in-process.
 
-mod admin;
+pub mod auth;
 mod backup;
 mod blocklist;
 mod changes;
@@ -56,8 +56,9 @@ pub struct AppState {
     /// Which spelling of `primaryContactId` identities are rendered with.
     pub answer_key: AnswerKey,
     pub limits: Limits,
-    /// With a token, admin endpoints need it; without, they answer loopback clients only.
-    pub admin_token: Option<Arc<str>>,
+    /// The tokens and their roles; without any, routes that need a role answer loopback
+    /// clients only.
+    pub auth: Arc<auth::Auth>,
     /// The matching modes: turns identifiers into the keys the engine matches.
     pub canon: crate::matching::canon::Canon,
     /// The cluster this server is a member of; None for a single node.
@@ -65,13 +66,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Default options: the correct key only, the default limits, no admin token (loopback only).
+    /// Default options: the correct key only, the default limits, no tokens (loopback only).
     pub fn new(store: Store) -> AppState {
         AppState {
             store,
             answer_key: AnswerKey::Correct,
             limits: Limits::default(),
-            admin_token: None,
+            auth: Arc::default(),
             canon: crate::matching::canon::Canon::default(),
             member: None,
         }
@@ -87,18 +88,29 @@ pub fn router(state: AppState) -> Router {
 pub(crate) fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     use utoipa::OpenApi;
     use utoipa_axum::{router::OpenApiRouter, routes};
-    let admin_guard = axum::middleware::from_fn_with_state(state.clone(), admin::require_admin);
-    // The change feed waits (a long poll, a stream) longer than a request may take, and its
-    // waiting readers are not requests being served: outside the time and concurrency limits.
-    let (feed_routes, feed_api) = OpenApiRouter::new()
-        .routes(routes!(changes::changes))
-        .route_layer(admin_guard.clone())
-        .split_for_parts();
     // The import's body is a file: its own limit, above the one for requests.
     let import = OpenApiRouter::new()
         .routes(routes!(import::import))
         .layer(DefaultBodyLimit::max(import::IMPORT_BODY_LIMIT));
-    let admin = OpenApiRouter::new()
+    // Every route passes the one check of auth::ROUTES, which says what each needs.
+    let authorize = axum::middleware::from_fn_with_state(state.auth.clone(), auth::authorize);
+    // The change feed waits (a long poll, a stream) longer than a request may take, and its
+    // waiting readers are not requests being served: outside the time and concurrency limits.
+    let (feed_routes, feed_api) = OpenApiRouter::new()
+        .routes(routes!(changes::changes))
+        .route_layer(authorize.clone())
+        .split_for_parts();
+    let (routes, mut api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(identify::identify))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::health))
+        .routes(routes!(openapi::docs))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(console::page))
+        .routes(routes!(console::asset))
+        .routes(routes!(console::root))
+        .routes(routes!(auth::whoami))
         .routes(routes!(contacts::list))
         .routes(routes!(contacts::export))
         .routes(routes!(contacts::contact, contacts::delete, edit::edit))
@@ -116,18 +128,7 @@ pub(crate) fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::O
         .routes(routes!(members::add_member))
         .routes(routes!(members::remove_member))
         .merge(import)
-        .route_layer(admin_guard);
-    let (routes, mut api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .routes(routes!(identify::identify))
-        .routes(routes!(ops::healthz))
-        .routes(routes!(ops::health))
-        .routes(routes!(openapi::docs))
-        .routes(routes!(ops::readyz))
-        .routes(routes!(ops::metrics))
-        .routes(routes!(console::page))
-        .routes(routes!(console::asset))
-        .routes(routes!(console::root))
-        .merge(admin)
+        .route_layer(authorize)
         .split_for_parts();
     api.merge(feed_api);
     api.info.version = env!("CARGO_PKG_VERSION").to_owned();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -15,32 +15,47 @@ use http_body_util::{BodyExt, Full};
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::{Member, FORWARDED_HEADER, TOKEN_HEADER};
+use crate::edge::MemberCertificate;
 use crate::http::ApiError;
 use crate::storage::codec;
 
 /// `/cluster/raft/...`: append, vote, snapshot (bincode), and hello (JSON: who answers, and
-/// whether it belongs to a cluster yet).
+/// whether it belongs to a cluster yet); each only for a member that authenticates.
 pub(crate) fn raft_routes(cluster: Arc<Member>) -> Router {
     Router::new()
         .route("/cluster/raft/append", post(append))
         .route("/cluster/raft/vote", post(vote))
         .route("/cluster/raft/snapshot", post(snapshot))
         .route("/cluster/raft/hello", get(hello_answer))
+        .route_layer(axum::middleware::from_fn_with_state(
+            cluster.clone(),
+            members_only,
+        ))
         .layer(DefaultBodyLimit::max(codec::MAX_MESSAGE as usize))
         .with_state(cluster)
 }
 
-fn refused() -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        "this cluster's messages need the header x-cluster-token with the cluster token",
-    )
-        .into_response()
-}
-
-fn authorized(cluster: &Member, headers: &HeaderMap) -> bool {
-    let given = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok());
-    cluster.token_ok(given)
+/// Takes Raft's messages only with the cluster token (when one is set) and over a connection
+/// that presented a certificate the peer CA signed (with `--peer-ca`).
+async fn members_only(
+    State(cluster): State<Arc<Member>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let given = request
+        .headers()
+        .get(TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if !cluster.token_ok(given) {
+        let why = "this cluster's messages need the header x-cluster-token with the cluster token";
+        return (StatusCode::UNAUTHORIZED, why).into_response();
+    }
+    let certified = request.extensions().get::<MemberCertificate>().is_some();
+    if cluster.needs_member_certificate() && !certified {
+        let why = "this cluster's messages come only from members that present a certificate the peer CA signed";
+        return (StatusCode::FORBIDDEN, why).into_response();
+    }
+    next.run(request).await
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
@@ -56,40 +71,28 @@ fn encode<T: Serialize>(value: &T) -> Response {
     }
 }
 
-async fn append(State(cluster): State<Arc<Member>>, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&cluster, &headers) {
-        return refused();
-    }
+async fn append(State(cluster): State<Arc<Member>>, body: Bytes) -> Response {
     match decode(&body) {
         Ok(request) => encode(&cluster.raft.append_entries(request).await),
         Err(response) => *response,
     }
 }
 
-async fn vote(State(cluster): State<Arc<Member>>, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&cluster, &headers) {
-        return refused();
-    }
+async fn vote(State(cluster): State<Arc<Member>>, body: Bytes) -> Response {
     match decode(&body) {
         Ok(request) => encode(&cluster.raft.vote(request).await),
         Err(response) => *response,
     }
 }
 
-async fn snapshot(State(cluster): State<Arc<Member>>, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&cluster, &headers) {
-        return refused();
-    }
+async fn snapshot(State(cluster): State<Arc<Member>>, body: Bytes) -> Response {
     match decode(&body) {
         Ok(request) => encode(&cluster.raft.install_snapshot(request).await),
         Err(response) => *response,
     }
 }
 
-async fn hello_answer(State(cluster): State<Arc<Member>>, headers: HeaderMap) -> Response {
-    if !authorized(&cluster, &headers) {
-        return refused();
-    }
+async fn hello_answer(State(cluster): State<Arc<Member>>) -> Response {
     let initialized = cluster.raft.is_initialized().await.unwrap_or(true);
     axum::Json(serde_json::json!({ "nodeId": cluster.id, "initialized": initialized }))
         .into_response()
@@ -97,7 +100,8 @@ async fn hello_answer(State(cluster): State<Arc<Member>>, headers: HeaderMap) ->
 
 /// Asks the member at `addr` whether it belongs to a cluster; None if it does not answer.
 pub(super) async fn hello(cluster: &Member, addr: &str) -> Option<bool> {
-    let mut request = hyper::Request::get(format!("http://{addr}/cluster/raft/hello"));
+    let scheme = cluster.scheme;
+    let mut request = hyper::Request::get(format!("{scheme}://{addr}/cluster/raft/hello"));
     if let Some(token) = &cluster.token {
         request = request.header(TOKEN_HEADER, token);
     }
@@ -226,7 +230,7 @@ async fn forward(cluster: &Member, leader: u64, addr: &str, request: Request) ->
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut builder = hyper::Request::builder()
         .method(parts.method)
-        .uri(format!("http://{addr}{target}"));
+        .uri(format!("{}://{addr}{target}", cluster.scheme));
     for (name, value) in &parts.headers {
         if name != header::HOST && name != header::CONNECTION && name != header::CONTENT_LENGTH {
             builder = builder.header(name, value);

@@ -17,6 +17,8 @@ mod log;
 mod machine;
 mod network;
 
+pub use network::Transport;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -31,6 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::RaftArgs;
 use crate::engine::Limits;
+use crate::http::auth::{digests_equal, sha256};
 use crate::storage::raft_files::Command;
 use crate::store::{Propose, Store, StoreError};
 
@@ -70,7 +73,11 @@ pub struct Member {
     pub store: Store,
     log: log::LogStore,
     client: network::HttpClient,
+    /// `http` or `https`, for calling peers.
+    scheme: &'static str,
     token: Option<String>,
+    /// Raft's messages come only over connections with a certificate the peer CA signed.
+    member_certificates: bool,
     peers: BTreeMap<NodeId, String>,
     /// How long a forwarded request may take.
     pub forward_timeout: Duration,
@@ -217,6 +224,7 @@ impl Member {
         args: &RaftArgs,
         limits: Limits,
         forward_timeout: Duration,
+        transport: Transport,
     ) -> Result<Arc<Member>, MemberError> {
         let (id, peers) = args.membership().map_err(MemberError::Options)?;
         let data_dir = &storage.dir;
@@ -252,9 +260,10 @@ impl Member {
         }
         .validate()
         .map_err(|e| MemberError::Options(format!("raft timeouts: {e}")))?;
-        let client = network::http_client();
+        let client = transport.client();
         let factory = network::Factory {
             client: client.clone(),
+            scheme: transport.scheme(),
             token: args.cluster_token.clone(),
         };
         let raft = Raft::new(id, Arc::new(config), factory, log.clone(), machine)
@@ -274,7 +283,9 @@ impl Member {
             store,
             log,
             client,
+            scheme: transport.scheme(),
             token: args.cluster_token.clone(),
+            member_certificates: transport.member_certificates,
             peers,
             forward_timeout,
             election_ms: args.raft_election_ms,
@@ -317,8 +328,16 @@ impl Member {
     pub(crate) fn token_ok(&self, given: Option<&str>) -> bool {
         match &self.token {
             None => true,
-            Some(token) => given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())),
+            // Digests compared in constant time: neither the time taken nor the length tells
+            // how much of a guess matched.
+            Some(token) => given
+                .is_some_and(|g| digests_equal(&sha256(g.as_bytes()), &sha256(token.as_bytes()))),
         }
+    }
+
+    /// Whether Raft's messages must come with a certificate the peer CA signed.
+    pub fn needs_member_certificate(&self) -> bool {
+        self.member_certificates
     }
 
     pub fn status(&self) -> Status {
@@ -452,8 +471,37 @@ fn role(state: ServerState) -> &'static str {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Refuses a member that anyone beyond this host could reach, or that would call peers beyond
+/// it, when nothing authenticates members: without `--cluster-token` or `--peer-ca` any
+/// client that reaches the port could send Raft's messages (docs/API.md, "Exposure"). Checked
+/// before anything is bound, opened or called.
+pub fn check_member_auth(addr: std::net::SocketAddr, args: &RaftArgs) -> Result<(), MemberError> {
+    if args.cluster_token.as_deref().is_some_and(|t| !t.is_empty()) || args.peer_ca.is_some() {
+        return Ok(());
+    }
+    let (_, peers) = args.membership().map_err(MemberError::Options)?;
+    let exposed = std::iter::once(addr.to_string())
+        .chain(peers.into_values())
+        .find(|a| !is_loopback(a));
+    match exposed {
+        None => Ok(()),
+        Some(a) => Err(MemberError::Options(format!(
+            "{a} is not a loopback address, and nothing authenticates this cluster's members: \
+             start every member with --cluster-token (a shared secret) or --peer-ca (mutual TLS, \
+             with --tls-cert and --tls-key), or keep --addr and every --peers address on loopback"
+        ))),
+    }
+}
+
+/// Whether `addr` (HOST:PORT, as in --peers) names this host: a loopback IP or `localhost`.
+/// Any other name counts as not loopback, whatever it resolves to now.
+fn is_loopback(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
 }
 
 /// A first start over a single node's data directory (and no cluster files yet) makes that
@@ -603,5 +651,53 @@ async fn watch_metrics(cluster: Arc<Member>) {
         if metrics.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> RaftArgs {
+        let mut all = vec!["identity-engine", "--node-id", "1"];
+        all.extend_from_slice(extra);
+        crate::config::Cli::try_parse_from(all)
+            .unwrap()
+            .serve
+            .cluster
+    }
+
+    #[test]
+    fn a_member_beyond_loopback_needs_a_token_or_a_peer_ca() {
+        let local: std::net::SocketAddr = "127.0.0.1:7001".parse().unwrap();
+        let public: std::net::SocketAddr = "0.0.0.0:7001".parse().unwrap();
+        let loopback_peers = args(&["--peers", "1=127.0.0.1:7001,2=localhost:7002,3=[::1]:7003"]);
+        assert!(check_member_auth(local, &loopback_peers).is_ok());
+        let refused = check_member_auth(public, &loopback_peers)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("--cluster-token") && refused.contains("--peer-ca"),
+            "{refused}"
+        );
+        for peer in ["10.0.0.2:7002", "node2.internal:7002", "[2001:db8::2]:7002"] {
+            let list = format!("1=127.0.0.1:7001,2={peer}");
+            let refused = check_member_auth(local, &args(&["--peers", &list]));
+            assert!(refused.unwrap_err().to_string().starts_with(peer), "{peer}");
+            let with_token = args(&["--peers", &list, "--cluster-token", "s"]);
+            assert!(check_member_auth(public, &with_token).is_ok(), "{peer}");
+        }
+        let with_ca = args(&[
+            "--peers",
+            "1=10.0.0.1:7001",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--peer-ca",
+            "ca",
+        ]);
+        assert!(check_member_auth(public, &with_ca).is_ok());
     }
 }

@@ -1,11 +1,14 @@
 //! Raft's messages between members, over their HTTP ports: `POST /cluster/raft/{append, vote,
 //! snapshot}` with a bincode body, answered with openraft's result in bincode. The same
-//! client forwards a follower's requests to the leader.
+//! client forwards a follower's requests to the leader. With TLS the members call each other
+//! over HTTPS (and, with `--peer-ca`, present their certificates: docs/API.md, "Exposure").
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -22,21 +25,72 @@ use serde::{de::DeserializeOwned, Serialize};
 use super::{Node, NodeId, TypeConfig, TOKEN_HEADER};
 use crate::storage::codec;
 
-pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-pub(crate) fn http_client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector)
+/// How a member reaches its peers.
+#[derive(Clone)]
+pub struct Transport {
+    /// HTTPS with this client side (None: plain HTTP).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Whether peers must present a certificate the peer CA signed (`--peer-ca`).
+    pub member_certificates: bool,
+}
+
+impl Transport {
+    pub fn plain() -> Transport {
+        Transport {
+            tls: None,
+            member_certificates: false,
+        }
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// One client, with its connection pool, for every call to the peers.
+    pub fn client(&self) -> HttpClient {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        connector.enforce_http(false);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let connector = match &self.tls {
+            Some(config) => builder
+                .with_tls_config(config.as_ref().clone())
+                .https_only()
+                .enable_http1()
+                .wrap_connector(connector),
+            // Plain HTTP only: the TLS side is never used, so it trusts nothing.
+            None => builder
+                .with_tls_config(
+                    rustls::ClientConfig::builder_with_provider(Arc::new(
+                        rustls::crypto::ring::default_provider(),
+                    ))
+                    .with_safe_default_protocol_versions()
+                    .expect("ring supports the default versions")
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+                )
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(connector),
+        };
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector)
+    }
 }
 
 /// Makes a client per peer, sharing one connection pool.
 #[derive(Clone)]
 pub(crate) struct Factory {
     pub client: HttpClient,
+    pub scheme: &'static str,
     pub token: Option<String>,
 }
 
@@ -46,6 +100,7 @@ impl RaftNetworkFactory<TypeConfig> for Factory {
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Peer {
         Peer {
             client: self.client.clone(),
+            scheme: self.scheme,
             token: self.token.clone(),
             target,
             addr: node.addr.clone(),
@@ -55,6 +110,7 @@ impl RaftNetworkFactory<TypeConfig> for Factory {
 
 pub struct Peer {
     client: HttpClient,
+    scheme: &'static str,
     token: Option<String>,
     target: NodeId,
     addr: String,
@@ -105,7 +161,7 @@ impl Peer {
     }
 
     async fn post(&self, path: &str, body: Vec<u8>) -> Result<Bytes, CallError> {
-        let uri = format!("http://{}/cluster/raft/{path}", self.addr);
+        let uri = format!("{}://{}/cluster/raft/{path}", self.scheme, self.addr);
         let mut request = hyper::Request::post(uri)
             .header(hyper::header::CONTENT_TYPE, "application/octet-stream");
         if let Some(token) = &self.token {

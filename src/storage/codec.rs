@@ -78,7 +78,7 @@ fn message_options() -> impl Options {
 }
 
 /// Encodes a message between cluster members, or an entry of the Raft log.
-pub(crate) fn encode_message<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::Error> {
+pub fn encode_message<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::Error> {
     message_options().serialize(value)
 }
 

@@ -216,9 +216,45 @@ pub(crate) fn holds_data(dir: &Path) -> bool {
     })
 }
 
+/// Makes every file and directory this process creates from now on private to its user
+/// (umask 077: files 0600, directories 0700), whoever opens them (docs/API.md, "Exposure").
+/// Called once at start-up, for every command.
+pub fn keep_new_files_private() {
+    use rustix::fs::Mode;
+    rustix::process::umask(Mode::from_raw_mode(0o077));
+}
+
+/// Creates `dir` (and any missing parent) with mode 0700.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Warns when other users may read (or enter) `path`, a directory or a file holding secrets,
+/// and says how to stop that (docs/API.md, "Exposure").
+pub fn warn_if_open_to_others(path: &Path, what: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        let fix = if meta.is_dir() { "700" } else { "600" };
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{mode:o}"),
+            "{what} is open to other users: run chmod {fix} {}",
+            path.display()
+        );
+    }
+}
+
 /// Takes the data directory's lock; held until the returned file is dropped or the process dies.
 pub(crate) fn lock_dir(dir: &Path) -> Result<File, StorageError> {
-    std::fs::create_dir_all(dir).map_err(|e| StorageError::file(dir.to_owned(), e))?;
+    create_private_dir(dir).map_err(|e| StorageError::file(dir.to_owned(), e))?;
     let path = dir.join("LOCK");
     let file = File::options()
         .create(true)

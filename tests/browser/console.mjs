@@ -2,7 +2,8 @@
 //   node console.mjs <scenario> <base url> [data file]
 // Scenarios: support (import, try, search, graph, why, delete), block (block, regroup, unblock),
 // edit (correct an email: preview, confirm, regrouped; a split; a refusal), signin (a wrong
-// token refused, the right one kept). Exits non-zero on the first failure.
+// token refused, the right one kept), readonly (a read token sees no control that changes
+// anything). Exits non-zero on the first failure.
 // Every request outside the server under test is refused, so nothing reaches the network.
 
 import { chromium } from 'playwright-core';
@@ -54,12 +55,18 @@ async function caption(page) {
 
 // Clicks the graph's node of contact `id` where cytoscape drew it.
 async function clickContact(page, id) {
-  const point = await page.evaluate(n => {
-    const node = window.consoleGraph.cy.getElementById(`contact:${n}`);
+  await clickNode(page, { id: `contact:${id}` });
+}
+
+// Clicks a graph node, by id or as the first a cytoscape selector picks, where it was drawn.
+async function clickNode(page, which) {
+  const point = await page.evaluate(({ id, selector }) => {
+    const cy = window.consoleGraph.cy;
+    const node = id ? cy.getElementById(id) : cy.nodes(selector)[0];
     const box = window.consoleGraph.cy.container().getBoundingClientRect();
     const p = node.renderedPosition();
     return { x: box.left + p.x, y: box.top + p.y };
-  }, id);
+  }, which);
   await page.mouse.click(point.x, point.y);
 }
 
@@ -197,7 +204,7 @@ const scenarios = {
 
   async signin(page) {
     await page.goto(`${base}/console`);
-    const token = page.getByLabel('Admin token');
+    const token = page.getByLabel('Token', { exact: true });
     await token.fill('not-the-token');
     await page.getByRole('button', { name: 'Sign in', exact: true }).click();
     await page.getByRole('alert').getByText('That token is wrong').waitFor();
@@ -207,7 +214,32 @@ const scenarios = {
     // Kept for the tab: a reload does not ask again.
     await page.reload();
     await page.getByText('Live contacts').waitFor();
-    assert.equal(await page.getByLabel('Admin token').isVisible(), false);
+    assert.equal(await token.isVisible(), false);
+    await page.locator('#caller').getByText('admin (admin)').waitFor();
+  },
+
+  // The server holds marty and jennifer sharing 555, and 000 blocked; the token is a read one.
+  async readonly(page) {
+    await page.goto(`${base}/console`);
+    await page.getByLabel('Token', { exact: true }).fill('r3ad');
+    await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+    await page.getByText('Live contacts').waitFor();
+    await page.locator('#caller').getByText('support (read)').waitFor();
+    assert.equal(await page.getByRole('link', { name: 'Data' }).isVisible(), false, 'no import or export');
+
+    await search(page, '555', 1);
+    const rows = page.getByRole('table').getByRole('row');
+    assert.equal(await rows.count(), 3, 'a header and two rows');
+    assert.equal(await page.getByRole('button', { name: /Delete/ }).count(), 0, 'no Delete button');
+    assert.equal(await page.getByRole('button', { name: /Block/ }).count(), 0, 'no Block button');
+    await clickNode(page, { selector: '.value' });
+    await page.getByText(/held by \d contacts?/).waitFor();
+    assert.equal(await page.getByRole('button', { name: /Block|Unblock/ }).count(), 0, 'no Block button on a value');
+
+    await page.getByRole('link', { name: 'Blocked values' }).click();
+    await page.getByRole('cell', { name: '000', exact: true }).waitFor();
+    assert.equal(await page.getByRole('button', { name: /Block|Unblock/ }).count(), 0, 'no Block or Unblock button');
+    assert.equal(await page.getByRole('textbox', { name: 'Value to block' }).count(), 0, 'no block form');
   },
 };
 

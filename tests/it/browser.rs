@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{spawn_app, spawn_app_with, TestApp};
+use crate::common::{request, spawn_app, spawn_app_with, TestApp};
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -70,4 +70,27 @@ fn the_console_refuses_a_wrong_token_and_keeps_the_right_one() {
         &spawn_app_with(|c| c.admin_token = Some("sesame".into())),
         "signin",
     );
+}
+
+#[test]
+#[ignore = "needs Chromium and Node packages; .ci/run installs them"]
+fn a_read_token_sees_no_control_that_changes_anything_in_the_console() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let tokens = tmp.path().join("tokens");
+    std::fs::write(&tokens, "support read r3ad\nboss admin sesame\n").unwrap();
+    let app = spawn_app_with(|c| c.tokens = Some(tokens));
+    for email in ["marty@hillvalley.edu", "jennifer@hillvalley.edu"] {
+        let body = format!(r#"{{"email":"{email}","phoneNumber":"555"}}"#);
+        assert_eq!(app.identify(&body).status, 200);
+    }
+    let admin = [("Authorization", "Bearer sesame")];
+    let blocked = request(
+        app.addr,
+        "POST",
+        "/blocklist",
+        br#"{"phoneNumber":"000"}"#,
+        &admin,
+    );
+    assert_eq!(blocked.status, 200, "{}", blocked.text);
+    run_scenario(&app, "readonly");
 }

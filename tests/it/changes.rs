@@ -320,3 +320,40 @@ fn the_command_line_prints_the_events_as_ndjson_and_resumes_from_a_seq() {
     let mut rest = String::new();
     let _ = out.read_to_string(&mut rest);
 }
+
+#[test]
+fn a_change_made_with_a_token_names_it_as_by_and_still_does_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(
+        &tokens,
+        "support operate s3cret-operate\nwatcher read s3cret-read\n",
+    )
+    .unwrap();
+    let tokens_file = tokens.clone();
+    let app = spawn_app_with(move |c| c.tokens = Some(tokens_file));
+    let operate = [("Authorization", "Bearer s3cret-operate")];
+    let read = [("Authorization", "Bearer s3cret-read")];
+    request(
+        app.addr,
+        "POST",
+        "/identify",
+        br#"{"email":"by@shop.test"}"#,
+        &[],
+    );
+    let deleted = request(app.addr, "DELETE", "/contacts/1", b"", &operate);
+    assert_eq!(deleted.status, 200, "{}", deleted.text);
+    let feed = |app: &TestApp| request(app.addr, "GET", "/changes", b"", &read).json();
+    let events = feed(&app)["changes"].clone();
+    assert_eq!(events[0]["by"], Value::Null, "/identify names no token");
+    assert_eq!(events[1]["type"], "deleted");
+    assert_eq!(events[1]["by"], "support");
+    let tokens_file = tokens.clone();
+    let app = app.restart(move |c| c.tokens = Some(tokens_file));
+    assert_eq!(feed(&app)["changes"], events, "the same after a restart");
+    let unread = request(app.addr, "GET", "/changes", b"", &[]);
+    assert_eq!(
+        unread.status, 401,
+        "the feed wants a token when the server has them"
+    );
+}

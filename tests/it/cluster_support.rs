@@ -8,13 +8,14 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::common::Response;
+use crate::tls_support::Ca;
 
 pub type NodeId = u64;
 
@@ -29,10 +30,26 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     pub token: Option<String>,
+    /// HTTPS, each node with a certificate this CA signs for it (`--tls-cert`, `--tls-key`).
+    pub tls: Option<Arc<Ca>>,
+    /// With `tls`: mutual TLS between the members (`--peer-ca` the CA's certificate).
+    pub peer_ca: bool,
+    /// With `tls`: this node's certificate and peer CA are another CA's.
+    pub stranger: Option<(NodeId, Arc<Ca>)>,
     /// `--raft-snapshot-entries`.
     pub snapshot_entries: Option<u64>,
     /// `--raft-keep-entries`.
     pub keep_entries: Option<u64>,
+}
+
+impl Options {
+    /// The CA that signs node `id`'s certificate (and that it trusts), with TLS.
+    fn ca_of(&self, id: NodeId) -> Option<&Arc<Ca>> {
+        match &self.stranger {
+            Some((stranger, ca)) if *stranger == id => Some(ca),
+            _ => self.tls.as_ref(),
+        }
+    }
 }
 
 /// One node process and what it takes to start it again the same way.
@@ -44,31 +61,44 @@ pub struct Node {
     peers: String,
     /// Behind a lock so that a wait can notice, through `&self`, a node that exited.
     child: Mutex<Option<Child>>,
+    /// The client side of HTTPS when the cluster runs with TLS.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Node {
     pub fn get(&self, path: &str) -> Result<Response, String> {
-        call(self.addr, "GET", path, "", &[], CLIENT_TIMEOUT)
+        self.call("GET", path, "", CLIENT_TIMEOUT)
     }
 
     pub fn post(&self, path: &str, body: &str) -> Result<Response, String> {
-        call(self.addr, "POST", path, body, &[], CLIENT_TIMEOUT)
+        self.call("POST", path, body, CLIENT_TIMEOUT)
     }
 
     pub fn delete(&self, path: &str) -> Result<Response, String> {
-        call(self.addr, "DELETE", path, "", &[], CLIENT_TIMEOUT)
+        self.call("DELETE", path, "", CLIENT_TIMEOUT)
+    }
+
+    /// One request over HTTP, or HTTPS when the cluster has TLS.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        timeout: Duration,
+    ) -> Result<Response, String> {
+        match &self.tls {
+            None => call(self.addr, method, path, body, &[], timeout),
+            Some(tls) => {
+                let request = (method, path, body.as_bytes(), &[][..]);
+                crate::tls_support::https_within(self.addr, tls, request, timeout)
+                    .map_err(|e| format!("{method} {path} on {}: {e}", self.addr))
+            }
+        }
     }
 
     /// `GET /cluster` as JSON, or why there is none.
     pub fn status(&self) -> Result<Value, String> {
-        let response = call(
-            self.addr,
-            "GET",
-            "/cluster",
-            "",
-            &[],
-            Duration::from_secs(3),
-        )?;
+        let response = self.call("GET", "/cluster", "", Duration::from_secs(3))?;
         match response.status {
             200 => {
                 serde_json::from_str(&response.text).map_err(|e| format!("{e}: {}", response.text))
@@ -188,6 +218,7 @@ impl Cluster {
         let dir = self.tmp.path().join(format!("node-{id}"));
         std::fs::create_dir_all(&dir).expect("node dir");
         let log = self.tmp.path().join(format!("node-{id}.log"));
+        let tls = self.options.ca_of(id).map(|ca| ca.client());
         self.nodes.push(Node {
             id,
             addr,
@@ -195,6 +226,7 @@ impl Cluster {
             log,
             peers,
             child: Mutex::new(None),
+            tls,
         });
         self.spawn(id);
     }
@@ -217,6 +249,18 @@ impl Cluster {
             "--raft-election-ms".to_owned(),
             "800".to_owned(),
         ];
+        if let Some(ca) = options.ca_of(id) {
+            let issued = ca.issue(&format!("node-{id}"));
+            args.extend([
+                "--tls-cert".to_owned(),
+                issued.cert.display().to_string(),
+                "--tls-key".to_owned(),
+                issued.key.display().to_string(),
+            ]);
+            if options.peer_ca {
+                args.extend(["--peer-ca".to_owned(), ca.ca_file().display().to_string()]);
+            }
+        }
         let optional = [
             ("--cluster-token", options.token),
             (

@@ -520,3 +520,61 @@ fn a_stalled_stream_costs_the_server_a_page_never_the_changes_it_has_not_read() 
     );
     drop(reader);
 }
+
+#[test]
+fn the_feed_made_again_from_the_log_is_the_same_events_with_the_same_cause_and_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = tmp.path().join("tokens");
+    std::fs::write(&tokens, "support operate op3rate\n").unwrap();
+    let data = tmp.path().join("data");
+    let extra = ["--tokens", tokens.to_str().unwrap()];
+    let mut server = Server::start(&data, &extra);
+    let call = |addr, method, path: &str, body: &str| {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer op3rate\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        std::io::Write::write_all(&mut stream, head.as_bytes()).unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+        answer
+    };
+    call(
+        server.addr,
+        "POST",
+        "/identify",
+        r#"{"email":"a@shop.test","phoneNumber":"1"}"#,
+    );
+    call(
+        server.addr,
+        "POST",
+        "/identify",
+        r#"{"email":"b@shop.test","phoneNumber":"1"}"#,
+    );
+    call(server.addr, "POST", "/blocklist", r#"{"phoneNumber":"1"}"#);
+    call(
+        server.addr,
+        "PATCH",
+        "/contacts/2",
+        r#"{"email":"c@shop.test"}"#,
+    );
+    call(server.addr, "DELETE", "/contacts/1", "");
+    let feed = |addr| {
+        let answer = call(addr, "GET", "/changes?limit=1000", "");
+        let body = answer.split("\r\n\r\n").nth(1).unwrap().to_owned();
+        serde_json::from_str::<Value>(&body).unwrap()["changes"].clone()
+    };
+    let before = feed(server.addr);
+    let causes: Vec<&str> = (before.as_array().unwrap().iter())
+        .map(|e| e["cause"].as_str().unwrap())
+        .collect();
+    assert!(
+        causes.contains(&"blocklist") && causes.contains(&"edit") && causes.contains(&"delete")
+    );
+    server.kill();
+    // The feed's files are gone: every event is made again from the log at start-up.
+    std::fs::remove_dir_all(data.join("changes")).unwrap();
+    let server = Server::start(&data, &extra);
+    assert_eq!(feed(server.addr), before);
+}

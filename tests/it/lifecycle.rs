@@ -1295,7 +1295,9 @@ fn in_process_router(dir: &Path, token: Option<&str>) -> axum::Router {
     use identity_engine::http::{router, AppState};
     let (store, _) = identity_engine::store::Store::open(StorageOptions::new(dir)).expect("opens");
     let mut state = AppState::new(store);
-    state.admin_token = token.map(Into::into);
+    state.auth = std::sync::Arc::new(
+        identity_engine::http::auth::Auth::new(token, None, false).expect("a valid token"),
+    );
     router(state)
 }
 

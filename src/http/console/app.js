@@ -1,11 +1,14 @@
-// The console: find an identity, see why its contacts are one, repair it (edit, delete, block). Every call goes to
-// the same admin API as any client; with --admin-token the token is asked once and kept for
-// the browser tab (sessionStorage).
+// The console: find an identity, see why its contacts are one, repair it (edit, delete, block).
+// Every call goes to the same API as any client; when the server has tokens, one is asked once
+// and kept for the browser tab (sessionStorage), and GET /whoami tells its role: the console
+// shows only what that role may do (docs/API.md, "Exposure").
 
 import { draw } from '/console/graph.js';
 
 const $ = id => document.getElementById(id);
-const TOKEN_KEY = 'identity-engine-admin-token';
+const TOKEN_KEY = 'identity-engine-token';
+const ROLES = ['client', 'read', 'operate', 'admin'];
+let caller = null;      // {name, role} from GET /whoami
 let graphView = null;   // the drawn graph of the identity shown
 let shown = null;       // {id, graph} of the identity shown
 
@@ -32,7 +35,8 @@ async function api(method, path, body, { raw = false, type = 'application/json' 
   let error = { code: 'http_' + response.status, message: response.statusText };
   try { error = (await response.json()).error || error; } catch { /* not JSON */ }
   if (response.status === 401) askForToken(Boolean(token));
-  if (response.status === 403) say('This server answers admin calls from its own host only; start it with --admin-token to use the console from elsewhere.', true);
+  if (response.status === 403 && !caller) say('This server answers the console from its own host only; start it with --tokens or --admin-token to use the console from elsewhere.', true);
+  else if (response.status === 403) say(`${error.message}`, true);
   throw Object.assign(new ApiError(response.status, error.code, error.message), { rows: error.rows });
 }
 
@@ -66,15 +70,32 @@ function askForToken(wasWrong) {
 $('signin-form').addEventListener('submit', async event => {
   event.preventDefault();
   sessionStorage.setItem(TOKEN_KEY, $('token').value.trim());
-  try {
-    await api('GET', '/stats');
-  } catch { return; }
+  if (!(await learnRole())) return;
   $('token').value = '';
   $('signin').hidden = true;
   document.querySelector('main').hidden = false;
-  say('Signed in.');
+  say(`Signed in as ${caller.name} (${caller.role}).`);
   route();
 });
+
+$('signout').addEventListener('click', () => {
+  sessionStorage.removeItem(TOKEN_KEY);
+  caller = null;
+  $('caller').hidden = true;
+  askForToken(false);
+});
+
+// Whether the caller's role may do what `role` may.
+const may = role => caller !== null && ROLES.indexOf(caller.role) >= ROLES.indexOf(role);
+
+// Asks the server who the token is; shows only what its role may do. False if refused.
+async function learnRole() {
+  try { caller = await api('GET', '/whoami'); } catch { caller = null; return false; }
+  for (const node of document.querySelectorAll('[data-needs]')) node.hidden = !may(node.dataset.needs);
+  $('caller-name').textContent = `${caller.name} (${caller.role})`;
+  $('caller').hidden = false;
+  return true;
+}
 
 // ---- views and routing (#overview, #identity, #contact/N, #blocklist, #try, #data) ----
 
@@ -86,6 +107,8 @@ function show(view) {
 }
 
 async function route() {
+  if (!caller && !(await learnRole())) return;
+  if (!may('read')) { show('try'); say(`The token ${caller.name} has role ${caller.role}: it may only send /identify.`); return; }
   const hash = location.hash.slice(1) || 'overview';
   const contact = hash.match(/^contact\/(\d+)$/);
   if (contact) { show('identity'); return attempt(() => openContact(Number(contact[1]))); }
@@ -190,13 +213,13 @@ function renderCard(c) {
 function renderRows(graph) {
   const fields = ['id', 'email', 'phoneNumber', 'linkedId', 'linkPrecedence', 'createdAt', 'updatedAt', 'deletedAt'];
   const rows = graph.nodes.filter(n => n.type === 'contact').map(n => n.row);
+  const editor = row => may('operate') ? [el('button', { type: 'button', class: 'small', 'aria-label': `Edit contact ${row.id}`,
+    onclick: () => openEdit(row) }, 'Edit')] : [];
+  const remover = row => may('operate') ? [el('button', { type: 'button', class: 'danger small', 'aria-label': `Delete contact ${row.id}`,
+    onclick: () => confirmDelete(row.id) }, 'Delete')] : [];
   $('rows').tBodies[0].replaceChildren(...rows.map(row => el('tr', {},
     ...fields.map(f => el('td', {}, row[f] === null ? '' : String(row[f]))),
-    el('td', {},
-      el('button', { type: 'button', class: 'small', 'aria-label': `Edit contact ${row.id}`,
-        onclick: () => openEdit(row) }, 'Edit'), ' ',
-      el('button', { type: 'button', class: 'danger small', 'aria-label': `Delete contact ${row.id}`,
-        onclick: () => confirmDelete(row.id) }, 'Delete')))));
+    el('td', {}, ...editor(row), ' ', ...remover(row)))));
 }
 
 function renderGraph(graph) {
@@ -227,9 +250,10 @@ function select(node) {
     return;
   }
   const holders = shown.graph.edges.filter(e => e.type === 'holds' && e.target === node.id).length;
-  const action = node.blocked
-    ? el('button', { type: 'button', onclick: () => attempt(() => unblock(node.kind, node.value)) }, `Unblock ${node.value}`)
-    : el('button', { type: 'button', class: 'danger', onclick: () => attempt(() => block(node.value)) }, `Block ${node.value}`);
+  const action = !may('operate') ? ''
+    : node.blocked
+      ? el('button', { type: 'button', onclick: () => attempt(() => unblock(node.kind, node.value)) }, `Unblock ${node.value}`)
+      : el('button', { type: 'button', class: 'danger', onclick: () => attempt(() => block(node.value)) }, `Block ${node.value}`);
   $('selected').replaceChildren(
     el('strong', {}, node.value), ` (${node.kind === 'email' ? 'email' : 'phone'}${node.blocked ? ', blocked' : ''})`,
     el('div', {}, `held by ${holders} contact${holders === 1 ? '' : 's'}`), action);
@@ -437,7 +461,7 @@ async function loadBlocklist() {
     el('tbody', {}, ...list.values.map(v => el('tr', {},
       el('td', {}, v.kind === 'email' ? 'email' : 'phone'), el('td', {}, v.value), el('td', {}, v.reason),
       el('td', {}, v.blockedAt), el('td', {}, String(v.holders)),
-      el('td', {}, el('button', { type: 'button', onclick: () => attempt(() => unblock(v.kind, v.value)) }, `Unblock ${v.value}`)))))));
+      el('td', {}, ...(may('operate') ? [el('button', { type: 'button', onclick: () => attempt(() => unblock(v.kind, v.value)) }, `Unblock ${v.value}`)] : [])))))));
 }
 
 // ---- try /identify ----
@@ -449,9 +473,11 @@ $('try-form').addEventListener('submit', event => {
     if ($('try-email').value.trim()) body.email = $('try-email').value.trim();
     if ($('try-phone').value.trim()) body.phoneNumber = $('try-phone').value.trim();
     $('try-answer').textContent = 'Sending…';
-    const response = await fetch('/identify', { method: 'POST', body: JSON.stringify(body) });
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    const headers = token ? { Authorization: `Bearer ${token}` } : {};
+    const response = await fetch('/identify', { method: 'POST', headers, body: JSON.stringify(body) });
     const answer = await response.json();
-    const link = answer.contact ? el('a', { href: `#contact/${primaryOf(answer.contact)}` }, `Open Primary #${primaryOf(answer.contact)}`) : '';
+    const link = answer.contact && may('read') ? el('a', { href: `#contact/${primaryOf(answer.contact)}` }, `Open Primary #${primaryOf(answer.contact)}`) : '';
     $('try-answer').replaceChildren(`${response.status} ${response.statusText}\n${JSON.stringify(answer, null, 2)}\n`, link);
   });
 });
@@ -503,6 +529,6 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
-// ---- start: the first call of the view tells whether a token is needed (401 asks for it) ----
+// ---- start: GET /whoami tells whether a token is needed (401 asks for it) and its role ----
 
 route();
