@@ -116,7 +116,8 @@ fn run_tool(command: Command) -> Result<(), String> {
             token,
             after,
             follow,
-        } => changes::follow(&url, token.as_deref(), after, follow),
+            ca,
+        } => changes::follow(&url, token.as_deref(), after, follow, ca.as_deref()),
         Command::Serve(_) => unreachable!("serve is not a tool"),
     }?;
     print!("{report}");

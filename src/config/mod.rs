@@ -119,6 +119,9 @@ pub enum Command {
         /// Keep following: wait for new events instead of stopping at the newest.
         #[arg(long)]
         follow: bool,
+        /// With an https URL: trust this CA (a PEM file) instead of the system's roots.
+        #[arg(long)]
+        ca: Option<PathBuf>,
     },
 }
 

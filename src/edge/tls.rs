@@ -142,13 +142,33 @@ fn read_certs(path: &Path, option: &str) -> Result<Vec<CertificateDer<'static>>,
 }
 
 fn read_roots(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
+    roots_from(path, "--peer-ca")
+}
+
+/// The certificates of the PEM file `path` (named in errors as `option`) as trusted roots.
+fn roots_from(path: &Path, option: &str) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();
-    for cert in read_certs(path, "--peer-ca")? {
+    for cert in read_certs(path, option)? {
         roots
             .add(cert)
-            .map_err(|e| TlsError(format!("--peer-ca {}: {e}", path.display())))?;
+            .map_err(|e| TlsError(format!("{option} {}: {e}", path.display())))?;
     }
     Ok(Arc::new(roots))
+}
+
+/// A client's TLS side trusting `ca` (a PEM file), or the system's roots: what the command-line
+/// tools that call a server use.
+pub(crate) fn client_trusting(ca: Option<&Path>) -> Result<ClientConfig, TlsError> {
+    let roots = match ca {
+        Some(path) => roots_from(path, "--ca")?,
+        None => Arc::new(system_roots()),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// The system's trusted roots, for members that talk HTTPS without a peer CA.

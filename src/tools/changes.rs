@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
@@ -18,28 +19,52 @@ const WAIT_SECONDS: u64 = 30;
 /// The longest pause between attempts while the server is unreachable.
 const MAX_PAUSE: Duration = Duration::from_secs(30);
 
-/// Follows the feed at `url` from `after`; returns once caught up (or, following, never but on
-/// an error it cannot go past: a cursor past the history kept, or a refused token).
-pub fn follow(url: &str, token: Option<&str>, after: u64, forever: bool) -> Result<String, String> {
+/// Follows the feed at `url` (http or https; `ca` is the CA to trust instead of the system's
+/// roots) from `after`; returns once caught up (or, following, only on an error it cannot go
+/// past: a cursor past the history kept, or a refused token).
+pub fn follow(
+    url: &str,
+    token: Option<&str>,
+    after: u64,
+    forever: bool,
+    ca: Option<&std::path::Path>,
+) -> Result<String, String> {
+    let tls = crate::edge::tls::client_trusting(ca).map_err(|e| e.to_string())?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    runtime.block_on(run(url.trim_end_matches('/'), token, after, forever))
+    let client = Client::builder(TokioExecutor::new()).build(connector);
+    runtime.block_on(run(
+        &client,
+        url.trim_end_matches('/'),
+        token,
+        after,
+        forever,
+    ))
 }
 
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 async fn run(
+    client: &HttpsClient,
     url: &str,
     token: Option<&str>,
     mut after: u64,
     forever: bool,
 ) -> Result<String, String> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut pause = Duration::from_millis(250);
     let mut printed = 0u64;
     loop {
         let wait = if forever { WAIT_SECONDS } else { 0 };
-        let page = match fetch(&client, url, token, after, wait).await {
+        let page = match fetch(client, url, token, after, wait).await {
             Ok(page) => page,
             Err(Failure::Fatal(why)) => return Err(why),
             Err(Failure::Retry(why)) if forever => {
@@ -79,7 +104,7 @@ enum Failure {
 }
 
 async fn fetch(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    client: &HttpsClient,
     url: &str,
     token: Option<&str>,
     after: u64,

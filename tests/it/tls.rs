@@ -182,3 +182,42 @@ fn a_member_whose_certificate_another_ca_signed_never_joins() {
     assert!(outsider["leader"].is_null(), "{outsider}");
     assert!(outsider["appliedIndex"].is_null(), "{outsider}");
 }
+
+#[test]
+fn the_change_feed_follower_reads_https_trusting_the_ca_it_is_given() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = Ca::new(tmp.path(), "test");
+    let cert = ca.issue("server");
+    let app = spawn_app_with(|c| {
+        c.tls_cert = Some(cert.cert.clone());
+        c.tls_key = Some(cert.key.clone());
+    });
+    let body = br#"{"email":"feed@x.io"}"#;
+    https(app.addr, &ca.client(), "POST", "/identify", body, &[]).unwrap();
+    // The certificate names localhost (as rcgen issued it for the tests).
+    let url = format!("https://localhost:{}", app.addr.port());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_identity-engine"))
+        .args(["changes", "--url", &url, "--ca"])
+        .arg(ca.ca_file())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    let event: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(
+        (event["seq"].as_u64(), event["type"].as_str()),
+        (Some(1), Some("created"))
+    );
+    let untrusted = std::process::Command::new(env!("CARGO_BIN_EXE_identity-engine"))
+        .args(["changes", "--url", &url])
+        .output()
+        .unwrap();
+    assert!(
+        !untrusted.status.success(),
+        "a certificate no trusted CA signed is refused"
+    );
+}
