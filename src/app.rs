@@ -88,6 +88,7 @@ impl App {
                 .map(Into::into),
             canon,
             member: member.clone(),
+            access_log: config.access_log,
         };
         let router = match &member {
             None => router(state),

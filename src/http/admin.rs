@@ -3,6 +3,7 @@
 //! clients only, so a server started on a public address never exposes rows by accident.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header;
@@ -12,7 +13,7 @@ use axum::response::Response;
 use super::{ApiError, AppState};
 
 pub async fn require_admin(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {

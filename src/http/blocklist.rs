@@ -2,6 +2,7 @@
 //! regroup without it) and unblocking one (its holders' clusters merge again).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -41,7 +42,7 @@ fn one_value(email: Option<Email>, phone: Option<Phone>) -> Result<(Kind, String
     responses((status = 200, description = "The blocked values", body = super::openapi::Blocklist),
         (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
         (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
-pub async fn list(State(app): State<AppState>) -> Result<Response, ApiError> {
+pub async fn list(State(app): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let values = app.store.read(|e| e.blocklist()).await?;
     let values: Vec<_> = values.iter().map(entry_json).collect();
     Ok(json_ok(&json!({ "values": values })))
@@ -58,7 +59,7 @@ pub async fn list(State(app): State<AppState>) -> Result<Response, ApiError> {
         (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody),
         (status = 507, description = "No room left for the value", body = super::openapi::ErrorBody)))]
 pub async fn block(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|r| body_error(&r, app.limits.body_bytes))?;
@@ -86,7 +87,7 @@ pub async fn block(
         (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
         (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
 pub async fn unblock(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     if let Some(unknown) = params
