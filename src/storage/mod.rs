@@ -6,10 +6,12 @@
 //! and let older segments be removed.
 
 pub mod codec;
+mod durable;
 pub mod frame;
 mod packed;
 pub mod recovery;
 pub mod schema;
+mod segment;
 pub mod snapshot;
 pub mod wal;
 mod writer;
