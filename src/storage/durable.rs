@@ -54,7 +54,7 @@ impl Durability {
 
     /// Everything up to `seq` is durable: wakes the requests waiting for no more than that.
     /// `woken` is the caller's buffer, kept between batches so that waking allocates nothing.
-    /// Two writer threads may publish out of order; the durable number never goes back.
+    /// Writer threads may publish out of order; the durable number never goes back.
     pub fn publish(&self, seq: u64, woken: &mut Vec<Waker>) {
         // Stored before the list is taken: a waiter that misses this value in its check under
         // the lock is in the list by the time it is looked at here.
