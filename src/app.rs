@@ -105,6 +105,7 @@ impl App {
             auth: exposure.auth.clone(),
             canon,
             member: member.clone(),
+            access_log: config.access_log,
         };
         let router = match &member {
             None => router(state),

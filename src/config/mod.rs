@@ -256,6 +256,11 @@ pub struct Config {
     /// Log line format.
     #[arg(long, env = "IDENTITY_ENGINE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Log a line for every request (method, route, status, microseconds) at `info`; without
+    /// it only answers of 500 and up are logged, at `warn` (docs/performance.md).
+    #[arg(long, env = "IDENTITY_ENGINE_ACCESS_LOG", action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new())]
+    pub access_log: bool,
     /// Test hook: storage faults to inject.
     #[arg(skip)]
     pub faults: Option<Arc<Faults>>,
@@ -422,6 +427,13 @@ mod tests {
         assert_eq!(config.fsync, FsyncPolicy::Always);
         assert_eq!(config.answer_key(), Ok(AnswerKey::Correct));
         assert_eq!(config.body_limit, 16 * 1024);
+        assert!(!config.access_log, "the access log is opt-in");
+    }
+
+    #[test]
+    fn the_access_log_is_turned_on_by_its_flag() {
+        let cli = Cli::try_parse_from(["identity-engine", "--access-log"]).unwrap();
+        assert!(cli.serve.access_log);
     }
 
     #[test]

@@ -154,8 +154,10 @@ impl Feed {
             );
             files.files.cut_after(count)?;
         }
-        self.write(&mut files, events)?;
         drop(files);
+        // Made again from the log: visible at once, written like any (a disk with no room for
+        // them now keeps them in memory and tries again; the log still holds their changes).
+        self.release(events);
         self.inner.head.send_replace(count.max(self.last_written()));
         self.publish_figures();
         Ok(())

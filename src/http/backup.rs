@@ -2,6 +2,7 @@
 //! (hard links) and read by a blocking thread; the engine's lock is never taken.
 
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -23,7 +24,7 @@ const CHUNK_BYTES: usize = 256 << 10;
         (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody),
         (status = 409, description = "not_in_cluster: a cluster member keeps no single-node files to back up", body = super::openapi::ErrorBody),
         (status = 503, description = "Storage failed closed", body = super::openapi::ErrorBody)))]
-pub async fn backup(State(app): State<AppState>) -> Result<Response, ApiError> {
+pub async fn backup(State(app): State<Arc<AppState>>) -> Result<Response, ApiError> {
     if app.store.is_failed() {
         return Err(ApiError::StorageUnavailable);
     }

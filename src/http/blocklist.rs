@@ -2,6 +2,7 @@
 //! regroup without it) and unblocking one (its holders' clusters merge again).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -55,7 +56,7 @@ fn one_value(email: Option<Email>, phone: Option<Phone>) -> Result<(Kind, String
     responses((status = 200, description = "The blocked values", body = super::openapi::Blocklist),
         (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
         (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
-pub async fn list(State(app): State<AppState>) -> Result<Response, ApiError> {
+pub async fn list(State(app): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let values = app.store.read(|e| e.blocklist()).await?;
     let values: Vec<_> = values.iter().map(entry_json).collect();
     Ok(json_ok(&json!({ "values": values })))
@@ -72,7 +73,7 @@ pub async fn list(State(app): State<AppState>) -> Result<Response, ApiError> {
         (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody),
         (status = 507, description = "No room left for the value", body = super::openapi::ErrorBody)))]
 pub async fn block(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     caller: Option<Extension<Caller>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -112,7 +113,7 @@ pub async fn block(
         (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
         (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
 pub async fn unblock(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     caller: Option<Extension<Caller>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {

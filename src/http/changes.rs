@@ -128,7 +128,7 @@ impl Drop for Consumer {
         (status = 401, description = "Token missing or wrong", body = super::openapi::ErrorBody),
         (status = 403, description = "Not allowed for this caller", body = super::openapi::ErrorBody)))]
 pub async fn changes(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {

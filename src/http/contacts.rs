@@ -2,6 +2,7 @@
 //! order, the export stream, and deletion.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
@@ -60,7 +61,7 @@ pub(super) fn contact_id(
         (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
         (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
 pub async fn contact(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     id: Result<Path<ContactId>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = contact_id(id)?;
@@ -77,7 +78,7 @@ pub async fn contact(
         (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
         (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
 pub async fn identity(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     id: Result<Path<ContactId>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = contact_id(id)?;
@@ -100,7 +101,7 @@ pub async fn identity(
         (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
         (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
 pub async fn delete(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     caller: Option<Extension<Caller>>,
     id: Result<Path<ContactId>, PathRejection>,
 ) -> Result<Response, ApiError> {
@@ -132,7 +133,7 @@ pub async fn delete(
         (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
         (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
 pub async fn list(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let allowed = ["email", "phoneNumber", "after", "limit"];
@@ -198,7 +199,7 @@ pub(crate) struct ExportParams {
         (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
         (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
 pub async fn export(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     params: Result<Query<ExportParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(ExportParams { format }) =

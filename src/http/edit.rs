@@ -1,6 +1,8 @@
 //! `PATCH /contacts/{id}` (docs/API.md, "Editing a contact"): a live contact's identifiers
 //! replaced, or with `?dryRun=true` what that would leave, planned and not applied.
 
+use std::sync::Arc;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
@@ -40,7 +42,7 @@ use crate::store::Origin;
         (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
         (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
 pub async fn edit(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     caller: Option<Extension<Caller>>,
     id: Result<Path<ContactId>, PathRejection>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,

@@ -1,6 +1,8 @@
 //! Why contacts are one identity: `GET /contacts/{id}/graph` (the cluster's evidence as nodes
 //! and edges) and `GET /contacts/{a}/why/{b}` (the shortest chain of evidence between two).
 
+use std::sync::Arc;
+
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -30,7 +32,7 @@ impl From<EvidenceError> for ApiError {
         (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
         (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
 pub async fn graph(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     id: Result<Path<ContactId>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(id) =
@@ -49,7 +51,7 @@ pub async fn graph(
         (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
         (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
 pub async fn why(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     ids: Result<Path<(ContactId, ContactId)>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path((a, b)) =

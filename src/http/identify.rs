@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -27,7 +28,7 @@ use crate::store::Origin;
         (status = 507, description = "No room left for the change: contact ids or identifier storage (capacity_exhausted); nothing changed", body = super::openapi::ErrorBody),
         (status = 503, description = "The change could not be made durable (storage_unavailable), the time limit passed (timeout), or too many requests at once (overloaded)", body = super::openapi::ErrorBody)))]
 pub async fn identify(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|r| body_error(&r, app.limits.body_bytes))?;

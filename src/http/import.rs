@@ -9,6 +9,7 @@
 //! rows are in, later requests continue after the imported ids.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
@@ -117,7 +118,7 @@ impl IntoResponse for Refusal {
         (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
         (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
 pub async fn import(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     caller: Option<Extension<Caller>>,
     Query(params): Query<HashMap<String, String>>,
     body: Result<Bytes, BytesRejection>,

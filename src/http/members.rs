@@ -25,7 +25,7 @@ fn member(app: &AppState) -> Result<&Arc<Member>, ApiError> {
         (status = 409, description = "not_in_cluster: a single node", body = super::openapi::ErrorBody),
         (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
         (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
-pub async fn status(State(app): State<AppState>) -> Result<Response, ApiError> {
+pub async fn status(State(app): State<Arc<AppState>>) -> Result<Response, ApiError> {
     Ok(json_ok(&member(&app)?.status()))
 }
 
@@ -47,7 +47,7 @@ pub(crate) struct NewMember {
         (status = 409, description = "not_in_cluster, or the change was refused (with why)", body = super::openapi::ErrorBody),
         (status = 503, description = "no_leader", body = super::openapi::ErrorBody)))]
 pub(crate) async fn add_member(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let cluster = member(&app)?;
@@ -71,7 +71,7 @@ pub(crate) async fn add_member(
         (status = 409, description = "not_in_cluster, or the change was refused (with why)", body = super::openapi::ErrorBody),
         (status = 503, description = "no_leader", body = super::openapi::ErrorBody)))]
 pub(crate) async fn remove_member(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Path(id): Path<u64>,
 ) -> Result<Response, ApiError> {
     let status = member(&app)?

@@ -49,7 +49,8 @@ impl Default for Limits {
     }
 }
 
-/// What every handler shares; cheap to clone.
+/// What every handler shares. The router holds it in an `Arc`, so a request's `State` costs one
+/// reference count rather than a clone of every field.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
@@ -63,6 +64,8 @@ pub struct AppState {
     pub canon: crate::matching::canon::Canon,
     /// The cluster this server is a member of; None for a single node.
     pub member: Option<Arc<crate::raft::Member>>,
+    /// Whether every request is logged (`--access-log`); failures are logged either way.
+    pub access_log: bool,
 }
 
 impl AppState {
@@ -75,6 +78,7 @@ impl AppState {
             auth: Arc::default(),
             canon: crate::matching::canon::Canon::default(),
             member: None,
+            access_log: false,
         }
     }
 }
@@ -88,6 +92,7 @@ pub fn router(state: AppState) -> Router {
 pub(crate) fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     use utoipa::OpenApi;
     use utoipa_axum::{router::OpenApiRouter, routes};
+    let state = Arc::new(state);
     // The import's body is a file: its own limit, above the one for requests.
     let import = OpenApiRouter::new()
         .routes(routes!(import::import))
@@ -144,8 +149,21 @@ pub(crate) fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::O
     // Router::layer wraps each route, so the concurrency limit is the global kind (one
     // semaphore shared by every clone) and shedding happens before anything queues. Tower's
     // layers, measured against a layer of our own in alternating perfbench rounds: equal within
-    // the noise (BENCHMARKS.md), so the well-kept crate's.
-    let limits = tower::ServiceBuilder::new()
+    // the noise (BENCHMARKS.md), so the well-kept crate's. Every layer goes on in one
+    // `Router::layer`: each call boxes the routes again, and a box costs every request a clone
+    // of the boxed service and a boxed future (two allocations).
+    let templates = api
+        .paths
+        .paths
+        .keys()
+        .cloned()
+        .chain(["/openapi.json".to_owned()]);
+    let per_route = tower::ServiceBuilder::new()
+        .layer(observe::ObserveLayer::new(
+            state.store.clone(),
+            templates,
+            state.access_log,
+        ))
         .layer(axum::error_handling::HandleErrorLayer::new(
             ops::limit_error,
         ))
@@ -153,23 +171,23 @@ pub(crate) fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::O
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             state.limits.concurrent_requests,
         ))
-        .timeout(state.limits.timeout);
-    let templates = api
-        .paths
-        .paths
-        .keys()
-        .cloned()
-        .chain(["/openapi.json".to_owned()]);
-    let observe = observe::ObserveLayer::new(state.store.clone(), templates);
+        .timeout(state.limits.timeout)
+        .layer(DefaultBodyLimit::max(state.limits.body_bytes));
     let router = routes
         .with_state(state.clone())
         .merge(openapi_json)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.limits.body_bytes))
-        .layer(limits)
-        .merge(feed_routes.with_state(state.clone()))
-        .layer(observe);
+        .layer(per_route)
+        .merge(
+            feed_routes
+                .with_state(state.clone())
+                .layer(observe::ObserveLayer::new(
+                    state.store.clone(),
+                    ["/changes".to_owned()],
+                    state.access_log,
+                )),
+        );
     (router, api)
 }
 

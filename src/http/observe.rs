@@ -1,5 +1,5 @@
-//! The per-request middleware: one log line (method, route, status, latency) and the request
-//! metrics. A plain tower layer rather than `from_fn`: no boxed `Next` and no boxed future per
+//! The per-request middleware: the request metrics and the access log line (method, route,
+//! status, latency): for every request with `--access-log`, else only for answers of 500 and up. A plain tower layer rather than `from_fn`: no boxed `Next` and no boxed future per
 //! request, and each route's metric handles made once, when the router is built, so counting a
 //! request looks nothing up. Logs name the route template, never the path or the body: emails
 //! and phone numbers are personal data.
@@ -27,10 +27,16 @@ pub(crate) struct ObserveLayer {
     routes: Arc<[Arc<RouteMetrics>]>,
     /// The metrics of requests no route matched.
     unmatched: Arc<RouteMetrics>,
+    /// Whether every request is logged, or only those answered 500 and up.
+    access_log: bool,
 }
 
 impl ObserveLayer {
-    pub fn new(store: Store, routes: impl IntoIterator<Item = String>) -> ObserveLayer {
+    pub fn new(
+        store: Store,
+        routes: impl IntoIterator<Item = String>,
+        access_log: bool,
+    ) -> ObserveLayer {
         let metrics = store.metrics();
         let routes = (routes.into_iter())
             .map(|route| Arc::new(metrics.route(Arc::from(route))))
@@ -40,6 +46,7 @@ impl ObserveLayer {
             store,
             routes,
             unmatched,
+            access_log,
         }
     }
 }
@@ -84,6 +91,7 @@ where
             started: Instant::now(),
             method,
             route,
+            access_log: self.layer.access_log,
         }
     }
 }
@@ -119,6 +127,7 @@ pin_project! {
         started: Instant,
         method: usize,
         route: Arc<RouteMetrics>,
+        access_log: bool,
     }
 }
 
@@ -134,13 +143,24 @@ where
         let took = this.started.elapsed();
         let status = response.status().as_u16();
         this.route.observe(*this.method, status, took);
-        tracing::info!(
-            method = %METHODS[*this.method],
-            route = this.route.route(),
-            status,
-            micros = took.as_micros() as u64,
-            "request"
-        );
+        if *this.access_log {
+            tracing::info!(
+                method = %METHODS[*this.method],
+                route = this.route.route(),
+                status,
+                micros = took.as_micros() as u64,
+                "request"
+            );
+        } else if status >= 500 {
+            // Without the access log, the answers an operator must hear of still are.
+            tracing::warn!(
+                method = %METHODS[*this.method],
+                route = this.route.route(),
+                status,
+                micros = took.as_micros() as u64,
+                "request failed"
+            );
+        }
         Poll::Ready(Ok(response))
     }
 }

@@ -1,5 +1,6 @@
 //! Operations: health and readiness, Prometheus metrics, the request limits and what they answer.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -28,7 +29,7 @@ pub async fn health() -> Response {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "Recovered and the log is writable (a cluster member: it knows a leader and has applied every entry it knows is committed)", body = super::openapi::Status),
         (status = 503, description = "Storage failed closed; restart to recover", body = super::openapi::ErrorBody)))]
-pub async fn readyz(State(app): State<AppState>) -> Result<Response, ApiError> {
+pub async fn readyz(State(app): State<Arc<AppState>>) -> Result<Response, ApiError> {
     if app.store.is_failed() {
         let why = app
             .store
@@ -52,7 +53,7 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Response, ApiError> {
 /// Prometheus metrics in the OpenMetrics text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Requests, latency, contacts, clusters, merges, log and snapshot figures", content_type = "application/openmetrics-text")))]
-pub async fn metrics(State(app): State<AppState>) -> Response {
+pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     let text = app
         .store
         .metrics()

@@ -1,5 +1,7 @@
 //! `GET /stats`: the console's overview as JSON.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::response::Response;
 use serde_json::json;
@@ -22,7 +24,7 @@ const SCAN_STEP: usize = 1 << 16;
     responses((status = 200, description = "The figures of the console's overview", body = super::openapi::StatsAnswer),
         (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
         (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
-pub async fn stats(State(app): State<AppState>) -> Result<Response, ApiError> {
+pub async fn stats(State(app): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let (stats, blocked, slots) = app
         .store
         .read(|e| (e.stats(), e.blocked_counts(), e.slots()))

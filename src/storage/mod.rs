@@ -6,12 +6,14 @@
 //! and let older segments be removed.
 
 pub mod codec;
+mod durable;
 pub mod feed_files;
 pub mod frame;
 mod packed;
 pub mod raft_files;
 pub mod recovery;
 mod schema;
+mod segment;
 pub mod snapshot;
 pub mod wal;
 mod writer;

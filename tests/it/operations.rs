@@ -322,22 +322,24 @@ fn requests_beyond_the_concurrency_limit_are_shed_at_once() {
     );
 }
 
-/// A log sink the test can read back.
-/// The request log lines of the real binary, which owns its process's logging (a test of
-/// this binary cannot: other tests run in it at the same time, and tracing's per-callsite
-/// interest is process-wide).
-#[test]
-fn request_logs_name_routes_but_never_emails_or_phone_numbers() {
+/// The log lines of the real binary (which owns its process's logging: a test of this binary
+/// cannot, since other tests run in it at the same time and tracing's per-callsite interest is
+/// process-wide) for four requests with personal data in their paths and bodies, with the
+/// access log on or off.
+fn logs_of_requests(access_log: bool) -> String {
     let dir = tempfile::tempdir().unwrap();
     let addr = format!("127.0.0.1:{}", crate::storage_support::free_port());
     let log = dir.path().join("server.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_identity-engine"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_identity-engine"));
+    command
         .args(["--addr", &addr, "--data-dir"])
         .arg(dir.path().join("data"))
         .env("RUST_LOG", "info")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+        .stderr(std::fs::File::create(&log).unwrap());
+    if access_log {
+        command.arg("--access-log");
+    }
+    let mut child = command.spawn().unwrap();
     let addr: std::net::SocketAddr = addr.parse().unwrap();
     common::wait_until(Duration::from_secs(30), || TcpStream::connect(addr).is_ok());
     for (method, uri, body) in [
@@ -358,7 +360,12 @@ fn request_logs_name_routes_but_never_emails_or_phone_numbers() {
         .arg(child.id().to_string())
         .status();
     child.wait().unwrap();
-    let text = std::fs::read_to_string(&log).unwrap().to_lowercase();
+    std::fs::read_to_string(&log).unwrap().to_lowercase()
+}
+
+#[test]
+fn request_logs_name_routes_but_never_emails_or_phone_numbers() {
+    let text = logs_of_requests(true);
     assert!(
         text.contains("route=\"/identify\"") || text.contains("route=/identify"),
         "{text}"
@@ -370,4 +377,11 @@ fn request_logs_name_routes_but_never_emails_or_phone_numbers() {
             "{personal:?} appears in the logs:\n{text}"
         );
     }
+}
+
+#[test]
+fn without_the_access_log_answers_below_500_leave_no_request_line() {
+    let text = logs_of_requests(false);
+    assert!(text.contains("shut down cleanly"), "{text}");
+    assert!(!text.contains("route="), "{text}");
 }
