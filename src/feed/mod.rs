@@ -299,6 +299,42 @@ impl Feed {
         Ok(Page { events, last })
     }
 
+    /// The newest `limit` events that name contact `id`, among the newest `scan` events kept,
+    /// oldest first (what the console shows of one contact's history).
+    pub fn history_of(
+        &self,
+        id: u32,
+        limit: usize,
+        scan: u64,
+    ) -> Result<Vec<Arc<Event>>, StorageError> {
+        let head = self.head();
+        let from = head.saturating_sub(scan);
+        let reader = self.inner.files.lock().files.reader();
+        let mut found: VecDeque<Arc<Event>> = VecDeque::new();
+        let mut newest_read = from;
+        let keep = |found: &mut VecDeque<Arc<Event>>, event: Arc<Event>| {
+            if event.seq <= head && event.contacts.iter().any(|m| m.id == id) {
+                if found.len() == limit {
+                    found.pop_front();
+                }
+                found.push_back(event);
+            }
+        };
+        reader.scan(from, |event| {
+            newest_read = event.seq;
+            keep(&mut found, Arc::new(event));
+        })?;
+        // What a failed write left unwritten is in memory only.
+        let recent: Vec<Arc<Event>> = (self.inner.recent.read().events.iter())
+            .filter(|e| e.seq > newest_read)
+            .cloned()
+            .collect();
+        for event in recent {
+            keep(&mut found, event);
+        }
+        Ok(found.into_iter().collect())
+    }
+
     /// The last visible event's sequence number.
     pub fn head(&self) -> u64 {
         *self.inner.head.borrow()

@@ -49,18 +49,22 @@ pub fn event_json(e: &Event) -> Value {
     event
 }
 
+/// Events `contact=` looks through, newest first.
+pub const CONTACT_SCAN: u64 = 100_000;
+
 /// The feed's parameters, checked.
 struct Params {
     after: u64,
     limit: usize,
     wait: Duration,
+    contact: Option<u32>,
 }
 
 fn params(query: &HashMap<String, String>) -> Result<Params, ApiError> {
-    let allowed = ["after", "limit", "wait"];
+    let allowed = ["after", "limit", "wait", "contact"];
     if let Some(unknown) = query.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(ApiError::BadQuery(format!(
-            "unknown parameter {unknown:?}; use after, limit and wait"
+            "unknown parameter {unknown:?}; use after, limit, wait and contact"
         )));
     }
     let number = |name: &str, default: u64| -> Result<u64, ApiError> {
@@ -81,10 +85,22 @@ fn params(query: &HashMap<String, String>) -> Result<Params, ApiError> {
             "wait must be from 0 to {MAX_WAIT} seconds"
         )));
     }
+    let contact = match query.get("contact") {
+        None => None,
+        Some(v) => Some(v.parse().map_err(|_| {
+            ApiError::BadQuery("contact must be a contact id (a positive integer)".into())
+        })?),
+    };
+    if contact.is_some() && (query.contains_key("after") || query.contains_key("wait")) {
+        return Err(ApiError::BadQuery(
+            "contact lists a contact's recent events: give it with limit only".into(),
+        ));
+    }
     Ok(Params {
         after: number("after", 0)?,
         limit: limit as usize,
         wait: Duration::from_secs(wait),
+        contact,
     })
 }
 
@@ -121,7 +137,8 @@ impl Drop for Consumer {
 #[utoipa::path(get, path = "/changes", tag = "changes",
     params(("after" = Option<u64>, Query, description = "Events with a seq greater than this (default 0); a stream starts after the Last-Event-ID header if given"),
         ("limit" = Option<u32>, Query, description = "At most this many events, 1 to 1000 (default 100)"),
-        ("wait" = Option<u32>, Query, description = "When nothing is after `after`, wait up to this many seconds (0 to 60, default 0) for an event")),
+        ("wait" = Option<u32>, Query, description = "When nothing is after `after`, wait up to this many seconds (0 to 60, default 0) for an event"),
+        ("contact" = Option<u32>, Query, description = "Instead: the newest `limit` events naming this contact, among the newest 100,000 events (no after or wait)")),
     responses((status = 200, description = "The events after the cursor, and `last` to pass as `after` next time; or a text/event-stream of them", body = super::openapi::ChangesPage),
         (status = 400, description = "A parameter out of range or unknown (invalid_query)", body = super::openapi::ErrorBody),
         (status = 410, description = "changes_compacted: the cursor is older than the history kept; `oldest` is the oldest seq still served", body = super::openapi::ErrorBody),
@@ -134,6 +151,19 @@ pub async fn changes(
 ) -> Result<Response, ApiError> {
     let mut params = params(&query)?;
     let feed = app.store.feed().clone();
+    if let Some(id) = params.contact {
+        let events =
+            tokio::task::spawn_blocking(move || feed.history_of(id, params.limit, CONTACT_SCAN))
+                .await
+                .map_err(|_| ApiError::Internal)?
+                .map_err(|error| {
+                    tracing::error!(%error, "the change feed's files could not be read");
+                    ApiError::StorageUnavailable
+                })?;
+        let changes: Vec<Value> = events.iter().map(|e| event_json(e)).collect();
+        let last = app.store.feed().head();
+        return Ok(json_ok(&json!({ "changes": changes, "last": last })));
+    }
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     if accept.is_some_and(|a| a.contains("text/event-stream")) {
         let last_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());

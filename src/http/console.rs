@@ -14,11 +14,16 @@ use super::ApiError;
 pub(crate) const CYTOSCAPE: &[u8] = include_bytes!("console/vendor/cytoscape.min.js");
 
 /// Each asset: its name under `/console/`, its media type and its bytes.
-pub(crate) const ASSETS: [(&str, &str, &[u8]); 4] = [
+pub(crate) const ASSETS: [(&str, &str, &[u8]); 5] = [
     (
         "app.js",
         "text/javascript; charset=utf-8",
         include_bytes!("console/app.js"),
+    ),
+    (
+        "changes.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("console/changes.js"),
     ),
     (
         "graph.js",

@@ -347,6 +347,21 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// Every event after `after` kept in the segments, oldest first, each handed to `f`: one
+    /// pass over each file.
+    pub fn scan(&self, after: u64, mut f: impl FnMut(Event)) -> Result<(), StorageError> {
+        let start = self.segments.partition_point(|s| s.last <= after);
+        for segment in &self.segments[start..] {
+            let buf = read_all(&segment.path).map_err(|e| StorageError::file(&segment.path, e))?;
+            for event in events_in(&buf, &segment.path)? {
+                if event.seq > after {
+                    f(event);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Up to `limit` events after `after`, read from the segments, oldest first.
     pub fn read(&self, after: u64, limit: usize) -> Result<Vec<Event>, StorageError> {
         let mut out = Vec::new();

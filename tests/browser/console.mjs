@@ -3,7 +3,8 @@
 // Scenarios: support (import, try, search, graph, why, delete), block (block, regroup, unblock),
 // edit (correct an email: preview, confirm, regrouped; a split; a refusal), signin (a wrong
 // token refused, the right one kept), readonly (a read token sees no control that changes
-// anything). Exits non-zero on the first failure.
+// anything), changes (the latest changes on the overview, a contact's own on its page). Exits
+// non-zero on the first failure.
 // Every request outside the server under test is refused, so nothing reaches the network.
 
 import { chromium } from 'playwright-core';
@@ -71,6 +72,26 @@ async function clickNode(page, which) {
 }
 
 const scenarios = {
+  async changes(page) {
+    await page.goto(`${base}/console`);
+    await tryIdentify(page, 'george@hillvalley.edu', '919191');
+    await tryIdentify(page, 'biffsucks@hillvalley.edu', '717171');
+    await tryIdentify(page, 'george@hillvalley.edu', '717171');
+    await page.getByRole('link', { name: 'Overview' }).click();
+    const latest = page.getByRole('list', { name: 'Latest changes' });
+    await latest.getByRole('listitem').nth(2).waitFor();
+    // Newest first: the merge, then the two contacts it joined.
+    assert.match(await text(latest.getByRole('listitem').nth(0)), /^#3 merged into #1 .*\(identify\): #2→#1$/);
+    assert.match(await text(latest.getByRole('listitem').nth(2)), /^#1 created .*: #1 primary$/);
+    await latest.getByRole('link', { name: '#2' }).first().click();
+    await page.getByRole('heading', { name: 'Primary #1', exact: true }).waitFor();
+    const history = page.getByRole('list', { name: 'Changes that touched contact #2' });
+    await history.getByRole('listitem').nth(1).waitFor();
+    assert.equal(await history.getByRole('listitem').count(), 2, 'created, then merged');
+    assert.match(await text(history.getByRole('listitem').nth(0)), /merged into #1/);
+    assert.match(await text(history.getByRole('listitem').nth(1)), /#2 created/);
+  },
+
   async support(page) {
     await page.goto(`${base}/console`);
     await page.getByRole('heading', { name: 'Overview' }).waitFor();

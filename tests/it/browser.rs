@@ -46,6 +46,12 @@ fn run_scenario(app: &TestApp, scenario: &str) {
 }
 
 #[test]
+#[ignore = "needs Chromium and tests/browser's Node packages: .ci/run installs them"]
+fn the_console_shows_the_latest_changes_and_a_contacts_own() {
+    run_scenario(&spawn_app(), "changes");
+}
+
+#[test]
 #[ignore = "needs Chromium and Node packages; .ci/run installs them"]
 fn support_staff_import_search_explain_and_delete_in_the_console() {
     run_scenario(&spawn_app(), "support");

@@ -357,3 +357,24 @@ fn a_change_made_with_a_token_names_it_as_by_and_still_does_after_a_restart() {
         "the feed wants a token when the server has them"
     );
 }
+
+#[test]
+fn a_contacts_own_changes_are_the_events_that_name_it() {
+    let app = spawn_app_with(|_| {});
+    app.identify(r#"{"email":"george@hillvalley.edu","phoneNumber":"919191"}"#);
+    app.identify(r#"{"email":"biffsucks@hillvalley.edu","phoneNumber":"717171"}"#);
+    app.identify(r#"{"email":"doc@hillvalley.edu"}"#);
+    app.identify(r#"{"email":"george@hillvalley.edu","phoneNumber":"717171"}"#);
+    let own = changes(&app, "contact=2");
+    assert_eq!(
+        kinds(own["changes"].as_array().unwrap()),
+        ["created", "merged"]
+    );
+    assert_eq!(own["last"], 4);
+    let one = changes(&app, "contact=2&limit=1");
+    assert_eq!(one["changes"][0]["type"], "merged", "the newest");
+    assert_eq!(changes(&app, "contact=99")["changes"], json!([]));
+    for bad in ["contact=x", "contact=2&after=1", "contact=2&wait=1"] {
+        assert_eq!(app.get(&format!("/changes?{bad}")).status, 400, "{bad}");
+    }
+}

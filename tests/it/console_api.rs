@@ -237,7 +237,13 @@ fn the_console_is_served_from_the_binary_and_the_root_leads_to_it() {
         .unwrap()
         .starts_with("text/html"));
     assert!(page.text.contains("/console/app.js"));
-    for file in ["app.js", "graph.js", "style.css", "cytoscape.min.js"] {
+    for file in [
+        "app.js",
+        "changes.js",
+        "graph.js",
+        "style.css",
+        "cytoscape.min.js",
+    ] {
         let asset = app.get(&format!("/console/{file}"));
         assert_eq!(asset.status, 200, "{file}");
         assert!(!asset.text.is_empty(), "{file}");

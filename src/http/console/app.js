@@ -4,6 +4,7 @@
 // shows only what that role may do (docs/API.md, "Exposure").
 
 import { draw } from '/console/graph.js';
+import { showLatest, showHistory } from '/console/changes.js';
 
 const $ = id => document.getElementById(id);
 const TOKEN_KEY = 'identity-engine-token';
@@ -144,6 +145,7 @@ async function loadOverview() {
     ['Recovery at start', `${f.recoverySeconds.toFixed(3)} s`],
   ];
   $('storage').replaceChildren(...facts.flatMap(([k, v]) => [el('dt', {}, k), el('dd', { class: k === 'Health' ? (stats.storage.healthy ? 'ok' : 'error') : '' }, v)]));
+  await showLatest(api, el, $('latest-changes'));
 }
 
 // ---- search ----
@@ -195,6 +197,8 @@ async function openContact(id) {
   renderGraph(graph);
   $('why-result').replaceChildren();
   $('selected').replaceChildren('Click a node of the graph.');
+  $('history-title').textContent = `Changes that touched contact #${id}`;
+  await showHistory(api, el, id, $('history'));
   say(`Identity of contact ${id}: ${graph.nodes.filter(n => n.type === 'contact').length} contacts.`);
 }
 
