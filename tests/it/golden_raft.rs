@@ -117,3 +117,36 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The change feed's files of format 1 (`src/storage/feed_files.rs`): ten events of every kind
+/// a server made then (created, merged, deleted, split, blocked, unblocked, edited, imported;
+/// causes and a token's name), read back as the events it served.
+#[test]
+fn the_change_feed_golden_directory_reads_as_the_events_it_served() {
+    use identity_engine::engine::EventKind;
+    use identity_engine::storage::feed_files::FeedFiles;
+    let copy = tempfile::tempdir().unwrap();
+    copy_tree(&golden("changes-v1").join("data"), copy.path());
+    let files = FeedFiles::open(copy.path(), 1 << 20).unwrap();
+    let events = files.reader().read(0, 1000).unwrap();
+    let read: Vec<Value> = (events.iter())
+        .map(|e| {
+            let mut event = json!({
+                "seq": e.seq, "at": e.at, "type": e.kind.as_str(), "cause": e.cause.as_str(),
+                "by": e.by,
+            });
+            if let EventKind::Merged { into, primaries } = &e.kind {
+                event["into"] = json!(into);
+                event["primaries"] = json!(primaries);
+            }
+            event["contacts"] = (e.contacts.iter())
+                .map(|m| json!({ "id": m.id, "primary": m.primary }))
+                .collect();
+            event
+        })
+        .collect();
+    let expected: Value =
+        serde_json::from_slice(&std::fs::read(golden("changes-v1").join("expected.json")).unwrap())
+            .unwrap();
+    assert_eq!(Value::Array(read), expected);
+}
