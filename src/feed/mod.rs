@@ -153,6 +153,7 @@ impl Feed {
                 "the change feed held events the log does not: cutting them"
             );
             files.files.cut_after(count)?;
+            self.inner.head.send_replace(files.files.last());
         }
         drop(files);
         // Made again from the log: visible at once, written like any (a disk with no room for
@@ -176,7 +177,11 @@ impl Feed {
     }
 
     /// Writes `events` to the files, keeps them in memory and makes them visible.
-    fn release(&self, events: Vec<Event>) {
+    fn release(&self, mut events: Vec<Event>) {
+        // A Raft member applying its log again after a restart makes the events it already
+        // holds again: they are visible already.
+        let head = self.head();
+        events.retain(|e| e.seq > head);
         let Some(last) = events.last().map(|e| e.seq) else {
             return;
         };
