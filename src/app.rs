@@ -95,7 +95,11 @@ impl App {
                 .map(Into::into),
             canon,
             member: member.clone(),
+            erasure_purge_within: config.erasure_purge_within,
         };
+        if member.is_none() {
+            tokio::spawn(crate::erasure::schedule(store.clone()));
+        }
         let router = match &member {
             None => router(state),
             // The forwarding layer goes outside the request limits: a follower only relays. Raft's

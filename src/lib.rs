@@ -3,6 +3,7 @@
 //!
 //! - [`engine`]: pure and synchronous; rows, indexes, the disjoint-set forest, `plan` and `apply`.
 //! - [`store`]: the shared handle: one lock around the engine, a durability back-end behind it.
+//! - [`erasure`]: when erased values leave a single node's files (the purge's schedule).
 //! - [`storage`]: the local back-end: the write-ahead log, snapshots, recovery, on-disk formats.
 //! - [`raft`]: the replicated back-end (openraft): its log, state machine and network.
 //! - [`http`]: the axum router, handlers, errors and the console.
@@ -15,6 +16,7 @@
 pub mod app;
 pub mod config;
 pub mod engine;
+pub mod erasure;
 pub mod http;
 pub mod matching;
 pub(crate) mod raft;

@@ -180,6 +180,11 @@ pub struct Config {
     /// A file of values to block at start-up, one a line: `email:VALUE` or `phone:VALUE`.
     #[arg(long, env = "IDENTITY_ENGINE_BLOCKLIST")]
     pub blocklist: Option<PathBuf>,
+    /// How long an erased value may stay in the files (log, snapshots, staging, every member's
+    /// Raft log and snapshots) after its erasure: 0 (before the answer), or 30m, 24h, 7d, ...
+    #[arg(long, env = "IDENTITY_ENGINE_ERASURE_PURGE_WITHIN", default_value = "24h",
+        value_parser = crate::erasure::parse_within)]
+    pub erasure_purge_within: std::time::Duration,
     #[command(flatten)]
     pub matching: MatchArgs,
     #[command(flatten)]

@@ -44,6 +44,13 @@ impl Engine {
             Change::Unblocked { kind, value, at } => self.apply_unblocked(*kind, value, *at),
             Change::Rekeyed { kind, from, to, at } => self.apply_rekeyed(*kind, from, to, *at),
             Change::Settled { ids, at } => self.apply_settled(ids, *at),
+            Change::Erased {
+                erasure,
+                ids,
+                at,
+                purge_by,
+            } => self.apply_erased(*erasure, ids, *at, *purge_by),
+            Change::Purged { erasures, at } => self.apply_purged(erasures, *at),
         }
     }
 
@@ -60,7 +67,7 @@ impl Engine {
         Ok(())
     }
 
-    fn tick(&mut self, at: Timestamp) {
+    pub(super) fn tick(&mut self, at: Timestamp) {
         self.clock = self.clock.max(at.0);
     }
 
@@ -265,6 +272,15 @@ impl Engine {
         let (email, phone) = (row.email, row.phone);
         self.release(Kind::Email, email, slot, &regrouped);
         self.release(Kind::Phone, phone, slot, &regrouped);
+        self.unlink(slot);
+        self.tick(at);
+        self.stats.deleted += 1;
+        self.moves.record(id, None);
+        Ok(())
+    }
+
+    /// Drops the row-to-row links of `slot`, which is no longer live.
+    pub(super) fn unlink(&mut self, slot: Slot) {
         for other in self.links.remove(&slot).unwrap_or_default() {
             self.stats.joins -= 1;
             let back = self
@@ -276,15 +292,11 @@ impl Engine {
                 self.links.remove(&other);
             }
         }
-        self.tick(at);
-        self.stats.deleted += 1;
-        self.moves.record(id, None);
-        Ok(())
     }
 
     /// Deleted row `slot` no longer holds `sym`: its count drops, the index names the next
     /// oldest holder, and with no holder left the joins naming it are forgotten.
-    fn release(&mut self, kind: Kind, sym: Sym, slot: Slot, regrouped: &Regrouped) {
+    pub(super) fn release(&mut self, kind: Kind, sym: Sym, slot: Slot, regrouped: &Regrouped) {
         if sym == NONE {
             return;
         }

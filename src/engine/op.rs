@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::change::Change;
+use super::erase::Target;
 use super::guards::{BlockReason, Kind, Refusal};
 use super::import::Rows;
 use super::types::{ContactId, Query, Timestamp};
@@ -38,6 +39,14 @@ pub enum Op {
         from: String,
         to: String,
     },
+    /// The contacts `target` names are erased; their purge is due `purge_within_ms` later (the
+    /// option of the member that took the request, so that every member plans the same).
+    Erase {
+        target: Target,
+        purge_within_ms: u64,
+    },
+    /// A purge rewrote every file up to now: the erasures `erasures` that are pending are done.
+    Purge { erasures: Vec<u64> },
 }
 
 /// What made a change, as the change feed names it (`cause`). Usually the op's own kind; a
@@ -49,6 +58,7 @@ pub enum Cause {
     Blocklist,
     Import,
     Rekey,
+    Erasure,
 }
 
 impl Cause {
@@ -59,6 +69,7 @@ impl Cause {
             Cause::Blocklist => "blocklist",
             Cause::Import => "import",
             Cause::Rekey => "rekey",
+            Cause::Erasure => "erasure",
         }
     }
 }
@@ -72,6 +83,7 @@ impl Op {
             Op::Block { .. } | Op::Unblock { .. } => Cause::Blocklist,
             Op::Import(_) => Cause::Import,
             Op::Rekey { .. } => Cause::Rekey,
+            Op::Erase { .. } | Op::Purge { .. } => Cause::Erasure,
         }
     }
 }
@@ -97,6 +109,15 @@ pub enum Outcome {
     },
     /// The value's holders hold its key (or nobody held it: nothing to do).
     Rekeyed,
+    /// Erasure `erasure` holds the contacts named (made now, or earlier when they were erased
+    /// already); `groups`: the primary of each group the clusters it touched became, oldest
+    /// first.
+    Erased {
+        erasure: u64,
+        groups: Vec<ContactId>,
+    },
+    /// These erasures are done now.
+    Purged { erasures: Vec<u64> },
 }
 
 /// What an op implies: every fact of it or none, and whatever it holds, `apply` can apply.
@@ -162,6 +183,11 @@ impl Engine {
                 facts: self.plan_rekey(*kind, from, to, now)?,
                 outcome: Outcome::Rekeyed,
             }),
+            Op::Erase {
+                target,
+                purge_within_ms,
+            } => self.plan_erase(target, *purge_within_ms, now),
+            Op::Purge { erasures } => Ok(self.plan_purge(erasures, now)),
         }
     }
 }

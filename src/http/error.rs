@@ -47,6 +47,8 @@ pub enum ApiError {
     #[error("every identifier in the request is blocked (not evidence of anything); nothing was changed")]
     BlockedIdentifier,
     #[error("{0}; nothing was changed")]
+    BlockedValue(Refusal),
+    #[error("{0}; nothing was changed")]
     CapacityExhausted(Refusal),
     #[error("this cluster member cannot reach a leader that can commit now ({0}); nothing can be relied on to have changed, and repeating the request is safe")]
     NoLeader(String),
@@ -78,7 +80,9 @@ impl ApiError {
             }
             ApiError::Timeout | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ClusterLimit(_) => StatusCode::CONFLICT,
-            ApiError::BlockedIdentifier => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BlockedIdentifier | ApiError::BlockedValue(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::CapacityExhausted(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::NoLeader(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotInCluster(_) | ApiError::MembershipRefused(_) | ApiError::IdTaken(_) => {
@@ -108,7 +112,7 @@ impl ApiError {
             ApiError::Timeout => "timeout",
             ApiError::Overloaded => "overloaded",
             ApiError::ClusterLimit(_) => "cluster_limit",
-            ApiError::BlockedIdentifier => "blocked_identifier",
+            ApiError::BlockedIdentifier | ApiError::BlockedValue(_) => "blocked_identifier",
             ApiError::CapacityExhausted(_) => "capacity_exhausted",
             ApiError::NoLeader(_) => "no_leader",
             ApiError::NotInCluster(_) => "not_in_cluster",
@@ -161,10 +165,12 @@ impl From<Refusal> for ApiError {
                 ApiError::ClusterLimit(refusal)
             }
             Refusal::Blocked => ApiError::BlockedIdentifier,
+            Refusal::ErasureOfBlocked { .. } => ApiError::BlockedValue(refusal),
             Refusal::Capacity(_) => ApiError::CapacityExhausted(refusal),
             Refusal::UnknownContact(_)
             | Refusal::DeletedContact(_)
-            | Refusal::NotBlocked { .. } => ApiError::NotFound(refusal.to_string()),
+            | Refusal::NotBlocked { .. }
+            | Refusal::NothingToErase(_) => ApiError::NotFound(refusal.to_string()),
             Refusal::IdTaken { .. } => ApiError::IdTaken(refusal.to_string()),
         }
     }

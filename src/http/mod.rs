@@ -6,6 +6,7 @@ mod backup;
 mod blocklist;
 mod console;
 mod contacts;
+mod erasures;
 mod error;
 mod graph;
 mod identify;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub canon: crate::matching::canon::Canon,
     /// The cluster this server is a member of; None for a single node.
     pub member: Option<Arc<crate::raft::Member>>,
+    /// `--erasure-purge-within`: how long after an erasure its values may stay in files.
+    pub erasure_purge_within: Duration,
 }
 
 impl AppState {
@@ -70,6 +73,7 @@ impl AppState {
             admin_token: None,
             canon: crate::matching::canon::Canon::default(),
             member: None,
+            erasure_purge_within: crate::erasure::DEFAULT_PURGE_WITHIN,
         }
     }
 }
@@ -93,6 +97,8 @@ pub(crate) fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::O
         .routes(routes!(contacts::export))
         .routes(routes!(contacts::contact, contacts::delete))
         .routes(routes!(contacts::identity))
+        .routes(routes!(erasures::erase, erasures::ledger))
+        .routes(routes!(erasures::one))
         .routes(routes!(
             blocklist::list,
             blocklist::block,

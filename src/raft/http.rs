@@ -132,6 +132,7 @@ fn classify(method: &Method, path: &str) -> Class {
         || path == "/backup"
         || path == "/stats"
         || path == "/blocklist"
+        || path.starts_with("/erasures")
         || path.starts_with("/contacts")
         || path.starts_with("/cluster/members");
     match (data, *method == Method::GET || *method == Method::HEAD) {
@@ -260,6 +261,8 @@ mod tests {
         assert_eq!(classify(&Method::GET, "/contacts/7"), Class::Read);
         assert_eq!(classify(&Method::DELETE, "/contacts/7"), Class::Write);
         assert_eq!(classify(&Method::GET, "/stats"), Class::Read);
+        assert_eq!(classify(&Method::POST, "/erasures"), Class::Write);
+        assert_eq!(classify(&Method::GET, "/erasures/3"), Class::Read);
         assert_eq!(classify(&Method::POST, "/cluster/members"), Class::Write);
         assert_eq!(classify(&Method::GET, "/cluster"), Class::Local);
         assert_eq!(classify(&Method::GET, "/readyz"), Class::Local);

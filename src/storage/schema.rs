@@ -3,7 +3,7 @@
 //! can change what is on disk. Encoded with bincode, fixed-width little-endian integers (see
 //! `codec`); large arrays of fixed-size records in packed blocks (see `packed`).
 //!
-//! Format 3 (written), in order:
+//! Format 3, in order:
 //! - counters: `max_id u32`, `clock i64`, `contacts`, `deleted`, `clusters`, `joins` (u64 each);
 //! - rows: blocks of 32-byte records `[id u32][email u32][phone u32][linked u32][created
 //!   i64][updated i64]` (an identifier as its offset in its arena, `u32::MAX` for none);
@@ -20,8 +20,17 @@
 //!   counts `(symbol u32, holders u32)`, each sorted by symbol.
 //!
 //! A list is a `u64` count and its items; a string or a block of bytes a `u64` length and its
-//! bytes. A new table is a new section at the end, and a new format number once format 3 has
-//! shipped.
+//! bytes. A new table is a new section at the end, and a new format number once the format
+//! before it has shipped.
+//!
+//! Format 4 (written) is format 3 and then the erasure section:
+//! - erasure times `(slot u32, at i64)`, sorted by slot;
+//! - the ledger, oldest first: `(id u64, [contact ids u32, ascending], requested at i64, purge
+//!   by i64, purged at: a u8 0 for none or 1 and an i64)`;
+//! - the change feed's count of events, `u64`.
+//!
+//! Format 3 (read) has no erasure section: no row is erased, the ledger is empty and the count
+//! of events 0.
 //!
 //! Format 2 (read): what `#[derive(Serialize)]` on the engine's structs wrote, the same records
 //! in another order; its hash maps in any order.
@@ -34,10 +43,10 @@ use serde::{Deserialize, Serialize};
 use super::codec;
 use super::packed::{i64_at, u32_at, Blocks, BlocksRef, Layout};
 use crate::engine::image::{BlockedPart, GuardParts, Parts};
-use crate::engine::{BlockReason, Group, Node, Row, Stats, Strings};
+use crate::engine::{BlockReason, Erasure, Group, Node, Row, Stats, Strings, Timestamp};
 
 /// The image format written.
-pub(crate) const VERSION: u32 = 3;
+pub(crate) const VERSION: u32 = 4;
 
 /// A row: 32 bytes.
 pub(crate) struct RowRecord;
@@ -230,7 +239,59 @@ impl GuardsV3 {
     }
 }
 
-/// Format 3, read.
+/// The section format 4 adds after format 3's.
+#[derive(Serialize, Deserialize)]
+struct ErasureSection {
+    erased_at: Entries<u32, i64>,
+    ledger: Vec<ErasureV4>,
+    events: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ErasureV4 {
+    id: u64,
+    contacts: Vec<u32>,
+    requested_at: i64,
+    purge_by: i64,
+    purged_at: Option<i64>,
+}
+
+impl ErasureSection {
+    fn of(parts: &Parts<'_>) -> ErasureSection {
+        ErasureSection {
+            erased_at: parts.erased_at.clone(),
+            ledger: (parts.erasures.iter())
+                .map(|e| ErasureV4 {
+                    id: e.id,
+                    contacts: e.contacts.clone(),
+                    requested_at: e.requested_at.0,
+                    purge_by: e.purge_by.0,
+                    purged_at: e.purged_at.map(|t| t.0),
+                })
+                .collect(),
+            events: parts.events,
+        }
+    }
+
+    /// Adds the section to the parts of the format 3 image before it.
+    fn into(self, mut parts: Parts<'static>) -> Parts<'static> {
+        parts.stats.erased = self.erased_at.len();
+        parts.erased_at = self.erased_at;
+        parts.erasures = (self.ledger.into_iter())
+            .map(|e| Erasure {
+                id: e.id,
+                contacts: e.contacts,
+                requested_at: Timestamp(e.requested_at),
+                purge_by: Timestamp(e.purge_by),
+                purged_at: e.purged_at.map(Timestamp),
+            })
+            .collect();
+        parts.events = self.events;
+        parts
+    }
+}
+
+/// Format 3, read (and the first section of format 4).
 #[derive(Deserialize)]
 struct ImageV3 {
     counters: Counters,
@@ -277,14 +338,18 @@ pub(crate) fn encode(parts: &Parts<'_>, out: impl Write) -> io::Result<()> {
             GuardsV3::of(&parts.guards[1]),
         ],
     };
-    codec::encode_image(&image, out)
+    codec::encode_image(&(image, ErasureSection::of(parts)), out)
 }
 
-/// Reads an image of format `version` (2 or 3) from `input`, at most `limit` bytes.
+/// Reads an image of format `version` (2 to 4) from `input`, at most `limit` bytes.
 pub fn decode(version: u32, input: impl Read, limit: u64) -> io::Result<Parts<'static>> {
     match version {
         2 => codec::decode_image::<ImageV2>(input, limit).map(ImageV2::into_parts),
         3 => codec::decode_image::<ImageV3>(input, limit).and_then(ImageV3::into_parts),
+        4 => {
+            let (image, erasure) = codec::decode_image::<(ImageV3, ErasureSection)>(input, limit)?;
+            Ok(erasure.into(image.into_parts()?))
+        }
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("no image format {version}"),
@@ -304,6 +369,7 @@ impl Counters {
             deleted: count(self.deleted),
             clusters: count(self.clusters),
             joins: count(self.joins),
+            erased: 0,
         }
     }
 }
@@ -341,6 +407,9 @@ impl ImageV3 {
             max_id: self.counters.max_id,
             clock: self.counters.clock,
             stats: self.counters.stats(),
+            erased_at: Vec::new(),
+            erasures: Vec::new(),
+            events: 0,
         })
     }
 }
@@ -436,7 +505,11 @@ impl ImageV2 {
                 deleted: count(self.stats.deleted),
                 clusters: count(self.stats.clusters),
                 joins: count(self.stats.joins),
+                erased: 0,
             },
+            erased_at: Vec::new(),
+            erasures: Vec::new(),
+            events: 0,
         }
     }
 }

@@ -2,7 +2,10 @@
 //! record up to `seq`. Written to a temporary file, synced, renamed into place, the directory
 //! synced; a reader trusts a snapshot only if its checksum covers all of it.
 //!
-//! Format 3 (written): the file header, then the engine's tables as they are in memory (an
+//! Format 4 (written): format 3 with the erasures (which rows are erased, the ledger) and the
+//! change feed's count of events after the tables (see `schema`).
+//!
+//! Format 3 (still read): the file header, then the engine's tables as they are in memory (an
 //! image laid out by storage's own schema, see `schema`), then a trailer `[length u64][crc32
 //! u32]` of all that precedes it. The header's sequence number must match the file name.
 //! Loading it is a decode straight from the file and a check of the tables
@@ -31,8 +34,8 @@ pub const SNAPSHOT_MAGIC: &[u8; 8] = b"IDENTSNP";
 /// The format written: an image of the engine's tables.
 pub(crate) const IMAGE_VERSION: u32 = schema::VERSION;
 
-/// The formats read: facts (1), and images (2 and 3).
-const VERSIONS: [u32; 3] = [FORMAT_VERSION, 2, IMAGE_VERSION];
+/// The formats read: facts (1), and images (2, 3 and 4).
+const VERSIONS: [u32; 4] = [FORMAT_VERSION, 2, 3, IMAGE_VERSION];
 
 /// `[length u64][crc32 u32]` of the header and image before it.
 const TRAILER: usize = 12;

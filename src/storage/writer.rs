@@ -25,6 +25,7 @@ use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
 use super::frame::{write_file_header, FILE_HEADER, FORMAT_VERSION};
+use super::purge::{PurgeReply, Sealed};
 use super::wal::{encode_group, segment_name, WAL_MAGIC};
 use super::{sync_dir, Faults, FsyncPolicy, StorageError};
 use crate::engine::Change;
@@ -36,9 +37,8 @@ pub(crate) struct Durable {
     pub failed: bool,
 }
 
-/// What a roll of the segment tells the snapshotter: every record up to `sealed` is in files
-/// that will not change again.
-pub(crate) type SealedTx = std::sync::mpsc::Sender<u64>;
+/// What a roll of the segment tells the snapshotter (see [`Sealed`]).
+pub(crate) type SealedTx = std::sync::mpsc::Sender<Sealed>;
 
 pub(crate) struct WriterOptions {
     pub dir: PathBuf,
@@ -59,6 +59,9 @@ struct Queue {
     held: bool,
     /// Why the store failed closed from outside the writer (a change that did not apply).
     poison: Option<String>,
+    /// Purges asked for: the segment is sealed after what is queued, then the snapshotter
+    /// purges at that point and answers each.
+    purges: Vec<PurgeReply>,
 }
 
 /// Where the log ends, for a backup: the open segment (by its first sequence number), the length
@@ -105,6 +108,7 @@ impl LogWriter {
                 stop: false,
                 held: false,
                 poison: None,
+                purges: Vec::new(),
             }),
             wake: Condvar::new(),
             reason: Mutex::new(None),
@@ -157,6 +161,19 @@ impl LogWriter {
         q.queued_seq = last;
         q.held = true;
         Ok(last)
+    }
+
+    /// Asks for a purge after everything queued so far (see `storage::purge`); `reply` hears
+    /// how it went, or is dropped if the log fails first.
+    pub(crate) fn purge(&self, reply: PurgeReply) -> Result<(), StorageError> {
+        let mut q = self.shared.queue.lock();
+        if self.is_failed() || q.stop {
+            return Err(StorageError::Unavailable);
+        }
+        q.purges.push(reply);
+        drop(q);
+        self.shared.wake.notify_one();
+        Ok(())
     }
 
     /// Lets the writer take the staged group.
@@ -362,15 +379,17 @@ const INTERVAL: Duration = Duration::from_secs(1);
 impl Worker {
     fn run(mut self) {
         let mut batch = Vec::with_capacity(1 << 16);
+        let mut purges = Vec::new();
         loop {
-            let (last_seq, stop) = self.next_batch(&mut batch);
+            let (last_seq, stop) = self.next_batch(&mut batch, &mut purges);
             if let Some(reason) = self.shared.queue.lock().poison.take() {
                 self.fail(io::Error::other(reason));
                 return;
             }
             let result = self
                 .write(&batch, last_seq)
-                .and_then(|()| self.sync_if_due(stop));
+                .and_then(|()| self.sync_if_due(stop))
+                .and_then(|()| self.seal_for(&mut purges));
             batch.clear();
             if let Err(e) = result {
                 self.fail(e);
@@ -382,10 +401,12 @@ impl Worker {
         }
     }
 
-    /// Waits for work and takes everything queued; returns its last seq and whether to stop.
-    fn next_batch(&self, batch: &mut Vec<u8>) -> (u64, bool) {
+    /// Waits for work and takes everything queued (purges too, once no group is held back);
+    /// returns its last seq and whether to stop.
+    fn next_batch(&self, batch: &mut Vec<u8>, purges: &mut Vec<PurgeReply>) -> (u64, bool) {
         let mut q = self.shared.queue.lock();
-        while (q.buf.is_empty() || q.held) && !q.stop && q.poison.is_none() {
+        let idle = |q: &Queue| (q.buf.is_empty() && q.purges.is_empty()) || q.held;
+        while idle(&q) && !q.stop && q.poison.is_none() {
             if self.options.policy == FsyncPolicy::Interval && self.unsynced {
                 let left = INTERVAL.saturating_sub(self.last_sync.elapsed());
                 if self.shared.wake.wait_for(&mut q, left).timed_out() {
@@ -396,7 +417,28 @@ impl Worker {
             }
         }
         std::mem::swap(&mut q.buf, batch);
+        if !q.held {
+            purges.append(&mut q.purges);
+        }
         (q.queued_seq, q.stop)
+    }
+
+    /// For the purges asked for: seals the segment at the last record written (unless it holds
+    /// none, so the one before is sealed there already) and hands each to the snapshotter.
+    fn seal_for(&mut self, purges: &mut Vec<PurgeReply>) -> io::Result<()> {
+        if purges.is_empty() {
+            return Ok(());
+        }
+        let seq = self.written_seq;
+        if self.segment.bytes > FILE_HEADER as u64 {
+            self.roll_quietly(seq)?;
+        }
+        for reply in purges.drain(..) {
+            if let Some(tx) = &self.options.sealed {
+                let _ = tx.send(Sealed::Purge { seq, reply });
+            }
+        }
+        Ok(())
     }
 
     fn write(&mut self, batch: &[u8], last_seq: u64) -> io::Result<()> {
@@ -457,6 +499,15 @@ impl Worker {
 
     /// Seals the current segment (synced whatever the policy) and starts the next one.
     fn roll(&mut self, last_seq: u64) -> io::Result<()> {
+        self.roll_quietly(last_seq)?;
+        if let Some(tx) = &self.options.sealed {
+            let _ = tx.send(Sealed::Upto(last_seq));
+        }
+        Ok(())
+    }
+
+    /// [`Worker::roll`] without telling the snapshotter.
+    fn roll_quietly(&mut self, last_seq: u64) -> io::Result<()> {
         self.segment.trim()?;
         self.sync()?;
         let next = Segment::create(&self.options.dir, last_seq + 1, self.options.segment_bytes)
@@ -468,9 +519,6 @@ impl Worker {
             bytes: FILE_HEADER as u64,
             last_seq,
         };
-        if let Some(tx) = &self.options.sealed {
-            let _ = tx.send(last_seq);
-        }
         Ok(())
     }
 

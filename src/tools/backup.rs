@@ -80,20 +80,24 @@ impl Staged {
     }
 }
 
-/// Removes staging directories left by a backup that a crash interrupted.
-pub(crate) fn remove_staging(dir: &Path) {
+/// Removes staging directories: left by a backup that a crash interrupted, or (a purge) of
+/// backups in progress, which are cut off (see [`write`]). Returns how many it removed.
+pub(crate) fn remove_staging(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+        return 0;
     };
+    let mut removed = 0;
     for entry in entries.flatten() {
         if entry
             .file_name()
             .to_string_lossy()
             .starts_with(STAGING_PREFIX)
+            && std::fs::remove_dir_all(entry.path()).is_ok()
         {
-            let _ = std::fs::remove_dir_all(entry.path());
+            removed += 1;
         }
     }
+    removed
 }
 
 /// Links the files that hold the state up to `end` into a staging directory. `end` must be
@@ -224,6 +228,12 @@ pub fn write(parts: &[Part], out: &mut impl Write) -> Result<(), BackupError> {
         let mut hasher = crc32fast::Hasher::new();
         let mut left = part.len;
         while left > 0 {
+            // A purge after an erasure removes the staging directory: the backup stops at once
+            // (the file it has open is let go) rather than keep the erased bytes on disk.
+            if !part.path.exists() {
+                let why = "the backup was cut off by the purge of an erasure; take it again";
+                return Err(BackupError::Damaged(why.into()));
+            }
             let want = left.min(buf.len() as u64) as usize;
             let got = file
                 .read(&mut buf[..want])

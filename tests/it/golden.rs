@@ -310,6 +310,8 @@ fn kind(change: &Change) -> &'static str {
         Change::Unblocked { .. } => "Unblocked",
         Change::Rekeyed { .. } => "Rekeyed",
         Change::Settled { .. } => "Settled",
+        Change::Erased { .. } => "Erased",
+        Change::Purged { .. } => "Purged",
     }
 }
 

@@ -21,6 +21,7 @@ mod crash;
 mod disk_full;
 mod durability;
 mod engine_model;
+mod erasure;
 mod first_hour;
 mod golden;
 mod golden_raft;

@@ -1,0 +1,298 @@
+//! Erasure (docs/API.md, "Erasure"): erased contacts lose their values in every answer, row and
+//! export at once, and in every file of the data directory by the purge; the ledger; bad input;
+//! erasing twice; the purge's schedule surviving restarts; the offline `erase` tool.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::common::{spawn_app_with, TestApp};
+
+/// Every file under `dir`, at any depth.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                todo.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Which of `needles` some file under `dir` holds, with the first file found holding it.
+pub fn found_in_files(dir: &Path, needles: &[&str]) -> Vec<(String, PathBuf)> {
+    let mut found = Vec::new();
+    let files: Vec<(PathBuf, Vec<u8>)> = files_under(dir)
+        .into_iter()
+        .filter_map(|p| std::fs::read(&p).ok().map(|b| (p, b)))
+        .collect();
+    for needle in needles {
+        let holder = files
+            .iter()
+            .find(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()));
+        if let Some((path, _)) = holder {
+            found.push((needle.to_string(), path.clone()));
+        }
+    }
+    found
+}
+
+fn identify(app: &TestApp, email: &str, phone: &str) -> Value {
+    let reply = app.identify(&json!({ "email": email, "phoneNumber": phone }).to_string());
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    reply.json()
+}
+
+fn erase(app: &TestApp, body: Value) -> crate::common::Response {
+    app.post("/erasures", &body.to_string())
+}
+
+/// Three people: Lorraine (two contacts, linked by her phone), Biff (one), George (one).
+fn people(app: &TestApp) {
+    identify(app, "lorraine@hillvalley.edu", "555-0100");
+    identify(app, "lorraine.baines@hillvalley.edu", "555-0100");
+    identify(app, "biff@hillvalley.edu", "555-0199");
+    identify(app, "george@hillvalley.edu", "555-0142");
+}
+
+#[test]
+fn erasing_by_email_forgets_every_holder_at_once_and_keeps_the_rows() {
+    let app = spawn_app_with(|_| {});
+    people(&app);
+    // A join makes Biff's and George's contacts one cluster.
+    identify(&app, "biff@hillvalley.edu", "555-0142");
+    let reply = erase(&app, json!({ "email": " Biff@HillValley.edu " }));
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let answer = reply.json();
+    let erasure = &answer["erasure"];
+    assert_eq!(erasure["id"], 1);
+    assert_eq!(erasure["contacts"], json!([3]));
+    assert_eq!(erasure["status"], "pending");
+    assert!(erasure["requestedAt"].is_string() && erasure["purgeBy"].is_string());
+    assert!(erasure.get("purgedAt").is_none());
+    // George's contact stands alone again: the join named an erased value.
+    assert_eq!(answer["identities"][0]["primaryContactId"], 4);
+    assert_eq!(
+        answer["identities"][0]["emails"],
+        json!(["george@hillvalley.edu"])
+    );
+    let row = app.get("/contacts/3").json();
+    assert_eq!(row["email"], Value::Null);
+    assert_eq!(row["phoneNumber"], Value::Null);
+    assert!(row["erasedAt"].is_string());
+    assert_eq!(row["deletedAt"], Value::Null);
+    assert_eq!(row["createdAt"].as_str().unwrap().len(), 24);
+    assert_eq!(app.get("/contacts/3/identity").status, 404);
+    assert!(!app
+        .get("/contacts/export?format=ndjson")
+        .text
+        .contains("biff"));
+    // The value is unknown now: asking for it makes a new contact.
+    let again = identify(&app, "biff@hillvalley.edu", "555-0777");
+    assert_eq!(again["contact"]["primaryContactId"], 5);
+    assert_eq!(app.get("/contacts/1").json()["erasedAt"], Value::Null);
+}
+
+#[test]
+fn erasing_a_live_contact_splits_its_cluster_as_a_deletion_would() {
+    let app = spawn_app_with(|_| {});
+    identify(&app, "a@x.io", "1");
+    identify(&app, "b@x.io", "1");
+    identify(&app, "b@x.io", "2");
+    identify(&app, "c@x.io", "2");
+    let answer = erase(&app, json!({ "contactId": 2 })).json();
+    let primaries: Vec<&Value> = (answer["identities"].as_array().unwrap().iter())
+        .map(|i| &i["primaryContactId"])
+        .collect();
+    assert_eq!(primaries, [&json!(1), &json!(3)]);
+    assert_eq!(app.get("/contacts/3").json()["linkPrecedence"], "primary");
+    let deleted = app.delete("/contacts/2");
+    assert_eq!(
+        deleted.status, 404,
+        "an erased contact is gone: {}",
+        deleted.text
+    );
+}
+
+#[test]
+fn erasing_what_is_erased_already_answers_the_same_erasure_and_changes_nothing() {
+    let app = spawn_app_with(|_| {});
+    people(&app);
+    let first = erase(&app, json!({ "contactId": 3 })).json();
+    let rows = app.get("/contacts/export?format=ndjson").text;
+    let second = erase(&app, json!({ "contactId": 3 }));
+    assert_eq!(second.status, 200, "{}", second.text);
+    assert_eq!(second.json()["erasure"], first["erasure"]);
+    assert_eq!(second.json()["identities"], json!([]));
+    assert_eq!(app.get("/contacts/export?format=ndjson").text, rows);
+    assert_eq!(
+        app.get("/erasures").json()["erasures"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // By value, the erased value is not known any more: nothing holds it.
+    let by_value = erase(&app, json!({ "phoneNumber": "555-0199" }));
+    assert_eq!(by_value.status, 404, "{}", by_value.text);
+    assert_eq!(by_value.error_code(), "not_found");
+}
+
+#[test]
+fn bad_erasures_are_refused_with_the_contracts_codes_and_change_nothing() {
+    let app = spawn_app_with(|_| {});
+    people(&app);
+    let blocked = app.post("/blocklist", r#"{"phoneNumber": "555-0100"}"#);
+    assert_eq!(blocked.status, 200, "{}", blocked.text);
+    let cases: [(&str, u16, &str); 13] = [
+        (r#"{"contactId": 99}"#, 404, "not_found"),
+        (r#"{"email": "nobody@hillvalley.edu"}"#, 404, "not_found"),
+        (r#"{"phoneNumber": "555-0000"}"#, 404, "not_found"),
+        (r#"{"phoneNumber": "555-0100"}"#, 422, "blocked_identifier"),
+        (
+            r#"{"contactId": 1, "email": "biff@hillvalley.edu"}"#,
+            400,
+            "invalid_json",
+        ),
+        (
+            r#"{"email": "biff@hillvalley.edu", "phoneNumber": "555-0199"}"#,
+            400,
+            "invalid_json",
+        ),
+        (r#"{}"#, 400, "invalid_json"),
+        (r#"{"email": "   "}"#, 400, "invalid_json"),
+        (r#"{"contactId": 0}"#, 400, "invalid_json"),
+        (r#"{"contactId": "3"}"#, 400, "invalid_json"),
+        (r#"{"email": "biff@", "x": 1}"#, 400, "invalid_email"),
+        (r#"[{"contactId": 3}]"#, 400, "invalid_json"),
+        (r#"{"contactId": 3, "contactId": 4}"#, 400, "invalid_json"),
+    ];
+    for (body, status, code) in cases {
+        let reply = app.post("/erasures", body);
+        assert_eq!(
+            (reply.status, reply.error_code().as_str()),
+            (status, code),
+            "{body}: {}",
+            reply.text
+        );
+    }
+    for body in ["not json", "", "{\"contactId\": 3"] {
+        assert_eq!(app.post("/erasures", body).status, 400, "{body}");
+    }
+    let blocked = app.post("/erasures", r#"{"phoneNumber": "555-0100"}"#);
+    assert!(blocked.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("contactId"));
+    assert!(
+        !blocked.text.contains("555-0100"),
+        "the refusal does not echo the value"
+    );
+    assert_eq!(app.get("/erasures").json(), json!({ "erasures": [] }));
+    assert!(app
+        .get("/contacts/export?format=ndjson")
+        .text
+        .contains("biff@hillvalley.edu"));
+}
+
+#[test]
+fn the_ledger_lists_ids_and_times_and_one_erasure_is_found_by_its_id() {
+    let app = spawn_app_with(|_| {});
+    people(&app);
+    erase(&app, json!({ "phoneNumber": "555-0100" }));
+    erase(&app, json!({ "contactId": 4 }));
+    let ledger = app.get("/erasures").json();
+    let entries = ledger["erasures"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0]["contacts"], json!([1, 2]));
+    assert_eq!(entries[1]["contacts"], json!([4]));
+    assert!(!ledger.to_string().contains("hillvalley") && !ledger.to_string().contains("555"));
+    assert_eq!(app.get("/erasures/2").json()["erasure"], entries[1]);
+    assert_eq!(app.get("/erasures/3").status, 404);
+    assert_eq!(app.get("/erasures/x").status, 404);
+}
+
+/// The erased values of `people` after erasing Lorraine (by phone) and Biff (by id), and the
+/// values of George, who stays.
+const ERASED: [&str; 5] = [
+    "lorraine@hillvalley.edu",
+    "lorraine.baines@hillvalley.edu",
+    "555-0100",
+    "biff@hillvalley.edu",
+    "555-0199",
+];
+const KEPT: [&str; 2] = ["george@hillvalley.edu", "555-0142"];
+
+#[test]
+fn with_a_purge_before_the_answer_no_file_holds_an_erased_value() {
+    // Tiny segments, so that the values sit in sealed segments and snapshots too.
+    let app = spawn_app_with(|c| {
+        c.erasure_purge_within = std::time::Duration::ZERO;
+        c.snapshot_every_bytes = 512;
+        c.snapshot_log_percent = 0;
+    });
+    people(&app);
+    for n in 0..40 {
+        identify(&app, &format!("filler{n}@x.io"), &format!("9{n:04}"));
+    }
+    // Deleted first: an erasure takes deleted holders too.
+    assert_eq!(app.delete("/contacts/2").status, 200);
+    let reply = erase(&app, json!({ "phoneNumber": "555-0100" }));
+    assert_eq!(reply.json()["erasure"]["status"], "done", "{}", reply.text);
+    assert_eq!(reply.json()["erasure"]["contacts"], json!([1, 2]));
+    assert!(reply.json()["erasure"]["purgedAt"].is_string());
+    let reply = erase(&app, json!({ "contactId": 3 }));
+    assert_eq!(reply.json()["erasure"]["status"], "done", "{}", reply.text);
+    assert_eq!(found_in_files(&app.dir, &ERASED), vec![]);
+    assert_eq!(
+        found_in_files(&app.dir, &KEPT).len(),
+        2,
+        "the scan sees values"
+    );
+    // And after a restart (the shutdown snapshot is of the wiped memory).
+    let app = app.restart(|_| {});
+    assert_eq!(found_in_files(&app.dir, &ERASED), vec![]);
+    assert_eq!(app.get("/erasures/2").json()["erasure"]["status"], "done");
+}
+
+/// Polls `done` until it holds or `within` passes; whether it held.
+pub fn eventually(within: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if done() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_pending_purge_runs_at_its_time_even_across_a_restart() {
+    let window = |c: &mut identity_engine::config::Config| {
+        c.erasure_purge_within = std::time::Duration::from_secs(2);
+    };
+    let app = spawn_app_with(window);
+    people(&app);
+    let reply = erase(&app, json!({ "email": "biff@hillvalley.edu" }));
+    assert_eq!(reply.json()["erasure"]["status"], "pending");
+    // Stopped before it is due, started again: the purge is still to come, and comes.
+    let app = app.restart(window);
+    let status = || app.get("/erasures/1").json()["erasure"]["status"].clone();
+    let done = eventually(std::time::Duration::from_secs(30), || status() == "done");
+    assert!(done, "the purge ran: {}", app.get("/erasures/1").text);
+    assert_eq!(
+        found_in_files(&app.dir, &["biff@hillvalley.edu", "555-0199"]),
+        vec![]
+    );
+    assert_eq!(found_in_files(&app.dir, &KEPT).len(), 2);
+}
