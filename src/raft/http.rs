@@ -26,6 +26,7 @@ pub(crate) fn raft_routes(cluster: Arc<Member>) -> Router {
         .route("/cluster/raft/vote", post(vote))
         .route("/cluster/raft/snapshot", post(snapshot))
         .route("/cluster/raft/hello", get(hello_answer))
+        .route("/cluster/raft/purged", get(purged_answer))
         .layer(DefaultBodyLimit::max(codec::MAX_MESSAGE as usize))
         .with_state(cluster)
 }
@@ -95,9 +96,27 @@ async fn hello_answer(State(cluster): State<Arc<Member>>, headers: HeaderMap) ->
         .into_response()
 }
 
-/// Asks the member at `addr` whether it belongs to a cluster; None if it does not answer.
-pub(super) async fn hello(cluster: &Member, addr: &str) -> Option<bool> {
-    let mut request = hyper::Request::get(format!("http://{addr}/cluster/raft/hello"));
+/// How far this member has purged its files (see `raft::purge`).
+async fn purged_answer(State(cluster): State<Arc<Member>>, headers: HeaderMap) -> Response {
+    if !authorized(&cluster, &headers) {
+        return refused();
+    }
+    let through = cluster
+        .purged_through
+        .load(std::sync::atomic::Ordering::Acquire);
+    axum::Json(serde_json::json!({ "nodeId": cluster.id, "purgedThrough": through }))
+        .into_response()
+}
+
+/// Asks the member at `addr` how far it has purged its files; None if it does not answer.
+pub(super) async fn purged_through(cluster: &Member, addr: &str) -> Option<u64> {
+    let answer = get_json(cluster, addr, "/cluster/raft/purged").await?;
+    answer["purgedThrough"].as_u64()
+}
+
+/// `GET path` of the member at `addr` as JSON, within a second; None if it does not answer.
+async fn get_json(cluster: &Member, addr: &str, path: &str) -> Option<serde_json::Value> {
+    let mut request = hyper::Request::get(format!("http://{addr}{path}"));
     if let Some(token) = &cluster.token {
         request = request.header(TOKEN_HEADER, token);
     }
@@ -111,7 +130,12 @@ pub(super) async fn hello(cluster: &Member, addr: &str) -> Option<bool> {
         return None;
     }
     let bytes = response.into_body().collect().await.ok()?.to_bytes();
-    let answer: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Asks the member at `addr` whether it belongs to a cluster; None if it does not answer.
+pub(super) async fn hello(cluster: &Member, addr: &str) -> Option<bool> {
+    let answer = get_json(cluster, addr, "/cluster/raft/hello").await?;
     answer["initialized"].as_bool()
 }
 

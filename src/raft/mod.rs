@@ -16,6 +16,7 @@ pub mod http;
 mod log;
 mod machine;
 mod network;
+mod purge;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -78,6 +79,10 @@ pub struct Member {
     election_ms: u64,
     /// Where reads wait for a read barrier.
     readers: mpsc::UnboundedSender<Reader>,
+    /// The data directory (the cluster's files are under `raft/`).
+    data_dir: PathBuf,
+    /// The newest erasure this member has purged its files of since it started (see `purge`).
+    purged_through: std::sync::atomic::AtomicU64,
 }
 
 /// The member's view of the cluster, as `GET /cluster` shows it.
@@ -277,8 +282,11 @@ impl Member {
             forward_timeout,
             election_ms: args.raft_election_ms,
             readers,
+            data_dir: data_dir.to_owned(),
+            purged_through: std::sync::atomic::AtomicU64::new(0),
         });
         tokio::spawn(watch_metrics(cluster.clone()));
+        tokio::spawn(purge::run(cluster.clone()));
         tokio::spawn(form(cluster.clone()));
         Ok(cluster)
     }

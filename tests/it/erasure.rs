@@ -296,3 +296,47 @@ fn a_pending_purge_runs_at_its_time_even_across_a_restart() {
     );
     assert_eq!(found_in_files(&app.dir, &KEPT).len(), 2);
 }
+
+#[test]
+fn in_a_three_member_group_no_member_keeps_an_erased_value_in_any_file() {
+    use crate::cluster_support::{Cluster, Options};
+    use std::time::Duration;
+    let options = Options {
+        extra: vec!["--erasure-purge-within".into(), "0".into()],
+        ..Options::default()
+    };
+    let cluster = Cluster::start(3, options);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], Duration::from_secs(20));
+    let node = cluster.node(leader % 3 + 1);
+    for (email, phone) in [
+        ("lorraine@hillvalley.edu", "555-0100"),
+        ("lorraine.baines@hillvalley.edu", "555-0100"),
+        ("biff@hillvalley.edu", "555-0199"),
+        ("george@hillvalley.edu", "555-0142"),
+    ] {
+        let body = json!({ "email": email, "phoneNumber": phone }).to_string();
+        let reply = node.post("/identify", &body).unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    }
+    for body in [
+        json!({ "phoneNumber": "555-0100" }),
+        json!({ "contactId": 3 }),
+    ] {
+        let reply = node.post("/erasures", &body.to_string()).unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let status = &reply.json()["erasure"]["status"];
+        assert_eq!(status, "done", "{}\n{}", reply.text, cluster.log_tails());
+    }
+    cluster.converged_export(&[1, 2, 3], Duration::from_secs(20));
+    for id in [1, 2, 3] {
+        let dir = cluster.node(id).dir();
+        assert_eq!(found_in_files(dir, &ERASED), vec![], "node {id}");
+        assert_eq!(
+            found_in_files(dir, &KEPT).len(),
+            2,
+            "node {id} holds George"
+        );
+        let ledger = cluster.node(id).get("/erasures?stale=true").unwrap().json();
+        assert_eq!(ledger["erasures"][1]["status"], "done", "node {id}");
+    }
+}
