@@ -51,6 +51,26 @@ pub enum Command {
         data_dir: PathBuf,
         /// The backup file.
         file: PathBuf,
+        /// The erasure ledger saved from GET /erasures: every erasure in it is applied again
+        /// (by contact id) and the files purged before the directory can be served.
+        #[arg(long)]
+        erasures: Option<PathBuf>,
+    },
+    /// Erase a contact, or every contact holding a value, in a stopped data directory, and
+    /// purge its files of the erased values before exiting.
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["contact_id", "email", "phone"])))]
+    Erase {
+        #[arg(long, env = "IDENTITY_ENGINE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// The contact to erase (live or deleted).
+        #[arg(long)]
+        contact_id: Option<u32>,
+        /// Erase every contact holding this email (keyed by the directory's matching modes).
+        #[arg(long)]
+        email: Option<String>,
+        /// Erase every contact holding this phone number.
+        #[arg(long)]
+        phone: Option<String>,
     },
     /// Write every row (deleted ones too) in id order as CSV or NDJSON.
     Export {

@@ -229,6 +229,7 @@ impl Member {
             dir: dir.clone(),
             error,
         };
+        purge::remove_partial(&dir);
         let log = log::LogStore::open(&dir).map_err(files)?;
         let loaded_dir = dir.clone();
         let (engine, loaded) =

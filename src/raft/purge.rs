@@ -164,34 +164,53 @@ async fn wait_for(
     }
 }
 
-/// Removes the files besides the current snapshot and the log that could hold an erased value.
+/// Removes the files besides the current snapshot and the log that could hold an erased value:
+/// snapshots older than the current one (which writing it removes, unless that was cut short),
+/// and the single node's files. Files being written meanwhile (a snapshot under construction, a
+/// transfer arriving) are newer than what is purged; left over from a crash, they are removed
+/// at start-up (`remove_partial`).
 fn remove_leftovers(data_dir: &Path) -> std::io::Result<()> {
     let raft = data_dir.join("raft");
-    let snapshots = raft.join("snapshots");
     let current = std::fs::read(raft.join("snapshot.json"))
         .ok()
         .and_then(|b| crate::storage::raft_files::decode_snapshot_meta(&b).ok())
-        .map(|meta| meta.file);
-    for entry in std::fs::read_dir(&snapshots)?.flatten() {
+        .and_then(|meta| meta.last_log_id.map(|l| l.index));
+    for entry in std::fs::read_dir(raft.join("snapshots"))?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if current.as_deref() != Some(name.as_str()) {
+        let index = crate::storage::snapshot::parse_snapshot_name(&name);
+        if index
+            .zip(current)
+            .is_some_and(|(index, current)| index < current)
+        {
             remove(&entry.path());
         }
     }
-    for dir in [&raft, data_dir] {
-        for entry in std::fs::read_dir(dir)?.flatten() {
+    for entry in std::fs::read_dir(data_dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let single_node = crate::storage::wal::parse_segment_name(&name).is_some()
+            || crate::storage::snapshot::parse_snapshot_name(&name).is_some()
+            || name.starts_with("backup-staging-")
+            || name.ends_with(".tmp")
+            || name == "raft.seeding";
+        if single_node {
+            remove(&entry.path());
+        }
+    }
+    crate::storage::sync_dir(data_dir).map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+/// Removes what a crash may have left half written under the member's `raft/` (a snapshot
+/// being built or received, a small file being replaced): it may hold values erased since.
+/// Called before the member's Raft starts, when nothing writes them.
+pub(super) fn remove_partial(raft: &Path) {
+    for dir in [raft.to_owned(), raft.join("snapshots")] {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let single_node = dir == data_dir
-                && (crate::storage::wal::parse_segment_name(&name).is_some()
-                    || crate::storage::snapshot::parse_snapshot_name(&name).is_some()
-                    || name.starts_with("backup-staging-")
-                    || name == "raft.seeding");
-            if single_node || name.ends_with(".tmp") {
+            if name.ends_with(".tmp") || name.ends_with(".incoming") {
                 remove(&entry.path());
             }
         }
     }
-    crate::storage::sync_dir(data_dir).map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 fn remove(path: &Path) {

@@ -385,7 +385,8 @@ fn finish(current: Option<(String, BufWriter<File>)>, dir: &Path) -> Result<(), 
     Ok(())
 }
 
-fn clear(dir: &Path) {
+/// Empties `dir` of the files a restore put there.
+pub(crate) fn clear(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
             let _ = std::fs::remove_file(entry.path());

@@ -1,9 +1,10 @@
 //! The offline commands over a data directory no server is using (import, orders, rekey,
-//! export, check and repair), and the backup container and restore.
+//! export, check and repair, erase), and the backup container and restore.
 
 pub mod backup;
 pub mod blocklist;
 pub mod check;
+pub mod erase;
 pub mod export;
 pub mod import;
 pub mod orders;

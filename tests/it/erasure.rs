@@ -340,3 +340,40 @@ fn in_a_three_member_group_no_member_keeps_an_erased_value_in_any_file() {
         assert_eq!(ledger["erasures"][1]["status"], "done", "node {id}");
     }
 }
+
+#[test]
+fn an_export_holds_erased_rows_without_values_and_importing_it_keeps_their_ids_taken() {
+    let app = spawn_app_with(|_| {});
+    people(&app);
+    // The newest contact erased: an import that dropped it would hand its id out again.
+    assert_eq!(erase(&app, json!({ "contactId": 4 })).status, 200);
+    for format in ["csv", "ndjson"] {
+        let export = app.get(&format!("/contacts/export?format={format}"));
+        assert_eq!(export.status, 200);
+        assert!(
+            !export.text.contains("george") && !export.text.contains("555-0142"),
+            "{format}"
+        );
+        let copy = spawn_app_with(|_| {});
+        let imported = copy.post(&format!("/contacts/import?format={format}"), &export.text);
+        assert_eq!(imported.status, 200, "{format}: {}", imported.text);
+        let row = copy.get("/contacts/4").json();
+        assert_eq!(
+            (row["email"].clone(), row["phoneNumber"].clone()),
+            (Value::Null, Value::Null)
+        );
+        assert!(row["deletedAt"].is_string(), "{format}: a tombstone: {row}");
+        let next = identify(&copy, "marty@hillvalley.edu", "555-0185");
+        assert_eq!(
+            next["contact"]["primaryContactId"], 5,
+            "{format}: ids are never reused"
+        );
+    }
+    // A file claiming an erased row with values is refused.
+    let copy = spawn_app_with(|_| {});
+    let bad = "id,phoneNumber,email,linkedId,linkPrecedence,createdAt,updatedAt,deletedAt,erasedAt\n\
+        1,555,a@b.c,,primary,2026-01-01T00:00:00.000Z,2026-01-01T00:00:00.000Z,,2026-01-02T00:00:00.000Z\n";
+    let refused = copy.post("/contacts/import?format=csv", bad);
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert!(refused.text.contains("erased"), "{}", refused.text);
+}

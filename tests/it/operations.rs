@@ -66,6 +66,13 @@ const ROUTES: &[(&str, &str, &[&str])] = &[
     ("get", "/cluster", &["200", "401", "403", "409"]),
     ("post", "/cluster/members", &["200", "400", "409", "503"]),
     ("delete", "/cluster/members/{id}", &["200", "409", "503"]),
+    (
+        "post",
+        "/erasures",
+        &["200", "400", "401", "403", "404", "422", "503"],
+    ),
+    ("get", "/erasures", &["200", "401", "403"]),
+    ("get", "/erasures/{id}", &["200", "401", "403", "404"]),
 ];
 
 #[test]
@@ -108,6 +115,9 @@ fn every_documented_route_is_served() {
     let app = spawn_app();
     app.identify(r#"{"email":"a@b.c"}"#);
     app.identify(r#"{"email":"d@e.f"}"#);
+    // Contact 3 is erased, so that erasure 1 exists (and erasing it again changes nothing).
+    app.identify(r#"{"email":"g@h.i"}"#);
+    assert_eq!(app.post("/erasures", r#"{"contactId":3}"#).status, 200);
     let doc = app.get("/openapi.json").json();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
@@ -117,7 +127,9 @@ fn every_documented_route_is_served() {
                 .replace("{a}", "1")
                 .replace("{b}", "1")
                 .replace("{file}", "app.js");
-            let body: &[u8] = if method == "post" {
+            let body: &[u8] = if path == "/erasures" {
+                br#"{"contactId":3}"#
+            } else if method == "post" {
                 br#"{"email":"a@b.c"}"#
             } else {
                 b""
