@@ -1,7 +1,8 @@
 // Drives the console in headless Chromium as a support person would. Run by tests/it/browser.rs:
 //   node console.mjs <scenario> <base url> [data file]
 // Scenarios: support (import, try, search, graph, why, delete), block (block, regroup, unblock),
-// signin (a wrong token refused, the right one kept). Exits non-zero on the first failure.
+// erase (erase a contact and a value after confirming, the ledger), signin (a wrong token
+// refused, the right one kept). Exits non-zero on the first failure.
 // Every request outside the server under test is refused, so nothing reaches the network.
 
 import { chromium } from 'playwright-core';
@@ -136,6 +137,39 @@ const scenarios = {
     await page.getByRole('button', { name: 'Unblock 555' }).click();
     await page.getByText('Unblocked 555. Its holders are now:').waitFor();
     assert.equal(await page.locator('#blocklist-outcome li').count(), 1, 'merged again');
+  },
+
+  async erase(page) {
+    await page.goto(`${base}/console`);
+    await tryIdentify(page, 'lorraine@hillvalley.edu', '123456');
+    await tryIdentify(page, 'mcfly@hillvalley.edu', '123456');
+    await search(page, 'mcfly@hillvalley.edu', 1);
+
+    // From the rows: erase 2, confirming in the dialog; its identity keeps contact 1 alone.
+    await page.getByRole('button', { name: 'Erase contact 2' }).click();
+    const dialog = page.getByRole('dialog');
+    await dialog.getByText('This cannot be undone.').waitFor();
+    await dialog.getByRole('button', { name: 'Erase', exact: true }).click();
+    await page.getByText('Erasure #1: contact #2 erased').waitFor();
+    assert.match(await caption(page), /^1 contact and 2 values/);
+
+    // The ledger; erasing by value there, cancelled first (nothing changes), then confirmed.
+    await page.getByRole('link', { name: 'Erasures' }).click();
+    await page.getByRole('cell', { name: '#1', exact: true }).waitFor();
+    await page.getByRole('textbox', { name: 'Contact id, email or phone to erase' }).fill('123456');
+    await page.getByRole('button', { name: 'Erase…' }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Cancel' }).click();
+    assert.equal(await page.locator('#ledger tbody tr').count(), 1, 'cancelled: nothing erased');
+    await page.getByRole('button', { name: 'Erase…' }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Erase', exact: true }).click();
+    await page.getByText('Erasure #2: contact #1 erased').waitFor();
+    assert.equal(await page.locator('#ledger tbody tr').count(), 2);
+    assert.ok(!(await page.locator('#ledger').textContent()).includes('123456'), 'the ledger shows no value');
+
+    // An erased contact is found by its id, and said to be erased.
+    await page.getByRole('searchbox', { name: 'Search' }).fill('#1');
+    await page.getByRole('button', { name: 'Search', exact: true }).click();
+    await page.getByText('Contact 1 is erased').waitFor();
   },
 
   async signin(page) {

@@ -372,6 +372,13 @@ async fn request_logs_name_routes_but_never_emails_or_phone_numbers() {
         ("GET", "/contacts?email=secret.person@example.com", ""),
         ("GET", "/contacts?phoneNumber=5550199", ""),
         ("POST", "/identify", r#"{"email":"not an email 5550199"}"#),
+        ("POST", "/erasures", r#"{"phoneNumber":"5550199"}"#),
+        (
+            "POST",
+            "/erasures",
+            r#"{"email":"Secret.Person@Example.com"}"#,
+        ),
+        ("GET", "/erasures", ""),
     ] {
         let mut req = axum::http::Request::builder()
             .method(method)
