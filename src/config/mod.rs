@@ -376,6 +376,37 @@ mod tests {
             cli.command,
             Some(Command::Check { repair: true, .. })
         ));
+        let erase = |args: &[&str]| {
+            Cli::try_parse_from([&["identity-engine", "erase"], args].concat()).map(|c| c.command)
+        };
+        assert!(matches!(
+            erase(&["--email", "a@b.c"]),
+            Ok(Some(Command::Erase {
+                email: Some(_),
+                contact_id: None,
+                phone: None,
+                ..
+            }))
+        ));
+        assert!(erase(&[]).is_err(), "one of the three is needed");
+        assert!(
+            erase(&["--contact-id", "3", "--phone", "5"]).is_err(),
+            "only one"
+        );
+        let restore = ["identity-engine", "restore", "f", "--erasures", "l.json"];
+        assert!(matches!(
+            Cli::try_parse_from(restore).unwrap().command,
+            Some(Command::Restore {
+                erasures: Some(_),
+                ..
+            })
+        ));
+        let within = ["identity-engine", "--erasure-purge-within", "30m"];
+        let config = Cli::try_parse_from(within).unwrap().serve;
+        assert_eq!(config.erasure_purge_within.as_secs(), 1800);
+        assert!(
+            Cli::try_parse_from(["identity-engine", "--erasure-purge-within", "soon"]).is_err()
+        );
         let cli =
             Cli::try_parse_from(["identity-engine", "import", "f.csv", "--skip-invalid"]).unwrap();
         assert!(matches!(

@@ -377,3 +377,100 @@ fn an_export_holds_erased_rows_without_values_and_importing_it_keeps_their_ids_t
     assert_eq!(refused.status, 400, "{}", refused.text);
     assert!(refused.text.contains("erased"), "{}", refused.text);
 }
+
+#[test]
+fn a_backup_from_before_an_erasure_holds_it_and_restoring_it_with_the_ledger_erases_it_again() {
+    use identity_engine::tools::{backup, erase};
+    let app = spawn_app_with(|c| c.erasure_purge_within = std::time::Duration::ZERO);
+    people(&app);
+    let older = crate::backup::fetch_backup(app.addr);
+    for body in [
+        json!({ "phoneNumber": "555-0100" }),
+        json!({ "contactId": 3 }),
+    ] {
+        assert_eq!(erase(&app, body).json()["erasure"]["status"], "done");
+    }
+    // Made after the backup, then erased: the backup never held contact 5.
+    identify(&app, "marty@hillvalley.edu", "555-0185");
+    assert_eq!(erase(&app, json!({ "contactId": 5 })).status, 200);
+    let tmp = tempfile::tempdir().unwrap();
+    let (file, saved) = (
+        tmp.path().join("older.backup"),
+        tmp.path().join("ledger.json"),
+    );
+    std::fs::write(&file, &older).unwrap();
+    std::fs::write(&saved, app.get("/erasures").text).unwrap();
+
+    // Without the ledger the restored directory holds the erased values again, as the backup did.
+    let plain = tmp.path().join("plain");
+    backup::restore_dir(&file, &plain).unwrap();
+    assert_eq!(found_in_files(&plain, &ERASED).len(), ERASED.len());
+
+    // With it, every erasure is applied again and the files purged before the tool returns.
+    let again = tmp.path().join("again");
+    let report = erase::restore_with_ledger(&file, &again, &saved).unwrap();
+    assert!(
+        report.contains("3 erasure(s) of the ledger: 2 applied again"),
+        "{report}"
+    );
+    assert_eq!(found_in_files(&again, &ERASED), vec![]);
+    assert_eq!(found_in_files(&again, &KEPT).len(), 2);
+    let restored = crate::common::spawn_app_in(&again, |_| {}).unwrap();
+    for id in [1, 2, 3] {
+        let row = restored.get(&format!("/contacts/{id}")).json();
+        assert!(
+            row["erasedAt"].is_string() && row["email"].is_null(),
+            "{row}"
+        );
+    }
+    assert_eq!(
+        restored.get("/contacts/4").json()["email"],
+        "george@hillvalley.edu"
+    );
+    let ledger = restored.get("/erasures").json();
+    let statuses: Vec<&Value> = (ledger["erasures"].as_array().unwrap().iter())
+        .map(|e| &e["status"])
+        .collect();
+    assert_eq!(statuses, [&json!("done"), &json!("done")]);
+
+    // A ledger that is not one is refused before anything is restored.
+    std::fs::write(&saved, "{\"nothing\": 1}").unwrap();
+    let refused = erase::restore_with_ledger(&file, &tmp.path().join("bad"), &saved);
+    assert!(refused.is_err_and(|e| e.contains("not a ledger")));
+    assert!(!tmp.path().join("bad").exists());
+}
+
+#[test]
+fn the_erase_tool_erases_in_a_stopped_directory_and_purges_before_it_exits() {
+    use identity_engine::storage::StorageOptions;
+    use identity_engine::tools::erase::{erase as erase_dir, Named};
+    let mut app = spawn_app_with(|c| c.snapshot_every_bytes = 512);
+    people(&app);
+    let dir = app.dir.clone();
+    app.stop().unwrap();
+    let report = erase_dir(
+        StorageOptions::new(&dir),
+        &Named::Phone(" 555-0100 ".into()),
+    )
+    .unwrap();
+    assert!(
+        report.contains("erasure 1: contact(s) [1, 2] erased"),
+        "{report}"
+    );
+    let report = erase_dir(StorageOptions::new(&dir), &Named::Contact(3)).unwrap();
+    assert!(report.contains("erasure 2"), "{report}");
+    assert_eq!(found_in_files(&dir, &ERASED), vec![]);
+    assert_eq!(found_in_files(&dir, &KEPT).len(), 2);
+    let nothing = erase_dir(
+        StorageOptions::new(&dir),
+        &Named::Email("nobody@x.io".into()),
+    );
+    assert!(nothing.is_err_and(|e| e.contains("nothing erased")));
+    let app = crate::common::spawn_app_in(&dir, |_| {}).unwrap();
+    assert_eq!(app.get("/erasures/2").json()["erasure"]["status"], "done");
+    assert_eq!(app.get("/contacts/3").json()["phoneNumber"], Value::Null);
+    drop(app);
+    std::fs::create_dir_all(dir.join("raft")).unwrap();
+    let member = erase_dir(StorageOptions::new(&dir), &Named::Contact(4));
+    assert!(member.is_err_and(|e| e.contains("cluster member")));
+}
