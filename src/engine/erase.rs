@@ -310,8 +310,166 @@ impl Engine {
         self.erasures.iter().filter(|e| e.is_pending())
     }
 
+    /// How many rows are deleted (erased ones among them, if deleted before).
+    pub fn deleted_rows(&self) -> usize {
+        self.deleted_at.len()
+    }
+
     /// When the row at `slot` was erased, if it was.
     pub(super) fn erased_at(&self, slot: Slot) -> Option<Timestamp> {
         self.erased_at.get(&slot).map(|&t| Timestamp(t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::image::Parts;
+    use super::super::tests::{assert_same, engine_with_every_kind_of_state};
+    use super::super::{Email, Op, Phone, Query};
+    use super::*;
+
+    const NOW: Timestamp = Timestamp(1_900_000_000_000);
+
+    fn run(engine: &mut Engine, op: &Op) -> Outcome {
+        let plan = engine.plan(op, NOW).unwrap();
+        for fact in &plan.facts {
+            engine.apply(fact).unwrap();
+        }
+        plan.outcome
+    }
+
+    fn erase(engine: &mut Engine, target: Target) -> Outcome {
+        let op = Op::Erase {
+            target,
+            purge_within_ms: 60_000,
+        };
+        run(engine, &op)
+    }
+
+    /// Every kind of state, then three erasures: a value with a deleted holder, a live contact
+    /// by id, a deleted one by id; the first of them purged.
+    fn erased() -> Engine {
+        let mut engine = engine_with_every_kind_of_state();
+        for (email, phone) in [("lou@x.io", "4242"), ("lou2@x.io", "4242")] {
+            let query = Query::new(Email::parse(email).unwrap(), Phone::parse(phone).unwrap());
+            run(&mut engine, &Op::Identify(query.unwrap()));
+        }
+        let gone = engine
+            .contacts()
+            .find(|c| c.email.as_deref() == Some("lou2@x.io"));
+        run(&mut engine, &Op::Delete(gone.unwrap().id));
+        let phone = Target::Value {
+            kind: Kind::Phone,
+            value: "4242".into(),
+        };
+        assert!(matches!(
+            erase(&mut engine, phone),
+            Outcome::Erased { erasure: 1, .. }
+        ));
+        erase(&mut engine, Target::Contact(100));
+        erase(&mut engine, Target::Contact(90));
+        run(&mut engine, &Op::Purge { erasures: vec![1] });
+        engine.advance_events(42);
+        engine.check_invariants().unwrap();
+        engine
+    }
+
+    #[test]
+    fn no_image_taken_after_an_erasure_holds_its_values() {
+        let engine = erased();
+        let parts = engine.parts();
+        let arenas = [parts.emails.arena.as_bytes(), parts.phones.arena.as_bytes()].concat();
+        let holds = |text: &str| arenas.windows(text.len()).any(|w| w == text.as_bytes());
+        for gone in ["lou@x.io", "lou2@x.io", "4242", "888", "doc@x.io"] {
+            assert!(!holds(gone), "{gone} is still in the image");
+        }
+        assert!(holds("george@hillvalley.edu") && holds("919191"));
+        let ledger: Vec<_> = engine.erasures().iter().map(|e| e.is_pending()).collect();
+        assert_eq!(ledger, [false, true, true]);
+    }
+
+    #[test]
+    fn an_image_with_erasures_loads_as_the_same_engine_with_its_ledger_and_count() {
+        let engine = erased();
+        let copy = Engine::from_parts(engine.parts().into_owned()).unwrap();
+        assert_same(&copy, &engine);
+        assert_eq!(copy.erasures(), engine.erasures());
+        assert_eq!((copy.events(), copy.stats().erased), (42, 4));
+        assert_eq!(copy.parts(), engine.parts());
+        let mut rebuilt = Engine::new();
+        for fact in engine.facts() {
+            rebuilt.apply(&fact).unwrap();
+        }
+        assert_same(&rebuilt, &engine);
+        assert_eq!(rebuilt.erasures(), engine.erasures());
+    }
+
+    #[test]
+    fn a_crafted_ledger_or_erased_row_is_refused() {
+        let image = erased().parts().into_owned();
+        type Craft = (&'static str, fn(&mut Parts<'static>));
+        let crafts: [Craft; 7] = [
+            ("out of turn", |p| p.erasures[1].id = 7),
+            ("out of order", |p| p.erasures[0].contacts.reverse()),
+            ("not erased then", |p| p.erasures[2].contacts = vec![1]),
+            ("not erased then", |p| {
+                p.erasures[2].contacts = p.erasures[1].contacts.clone()
+            }),
+            ("the ledger names", |p| {
+                p.erasures.pop();
+            }),
+            ("no erased row", |p| {
+                let (slot, _) = p.erased_at[0];
+                p.rows.to_mut()[slot as usize].email = 0;
+            }),
+            ("no erased row", |p| p.erased_at.push((0, 0))),
+        ];
+        for (says, craft) in crafts {
+            let mut damaged = image.clone();
+            craft(&mut damaged);
+            let message = Engine::from_parts(damaged).err().map(|e| e.to_string());
+            assert!(
+                message.as_deref().is_some_and(|m| m.contains(says)),
+                "{says}: {message:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_fact_that_erases_out_of_turn_or_twice_changes_nothing() {
+        let mut engine = erased();
+        let before = engine.parts().into_owned();
+        let facts = [
+            Change::Erased {
+                erasure: 9,
+                ids: vec![1],
+                at: NOW,
+                purge_by: NOW,
+            },
+            Change::Erased {
+                erasure: 4,
+                ids: vec![100],
+                at: NOW,
+                purge_by: NOW,
+            },
+            Change::Erased {
+                erasure: 4,
+                ids: vec![2, 1],
+                at: NOW,
+                purge_by: NOW,
+            },
+            Change::Purged {
+                erasures: vec![1],
+                at: NOW,
+            },
+            Change::Purged {
+                erasures: vec![8],
+                at: NOW,
+            },
+        ];
+        for fact in facts {
+            assert!(engine.apply(&fact).is_err(), "{fact:?}");
+            assert_eq!(engine.parts(), before, "{fact:?} changed something");
+        }
     }
 }

@@ -136,7 +136,7 @@ pub struct Why {
     hops: Option<Vec<serde_json::Value>>,
 }
 
-/// The overview: `contacts {live, deleted}`, `clusters`, `joins`, `largestClusters [{primary,
+/// The overview: `contacts {live, deleted, erased}`, `clusters`, `joins`, `largestClusters [{primary,
 /// size}]` (ten at most), `blockedValues {admin, generic}`, `storage {healthy, figures}`.
 #[derive(ToSchema, Serialize)]
 #[serde(rename_all = "camelCase")]

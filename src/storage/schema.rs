@@ -546,6 +546,35 @@ mod tests {
     }
 
     #[test]
+    fn format_4_carries_the_erasures_and_the_count_of_events() {
+        use crate::engine::{Op, Target};
+        let mut engine = small_engine();
+        for target in [Target::Contact(3), Target::Contact(4)] {
+            let op = Op::Erase {
+                target,
+                purge_within_ms: 1000,
+            };
+            let plan = engine.plan(&op, Timestamp(5_000)).unwrap();
+            for fact in &plan.facts {
+                engine.apply(fact).unwrap();
+            }
+        }
+        let plan = engine.plan(&Op::Purge { erasures: vec![1] }, Timestamp(6_000));
+        engine.apply(&plan.unwrap().facts[0]).unwrap();
+        engine.advance_events(7);
+        let mut bytes = Vec::new();
+        encode(&engine.parts(), &mut bytes).unwrap();
+        let parts = decode(VERSION, &bytes[..], bytes.len() as u64).unwrap();
+        assert_eq!(parts, engine.parts());
+        assert_eq!(
+            (parts.erasures.len(), parts.erased_at.len(), parts.events),
+            (2, 2, 7)
+        );
+        let loaded = Engine::from_parts(parts).unwrap();
+        assert_eq!(loaded.erasure(1).unwrap().purged_at, Some(Timestamp(6_000)));
+    }
+
+    #[test]
     fn a_block_that_ends_inside_a_record_is_refused() {
         let engine = small_engine();
         let mut bytes = Vec::new();

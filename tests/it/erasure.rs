@@ -113,6 +113,8 @@ fn erasing_a_live_contact_splits_its_cluster_as_a_deletion_would() {
         .collect();
     assert_eq!(primaries, [&json!(1), &json!(3)]);
     assert_eq!(app.get("/contacts/3").json()["linkPrecedence"], "primary");
+    let counts = &app.get("/stats").json()["contacts"];
+    assert_eq!(*counts, json!({ "live": 3, "deleted": 0, "erased": 1 }));
     let deleted = app.delete("/contacts/2");
     assert_eq!(
         deleted.status, 404,

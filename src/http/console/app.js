@@ -103,6 +103,7 @@ async function loadOverview() {
   const stats = await api('GET', '/stats');
   const figures = [
     ['Live contacts', stats.contacts.live], ['Deleted contacts', stats.contacts.deleted],
+    ['Erased contacts', stats.contacts.erased],
     ['Identities', stats.clusters], ['Remembered joins and links', stats.joins],
     ['Blocked by an admin', stats.blockedValues.admin], ['Blocked as generic', stats.blockedValues.generic],
   ];
