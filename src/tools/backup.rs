@@ -393,3 +393,51 @@ pub(crate) fn clear(dir: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Change;
+    use crate::storage::{Storage, StorageOptions};
+
+    /// A download that a purge cuts off once the first bytes of a file are out.
+    struct CutOff<'a>(&'a Path, Vec<u8>);
+
+    impl Write for CutOff<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.1.len() < 1000 && self.1.len() + buf.len() >= 1000 {
+                assert_eq!(remove_staging(self.0), 1);
+            }
+            self.1.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_backup_whose_staging_a_purge_removed_stops_instead_of_sending_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _, _) = Storage::open(StorageOptions::new(dir.path())).unwrap();
+        for n in 0..6000 {
+            let fact = Change::Joined {
+                email: format!("someone{n}@example.com"),
+                phone: n.to_string(),
+            };
+            storage.append(&[fact]).unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while storage.log_end().last_seq < 6000 {
+            assert!(std::time::Instant::now() < deadline, "the log is written");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let staged = stage_retrying(dir.path(), || storage.log_end()).unwrap();
+        assert!(staged.parts[0].len > 1 << 17, "more than two chunks");
+        let mut out = CutOff(dir.path(), Vec::new());
+        let error = write(&staged.parts, &mut out).unwrap_err().to_string();
+        assert!(error.contains("cut off by the purge"), "{error}");
+        assert!(out.1.len() < staged.parts[0].len as usize);
+    }
+}

@@ -476,3 +476,23 @@ fn the_erase_tool_erases_in_a_stopped_directory_and_purges_before_it_exits() {
     let member = erase_dir(StorageOptions::new(&dir), &Named::Contact(4));
     assert!(member.is_err_and(|e| e.contains("cluster member")));
 }
+
+#[test]
+fn a_purge_removes_the_staging_of_a_backup_in_progress() {
+    let app = spawn_app_with(|c| c.erasure_purge_within = std::time::Duration::ZERO);
+    people(&app);
+    // What a backup in progress leaves in the data directory: hard links to the log's files.
+    let staging = app.dir.join("backup-staging-1-0");
+    std::fs::create_dir(&staging).unwrap();
+    for file in crate::storage_support::segments(&app.dir) {
+        std::fs::hard_link(&file, staging.join(file.file_name().unwrap())).unwrap();
+    }
+    assert_eq!(found_in_files(&staging, &["biff@hillvalley.edu"]).len(), 1);
+    let reply = erase(&app, json!({ "email": "biff@hillvalley.edu" }));
+    assert_eq!(reply.json()["erasure"]["status"], "done", "{}", reply.text);
+    assert!(!staging.exists(), "the backup in progress is cut off");
+    assert_eq!(
+        found_in_files(&app.dir, &["biff@hillvalley.edu", "555-0199"]),
+        vec![]
+    );
+}
