@@ -103,9 +103,13 @@ enum Job {
     Truncate(u64),
     /// Removes segments holding only entries up to this index.
     Purge(u64),
-    /// Seals the last segment: the next append starts a new one. Answers the last index the
-    /// sealed segment holds (None if it holds none).
-    Roll(tokio::sync::oneshot::Sender<Option<u64>>),
+    /// Seals the last segment: the next append starts a new one; then removes the segments a
+    /// purge already covers (`purged`: one that was the last at the purge stayed). Answers the
+    /// last index the sealed segment held (None if it held none).
+    Roll {
+        purged: Option<u64>,
+        done: tokio::sync::oneshot::Sender<Option<u64>>,
+    },
     /// Answers once every job before it is done (a purge's segments removed, say).
     Barrier(tokio::sync::oneshot::Sender<()>),
     /// Writes a small file whole (tmp, fsync, rename) and says when it is done.
@@ -164,8 +168,9 @@ impl LogStore {
     /// returned is in segments that a purge through it removes whole).
     pub(crate) async fn roll(&self) -> io::Result<Option<u64>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let purged = self.memory.lock().meta.purged.map(|l| l.index);
         self.jobs
-            .send(Job::Roll(tx))
+            .send(Job::Roll { purged, done: tx })
             .map_err(|_| io::Error::other("the log writer stopped"))?;
         rx.await
             .map_err(|_| io::Error::other("the log writer stopped"))
@@ -382,13 +387,13 @@ impl Writer {
                         self.truncate(index)
                     }
                     Job::Purge(index) => self.purge(index),
-                    Job::Roll(done) => {
+                    Job::Roll { purged, done } => {
                         let last = self.segments.last_mut().and_then(|segment| {
                             segment.sealed = true;
                             segment.offsets.last().map(|&(index, _)| index)
                         });
                         let _ = done.send(last);
-                        Ok(())
+                        purged.map_or(Ok(()), |index| self.purge(index))
                     }
                     Job::Barrier(done) => {
                         let _ = done.send(());

@@ -496,3 +496,69 @@ fn a_purge_removes_the_staging_of_a_backup_in_progress() {
         vec![]
     );
 }
+
+#[test]
+fn a_member_that_was_down_purges_when_it_is_back_and_only_then_is_the_erasure_done() {
+    use crate::cluster_support::{Cluster, Options};
+    use std::time::Duration;
+    let options = Options {
+        extra: vec!["--erasure-purge-within".into(), "1s".into()],
+        ..Options::default()
+    };
+    let mut cluster = Cluster::start(3, options);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], Duration::from_secs(20));
+    let down = leader % 3 + 1;
+    let up: Vec<u64> = [1, 2, 3].into_iter().filter(|&id| id != down).collect();
+    for (email, phone) in [
+        ("biff@hillvalley.edu", "555-0199"),
+        ("george@hillvalley.edu", "555-0142"),
+    ] {
+        let body = json!({ "email": email, "phoneNumber": phone }).to_string();
+        assert_eq!(
+            cluster
+                .node(leader)
+                .post("/identify", &body)
+                .unwrap()
+                .status,
+            200
+        );
+    }
+    cluster.converged_export(&[1, 2, 3], Duration::from_secs(20));
+    cluster.kill(down);
+    let reply = cluster
+        .node(leader)
+        .post("/erasures", r#"{"contactId": 1}"#)
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let status = |cluster: &Cluster, node: u64| {
+        let reply = cluster.node(node).get("/erasures/1?stale=true");
+        reply
+            .map(|r| r.json()["erasure"]["status"].clone())
+            .unwrap_or_default()
+    };
+    // The members that are up purge; the erasure waits for the one that is down.
+    let purged = |cluster: &Cluster, id: u64| {
+        found_in_files(cluster.node(id).dir(), &["biff@hillvalley.edu"]).is_empty()
+    };
+    let up_purged = || up.iter().all(|&id| purged(&cluster, id));
+    assert!(eventually(Duration::from_secs(20), up_purged));
+    assert_eq!(status(&cluster, leader), "pending");
+    assert!(
+        !purged(&cluster, down),
+        "the member that is down still holds it"
+    );
+    cluster.restart(down);
+    let done = eventually(Duration::from_secs(40), || {
+        status(&cluster, leader) == "done"
+    });
+    assert!(done, "{}", cluster.log_tails());
+    for id in [1, 2, 3] {
+        let dir = cluster.node(id).dir();
+        assert_eq!(
+            found_in_files(dir, &["biff@hillvalley.edu", "555-0199"]),
+            vec![],
+            "node {id}"
+        );
+        assert_eq!(found_in_files(dir, &KEPT).len(), 2, "node {id}");
+    }
+}
