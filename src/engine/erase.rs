@@ -18,7 +18,7 @@ use super::guards::{Kind, Refusal};
 use super::interner::Sym;
 use super::op::{Outcome, Plan};
 use super::types::{ContactId, Timestamp};
-use super::{held, Engine, EngineError, BLOCKED, NONE};
+use super::{held, Engine, EngineError, NONE};
 
 /// What an erasure names.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -253,9 +253,8 @@ impl Engine {
     /// Whether no row holds `sym` any more (no live one, no deleted one) and no block names it:
     /// then nothing needs its string.
     fn unheld(&self, kind: Kind, sym: Sym) -> bool {
-        let value = self.index(kind).value(sym);
-        value != BLOCKED
-            && value == NONE
+        // NONE: no live holder and no block (a blocked value's index says BLOCKED).
+        self.index(kind).value(sym) == NONE
             && !(self.deleted_at.keys())
                 .any(|&s| Engine::sym_of(&self.rows[s as usize], kind) == sym)
     }

@@ -40,7 +40,8 @@ pub enum Op {
         to: String,
     },
     /// The contacts `target` names are erased; their purge is due `purge_within_ms` later (the
-    /// option of the member that took the request, so that every member plans the same).
+    /// option of the server that made the op, on a Raft group the leader, so that every member
+    /// plans the same).
     Erase {
         target: Target,
         purge_within_ms: u64,

@@ -1,18 +1,20 @@
-//! A Raft member's purge after an erasure (docs/API.md, "Erasure"). The erasure's command (which
+//! A Raft member's purge after an erasure (docs/API.md, "Erasure"; docs/erasure.md). The erasure's command (which
 //! carries the value the client named) and every earlier command naming an erased value sit in
 //! each member's log, and the state before it in each member's snapshots; each member rewrites
 //! its own files:
 //!
 //! 1. seal the segment being appended to at its last entry `L`, so that no segment holds both
-//!    entries up to `L` and entries after;
+//!    entries up to `L` and entries after (and remove at once those an earlier purge covered:
+//!    one installing a snapshot leaves the last segment, however old);
 //! 2. once the state machine has applied `L`, build a snapshot (openraft's `trigger().snapshot()`)
 //!    at an index at or past it: the state then has the erased values blanked;
 //! 3. purge the log through the snapshot (`trigger().purge_log`, which purges only what a snapshot
 //!    covers, whatever `--raft-keep-entries` says): every sealed segment goes; writing the new
 //!    snapshot already removed the older ones;
-//! 4. remove what else could hold a value: snapshot files not current, partial transfers and
-//!    temporary files, the seeding directory, and the single node's files a cluster was seeded
-//!    from (superseded by the cluster's own).
+//! 4. remove what else could hold a value: snapshot files older than the current one, the
+//!    seeding directory, and the single node's files a cluster was seeded from (superseded by
+//!    the cluster's own). A snapshot half written or received when a member stops is removed
+//!    when it starts again (`remove_partial`), before anything writes one.
 //!
 //! Each member schedules this itself, at the earliest due erasure it has not purged, when it
 //! applies one (or installs a state holding one). Whether the ledger says `done` is replicated
