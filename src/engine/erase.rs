@@ -211,13 +211,9 @@ impl Engine {
             self.stats.erased += 1;
             self.moves.record(id, None);
         }
-        values.sort_unstable();
-        values.dedup();
-        for (kind, sym) in values {
-            if sym != NONE && self.unheld(kind, sym) {
-                self.guards_mut(kind).exempt.remove(&sym);
-                self.index_mut(kind).wipe(sym);
-            }
+        for (kind, sym) in self.unheld(values) {
+            self.guards_mut(kind).exempt.remove(&sym);
+            self.index_mut(kind).wipe(sym);
         }
         self.tick(at);
         self.erasures.push(Erasure {
@@ -250,13 +246,24 @@ impl Engine {
         }
     }
 
-    /// Whether no row holds `sym` any more (no live one, no deleted one) and no block names it:
-    /// then nothing needs its string.
-    fn unheld(&self, kind: Kind, sym: Sym) -> bool {
+    /// Those of `values` that no row holds any more (no live one, no deleted one) and no block
+    /// names: nothing needs their strings. One pass over the deleted rows, whatever their number.
+    fn unheld(&self, values: Vec<(Kind, Sym)>) -> Vec<(Kind, Sym)> {
         // NONE: no live holder and no block (a blocked value's index says BLOCKED).
-        self.index(kind).value(sym) == NONE
-            && !(self.deleted_at.keys())
-                .any(|&s| Engine::sym_of(&self.rows[s as usize], kind) == sym)
+        let mut unheld: hashbrown::HashSet<(Kind, Sym)> = (values.into_iter())
+            .filter(|&(kind, sym)| sym != NONE && self.index(kind).value(sym) == NONE)
+            .collect();
+        if !unheld.is_empty() {
+            for &slot in self.deleted_at.keys() {
+                let row = &self.rows[slot as usize];
+                unheld.remove(&(Kind::Email, row.email));
+                unheld.remove(&(Kind::Phone, row.phone));
+            }
+        }
+        // In one order on every member, so that their tables are laid out alike.
+        let mut unheld: Vec<(Kind, Sym)> = unheld.into_iter().collect();
+        unheld.sort_unstable();
+        unheld
     }
 
     /// What a purge that rewrote every file up to now implies: the erasures of `ids` still

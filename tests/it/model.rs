@@ -161,10 +161,22 @@ impl Model {
             .flat_map(|&i| self.cluster(i))
             .filter(|i| !gone.contains(i))
             .collect();
+        let mut values = Vec::new();
         for &i in &gone {
             let row = &mut self.rows[i];
-            (row.email, row.phone) = (None, None);
+            values.extend(row.email.take().map(|v| (Kind::Email, v)));
+            values.extend(row.phone.take().map(|v| (Kind::Phone, v)));
             self.erased.insert(row.id, Timestamp(now));
+        }
+        // A value no row holds any more is forgotten whole: an admin's unblock of it too.
+        for (kind, value) in values {
+            let held = self
+                .rows
+                .iter()
+                .any(|r| field(r, kind) == Some(value.as_str()));
+            if !held && !self.is_blocked(kind, &value) {
+                self.exempt.retain(|(k, v)| !(*k == kind && *v == value));
+            }
         }
         self.forget_unheld_joins();
         self.relink(now);
