@@ -19,11 +19,13 @@ stop = False
 samples = []  # (start, latency) of each /identify
 lock = threading.Lock()
 
+
 def written():
     if not pid:
         return 0
     with open(f'/proc/{pid}/io') as f:
-        return next(int(l.split()[1]) for l in f if l.startswith('write_bytes'))
+        return next(int(line.split()[1]) for line in f if line.startswith('write_bytes'))
+
 
 def client(k):
     conn = http.client.HTTPConnection(host, int(port))
@@ -39,6 +41,7 @@ def client(k):
         with lock:
             samples.append((t0, t1 - t0))
         i += 1
+
 
 threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
 for t in threads:
@@ -63,8 +66,10 @@ if pid:
 during = sorted(l for s, l in samples if s <= t1 and s + l >= t0)
 before = sorted(l for s, l in samples if s + l < t0)
 
+
 def pct(xs, p):
     return xs[min(len(xs) - 1, int(len(xs) * p))] * 1000 if xs else float('nan')
+
 
 for name, xs in (('before', before), ('during', during)):
     print(f'{name}: {len(xs)} requests, p50 {pct(xs, .5):.2f} ms, p99 {pct(xs, .99):.2f} ms, max {pct(xs, 1):.2f} ms')

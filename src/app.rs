@@ -106,7 +106,11 @@ impl App {
             canon,
             member: member.clone(),
             access_log: config.access_log,
+            erasure_purge_within: config.erasure_purge_within,
         };
+        if member.is_none() {
+            tokio::spawn(crate::erasure::schedule(store.clone()));
+        }
         let router = match &member {
             None => router(state),
             // The forwarding layer goes outside the request limits: a follower only relays. Raft's

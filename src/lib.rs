@@ -3,6 +3,7 @@
 //!
 //! - [`engine`]: pure and synchronous; rows, indexes, the disjoint-set forest, `plan` and `apply`.
 //! - [`store`]: the shared handle: one lock around the engine, a durability back-end behind it.
+//! - [`erasure`]: when erased values leave a single node's files (the purge's schedule).
 //! - [`storage`]: the local back-end: the write-ahead log, snapshots, recovery, on-disk formats.
 //! - [`raft`]: the replicated back-end (openraft): its log, state machine and network.
 //! - [`feed`]: the change feed: every change's events, kept in files, paged and waited for.
@@ -18,6 +19,7 @@ pub mod app;
 pub mod config;
 pub mod edge;
 pub mod engine;
+pub mod erasure;
 pub mod feed;
 pub mod http;
 pub mod matching;

@@ -9,7 +9,7 @@ use identity_engine::engine::Limits;
 use identity_engine::storage::StorageOptions;
 use identity_engine::telemetry::logging;
 use identity_engine::tools::orders::{self, ImportFormat};
-use identity_engine::tools::{backup, changes, check, export, import, rekey};
+use identity_engine::tools::{backup, changes, check, erase, export, import, rekey};
 
 fn main() -> ExitCode {
     identity_engine::storage::keep_new_files_private();
@@ -48,8 +48,29 @@ fn run_tool(command: Command) -> Result<(), String> {
             ..
         } => check::repair(&data_dir, &mut |loss| check::confirm(loss, yes))
             .map_err(|e| e.to_string()),
-        Command::Restore { data_dir, file } => {
-            backup::restore_dir(&file, &data_dir).map_err(|e| e.to_string())
+        Command::Restore {
+            data_dir,
+            file,
+            erasures: None,
+        } => backup::restore_dir(&file, &data_dir).map_err(|e| e.to_string()),
+        Command::Restore {
+            data_dir,
+            file,
+            erasures: Some(ledger),
+        } => erase::restore_with_ledger(&file, &data_dir, &ledger),
+        Command::Erase {
+            data_dir,
+            contact_id,
+            email,
+            phone,
+        } => {
+            let named = match (contact_id, email, phone) {
+                (Some(id), _, _) => erase::Named::Contact(id),
+                (_, Some(email), _) => erase::Named::Email(email),
+                (_, _, Some(phone)) => erase::Named::Phone(phone),
+                _ => unreachable!("clap requires one"),
+            };
+            erase::erase(StorageOptions::new(data_dir), &named)
         }
         Command::Export {
             data_dir,

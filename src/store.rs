@@ -103,6 +103,9 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// Where every applied op's events go.
     feed: Feed,
+    /// Counts the changes to the erasure ledger applied (an erasure, a purge, a new state), for
+    /// whoever purges or waits for a purge.
+    ledger: tokio::sync::watch::Sender<u64>,
 }
 
 /// How a change becomes durable.
@@ -274,6 +277,7 @@ impl Store {
             backend,
             metrics,
             feed,
+            ledger: tokio::sync::watch::Sender::new(0),
         };
         Store {
             inner: Arc::new(inner),
@@ -462,6 +466,13 @@ impl Store {
         drop(applied);
         self.inner.feed.queue(events, durable_at);
         self.count(&facts);
+        self.note_ledger(&facts);
+        tracing::debug!(
+            cause = origin.cause.as_str(),
+            by = origin.by.as_deref(),
+            facts = facts.len(),
+            "change applied"
+        );
         Ok(Done {
             outcome: plan.outcome,
             facts,
@@ -475,6 +486,30 @@ impl Store {
         engine.set_limits(state.engine.limits());
         engine.track_moves();
         state.engine = engine;
+        self.inner.ledger.send_modify(|n| *n += 1);
+    }
+
+    /// Tells the ledger's watchers when `facts` erase or purge.
+    fn note_ledger(&self, facts: &[Change]) {
+        if (facts.iter()).any(|f| matches!(f, Change::Erased { .. } | Change::Purged { .. })) {
+            self.inner.ledger.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Changes each time an erasure or a purge is applied (or a new state installed).
+    pub(crate) fn ledger_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.ledger.subscribe()
+    }
+
+    /// Purges the log's files of every value erased so far (see `storage::purge`); blocks.
+    /// A Raft member's files are its Raft node's, which purges them itself.
+    pub(crate) fn purge_files(&self) -> Result<crate::storage::PurgeReport> {
+        match &self.inner.backend {
+            Backend::Local(storage) => Ok(storage.purge()?),
+            Backend::Raft(_) => Err(StoreError::NotInCluster(
+                "a Raft member's files are purged by its Raft node",
+            )),
+        }
     }
 
     /// A copy of the engine's tables, taken under the lock, to write out without it.
@@ -593,13 +628,16 @@ impl Store {
     fn count_refusal(&self, refusal: &Refusal) {
         let code = match refusal {
             Refusal::ClusterLimit { .. } | Refusal::ImportOverCap { .. } => "cluster_limit",
-            Refusal::Blocked | Refusal::BlockedValue { .. } => "blocked_identifier",
+            Refusal::Blocked | Refusal::BlockedValue { .. } | Refusal::ErasureOfBlocked { .. } => {
+                "blocked_identifier"
+            }
             Refusal::Capacity(_) => "capacity_exhausted",
             Refusal::UnknownContact(_)
             | Refusal::DeletedContact(_)
             | Refusal::NotBlocked { .. }
             | Refusal::IdTaken { .. }
-            | Refusal::NoIdentifierLeft(_) => return,
+            | Refusal::NoIdentifierLeft(_)
+            | Refusal::NothingToErase(_) => return,
         };
         self.inner.metrics.refused(code);
     }

@@ -53,6 +53,26 @@ pub enum Command {
         data_dir: PathBuf,
         /// The backup file.
         file: PathBuf,
+        /// The erasure ledger saved from GET /erasures: every erasure in it is applied again
+        /// (by contact id) and the files purged before the directory can be served.
+        #[arg(long)]
+        erasures: Option<PathBuf>,
+    },
+    /// Erase a contact, or every contact holding a value, in a stopped data directory, and
+    /// purge its files of the erased values before exiting.
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["contact_id", "email", "phone"])))]
+    Erase {
+        #[arg(long, env = "IDENTITY_ENGINE_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// The contact to erase (live or deleted).
+        #[arg(long)]
+        contact_id: Option<u32>,
+        /// Erase every contact holding this email (keyed by the directory's matching modes).
+        #[arg(long)]
+        email: Option<String>,
+        /// Erase every contact holding this phone number.
+        #[arg(long)]
+        phone: Option<String>,
     },
     /// Write every row (deleted ones too) in id order as CSV or NDJSON.
     Export {
@@ -236,6 +256,11 @@ pub struct Config {
     /// A file of values to block at start-up, one a line: `email:VALUE` or `phone:VALUE`.
     #[arg(long, env = "IDENTITY_ENGINE_BLOCKLIST")]
     pub blocklist: Option<PathBuf>,
+    /// How long an erased value may stay in the files (log, snapshots, staging, every member's
+    /// Raft log and snapshots) after its erasure: 0 (before the answer), or 30m, 24h, 7d, ...
+    #[arg(long, env = "IDENTITY_ENGINE_ERASURE_PURGE_WITHIN", default_value = "24h",
+        value_parser = crate::erasure::parse_within)]
+    pub erasure_purge_within: std::time::Duration,
     #[command(flatten)]
     pub matching: MatchArgs,
     #[command(flatten)]
@@ -484,6 +509,37 @@ mod tests {
             cli.command,
             Some(Command::Check { repair: true, .. })
         ));
+        let erase = |args: &[&str]| {
+            Cli::try_parse_from([&["identity-engine", "erase"], args].concat()).map(|c| c.command)
+        };
+        assert!(matches!(
+            erase(&["--email", "a@b.c"]),
+            Ok(Some(Command::Erase {
+                email: Some(_),
+                contact_id: None,
+                phone: None,
+                ..
+            }))
+        ));
+        assert!(erase(&[]).is_err(), "one of the three is needed");
+        assert!(
+            erase(&["--contact-id", "3", "--phone", "5"]).is_err(),
+            "only one"
+        );
+        let restore = ["identity-engine", "restore", "f", "--erasures", "l.json"];
+        assert!(matches!(
+            Cli::try_parse_from(restore).unwrap().command,
+            Some(Command::Restore {
+                erasures: Some(_),
+                ..
+            })
+        ));
+        let within = ["identity-engine", "--erasure-purge-within", "30m"];
+        let config = Cli::try_parse_from(within).unwrap().serve;
+        assert_eq!(config.erasure_purge_within.as_secs(), 1800);
+        assert!(
+            Cli::try_parse_from(["identity-engine", "--erasure-purge-within", "soon"]).is_err()
+        );
         let cli =
             Cli::try_parse_from(["identity-engine", "import", "f.csv", "--skip-invalid"]).unwrap();
         assert!(matches!(

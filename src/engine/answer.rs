@@ -54,7 +54,7 @@ impl Engine {
         let row = &self.rows[slot as usize];
         let text =
             |interner: &Interner, sym: Sym| (sym != NONE).then(|| interner.resolve(sym).to_owned());
-        Contact::from(NewContact {
+        let mut contact = Contact::from(NewContact {
             id: row.id,
             email: text(&self.emails, row.email),
             phone: text(&self.phones, row.phone),
@@ -62,7 +62,9 @@ impl Engine {
             created_at: Timestamp(row.created),
             updated_at: Timestamp(row.updated),
             deleted_at: self.deleted_at.get(&slot).map(|&t| Timestamp(t)),
-        })
+        });
+        contact.erased_at = self.erased_at(slot);
+        contact
     }
 
     /// Every row, in the order they were added.
@@ -73,7 +75,9 @@ impl Engine {
     /// The facts that rebuild this state from nothing: the values an admin unblocked (blocked
     /// and unblocked before any row holds them, which leaves them exempt), the values blocked
     /// now (before any row holds them, so that no cluster forms by them and no row is
-    /// relinked), every row as it stands, then the joins and links.
+    /// relinked), every row as it stands (an erased one with no identifiers), then the joins
+    /// and links, then the ledger: each erasure (of rows that hold nothing by then, so it only
+    /// takes them away and stamps them) and each purge.
     pub fn facts(&self) -> impl Iterator<Item = Change> + '_ {
         let rows = self.contacts().map(|c| {
             Change::Created(NewContact {
@@ -140,7 +144,20 @@ impl Engine {
                     at: Timestamp(block.at),
                 })
         });
-        exempt.chain(blocked).chain(rows).chain(joins).chain(links)
+        let ledger = self.erasures.iter().flat_map(|e| {
+            let purged = e.purged_at.map(|at| Change::Purged {
+                erasures: vec![e.id],
+                at,
+            });
+            std::iter::once(Change::Erased {
+                erasure: e.id,
+                ids: e.contacts.clone(),
+                at: e.requested_at,
+                purge_by: e.purge_by,
+            })
+            .chain(purged)
+        });
+        (exempt.chain(blocked).chain(rows).chain(joins).chain(links)).chain(ledger)
     }
 
     /// Every blocked value, by kind then value.

@@ -51,6 +51,13 @@ impl Engine {
                 phone,
                 at,
             } => self.apply_edited(*id, [email.as_deref(), phone.as_deref()], *at),
+            Change::Erased {
+                erasure,
+                ids,
+                at,
+                purge_by,
+            } => self.apply_erased(*erasure, ids, *at, *purge_by),
+            Change::Purged { erasures, at } => self.apply_purged(erasures, *at),
         }
     }
 
@@ -272,6 +279,15 @@ impl Engine {
         let (email, phone) = (row.email, row.phone);
         self.release(Kind::Email, email, slot, &regrouped);
         self.release(Kind::Phone, phone, slot, &regrouped);
+        self.unlink(slot);
+        self.tick(at);
+        self.stats.deleted += 1;
+        self.moves.record(id, None);
+        Ok(())
+    }
+
+    /// Drops the row-to-row links of `slot`, which is no longer live.
+    pub(super) fn unlink(&mut self, slot: Slot) {
         for other in self.links.remove(&slot).unwrap_or_default() {
             self.stats.joins -= 1;
             let back = self
@@ -283,14 +299,10 @@ impl Engine {
                 self.links.remove(&other);
             }
         }
-        self.tick(at);
-        self.stats.deleted += 1;
-        self.moves.record(id, None);
-        Ok(())
     }
 
-    /// Deleted (or edited) row `slot` no longer holds `sym`: its count drops, the index names
-    /// the next oldest holder, and with no holder left the joins naming it are forgotten.
+    /// Deleted (edited, erased) row `slot` no longer holds `sym`: its count drops, the index
+    /// names the next oldest holder, and with no holder left the joins naming it are forgotten.
     pub(super) fn release(&mut self, kind: Kind, sym: Sym, slot: Slot, regrouped: &Regrouped) {
         if sym == NONE {
             return;

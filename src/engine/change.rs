@@ -88,6 +88,18 @@ pub enum Change {
         phone: Option<String>,
         at: Timestamp,
     },
+    /// Erasure `erasure` (the ledger's next): every row of `ids` (ascending) loses its email
+    /// and phone for good and is stamped erased at `at`; a live one leaves its cluster as by a
+    /// deletion, which regroups, each row whose primary changes relinked at `at`. No value is
+    /// named, so the log never repeats one. Its purge is due by `purge_by`.
+    Erased {
+        erasure: u64,
+        ids: Vec<ContactId>,
+        at: Timestamp,
+        purge_by: Timestamp,
+    },
+    /// A purge rewrote every file that held what the erasures `erasures` erased.
+    Purged { erasures: Vec<u64>, at: Timestamp },
 }
 
 /// Every field of a new row, identifiers already normalized.

@@ -15,6 +15,9 @@
 //! - `Rekeyed`: `rekeyed` with the rows relinked, if any.
 //! - `Edited`: `edited` (the contact, with its primary), then `split` for the other rows the
 //!   edit relinked (its former cluster's pieces, or the clusters it joined), if any.
+//! - `Erased`: `erased` (the contacts erased, primary null, deleted ones too), then `split` for
+//!   the rows their former clusters relinked, if any.
+//! - `Purged`: none (the erased values left the files; no identity changed).
 //! - An import (a group with `Settled`): every contact it created or moved, once each with
 //!   where it ended, as `imported`.
 //! - Anything else that moves a contact (only logs of earlier versions do): `split`.
@@ -47,6 +50,7 @@ pub enum EventKind {
     Imported,
     Rekeyed,
     Edited,
+    Erased,
 }
 
 impl EventKind {
@@ -61,6 +65,7 @@ impl EventKind {
             EventKind::Imported => "imported",
             EventKind::Rekeyed => "rekeyed",
             EventKind::Edited => "edited",
+            EventKind::Erased => "erased",
         }
     }
 }
@@ -129,11 +134,6 @@ impl Engine {
         }
         events
     }
-
-    /// The number of events the feed holds so far: the last event's sequence number.
-    pub fn events(&self) -> u64 {
-        self.events
-    }
 }
 
 /// The events one fact makes (before numbering and chunking).
@@ -174,6 +174,16 @@ fn drafts_of(fact: &Change, moved: &[Moved]) -> Vec<(EventKind, Vec<Moved>)> {
             drafts.extend(split(Some(*id)));
             drafts
         }
+        Change::Erased { ids, .. } => {
+            let (subject, rest): (Vec<Moved>, Vec<Moved>) =
+                moved.iter().partition(|m| ids.binary_search(&m.id).is_ok());
+            let mut drafts = vec![(EventKind::Erased, subject)];
+            if !rest.is_empty() {
+                drafts.push((EventKind::Split, rest));
+            }
+            drafts
+        }
+        Change::Purged { .. } => Vec::new(),
         Change::Rekeyed { .. } if moved.is_empty() => Vec::new(),
         Change::Rekeyed { .. } => vec![(EventKind::Rekeyed, moved.to_vec())],
         _ => split(None).into_iter().collect(),
@@ -208,7 +218,9 @@ impl Change {
             | Change::Unblocked { at, .. }
             | Change::Rekeyed { at, .. }
             | Change::Settled { at, .. }
-            | Change::Edited { at, .. } => Some(*at),
+            | Change::Edited { at, .. }
+            | Change::Erased { at, .. }
+            | Change::Purged { at, .. } => Some(*at),
             Change::Joined { .. } | Change::Linked { .. } | Change::Origin { .. } => None,
         }
     }
@@ -223,6 +235,8 @@ impl Cause {
             Cause::Import
         } else if has(|f| matches!(f, Change::Rekeyed { .. })) {
             Cause::Rekey
+        } else if has(|f| matches!(f, Change::Erased { .. } | Change::Purged { .. })) {
+            Cause::Erasure
         } else if has(|f| matches!(f, Change::Edited { .. })) {
             Cause::Edit
         } else if has(|f| matches!(f, Change::Deleted { .. })) {

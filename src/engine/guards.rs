@@ -135,6 +135,13 @@ pub enum Refusal {
         value: String,
         generic: bool,
     },
+    /// An erasure that names no contact there is (or no value any row holds: an erased value
+    /// is no longer known either).
+    #[error("{0}")]
+    NothingToErase(String),
+    /// An erasure by a blocked value: shared junk, whose every holder it would erase.
+    #[error("this {} is blocked: it is shared by unrelated contacts (a shop's own phone, say), and erasing by it would erase every one of them; erase the person's contacts by contactId instead", kind.field())]
+    ErasureOfBlocked { kind: Kind },
 }
 
 /// One blocked value.

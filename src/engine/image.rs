@@ -19,7 +19,7 @@ use hashbrown::HashMap;
 use super::forest::{Census, Forest, Node, Slot};
 use super::guards::{Block, BlockReason, Kind, KindGuards, Limits, BLOCKED};
 use super::interner::{Interner, Strings, Sym, SymbolSet, NONE};
-use super::{ContactId, Engine, Moves, Row, Stats};
+use super::{ContactId, Engine, Erasure, Moves, Row, Stats};
 
 /// The engine's tables: borrowed when taken from an engine, owned when read from a file.
 /// Hash maps are key-sorted lists of their entries.
@@ -49,6 +49,10 @@ pub struct Parts<'a> {
     pub join_times: Vec<(u64, i64)>,
     /// The guards' state for emails, then phones.
     pub guards: [GuardParts; 2],
+    /// When each erased row was erased, by slot.
+    pub erased_at: Vec<(Slot, i64)>,
+    /// The erasure ledger, oldest first.
+    pub erasures: Vec<Erasure>,
     /// The change feed's events so far (0 from formats before 4).
     pub events: u64,
 }
@@ -93,6 +97,8 @@ impl Parts<'_> {
             stats: self.stats,
             join_times: self.join_times,
             guards: self.guards,
+            erased_at: self.erased_at,
+            erasures: self.erasures,
             events: self.events,
         }
     }
@@ -128,7 +134,6 @@ impl Engine {
             max_id: self.max_id,
             clock: self.clock,
             stats: self.stats,
-            events: self.events,
             join_times: sorted(self.join_times.iter().map(|(&k, &v)| (k, v))),
             guards: Kind::BOTH.map(|kind| {
                 let g = self.guards(kind);
@@ -153,6 +158,9 @@ impl Engine {
                     shared: Some(sorted(g.shared.iter().map(|(&k, &v)| (k, v)))),
                 }
             }),
+            erased_at: sorted(self.erased_at.iter().map(|(&k, &v)| (k, v))),
+            erasures: self.erasures.clone(),
+            events: self.events,
         }
     }
 
@@ -220,6 +228,8 @@ impl Engine {
             guards,
             limits: Limits::default(),
             moves: Moves::default(),
+            erased_at: map("erasure times", parts.erased_at)?,
+            erasures: parts.erasures,
             events: parts.events,
         };
         engine.check_tables(census, &email_set, &phone_set)?;
@@ -342,11 +352,13 @@ impl Engine {
         self.check_deletions(census, &live)?;
         let joins = self.check_joins(emails, phones)?;
         let links = self.check_links(&live)?;
+        self.check_ledger()?;
         let counted = Stats {
             contacts: slots,
             deleted: census.removed,
             clusters: census.sets,
             joins: joins + links,
+            erased: self.erased_at.len(),
         };
         if counted != self.stats {
             return refuse(format!(
@@ -410,11 +422,55 @@ impl Engine {
                 return refuse(format!("slot {slot} was deleted later than the clock"));
             }
         }
-        if self.deleted_at.len() != census.removed {
+        for (&slot, &at) in &self.erased_at {
+            let row = self.rows.get(slot as usize);
+            if !row.is_some_and(|r| r.email == NONE && r.phone == NONE) || live(slot) {
+                return refuse(format!(
+                    "an erasure time for slot {slot}, which is no erased row"
+                ));
+            }
+            if at > self.clock {
+                return refuse(format!("slot {slot} was erased later than the clock"));
+            }
+        }
+        let erased_live = (self.erased_at.keys())
+            .filter(|&s| !self.deleted_at.contains_key(s))
+            .count();
+        if self.deleted_at.len() + erased_live != census.removed {
             return refuse(format!(
-                "{} deleted rows, {} deletion times",
+                "{} deleted rows, {} deletion times and {erased_live} erasures of live rows",
                 census.removed,
                 self.deleted_at.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The ledger numbers its erasures from 1, each naming erased contacts in order, every
+    /// erased contact once, at the time its row says; none later than the clock.
+    fn check_ledger(&self) -> Checked {
+        let mut named = hashbrown::HashSet::new();
+        for (at, erasure) in self.erasures.iter().enumerate() {
+            let what = format!("erasure {}", erasure.id);
+            if erasure.id != at as u64 + 1 || erasure.requested_at.0 > self.clock {
+                return refuse(format!("{what} is out of turn in the ledger"));
+            }
+            let ordered = erasure.contacts.windows(2).all(|w| w[0] < w[1]);
+            if erasure.contacts.is_empty() || !ordered {
+                return refuse(format!("{what} names its contacts out of order"));
+            }
+            for &id in &erasure.contacts {
+                let when = self.slot(id).ok().and_then(|slot| self.erased_at(slot));
+                if when != Some(erasure.requested_at) || !named.insert(id) {
+                    return refuse(format!("{what} names contact {id}, not erased then"));
+                }
+            }
+        }
+        if named.len() != self.erased_at.len() {
+            return refuse(format!(
+                "the ledger names {} erased contacts, the rows hold {}",
+                named.len(),
+                self.erased_at.len()
             ));
         }
         Ok(())

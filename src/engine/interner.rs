@@ -247,7 +247,7 @@ impl Interner {
     }
 
     fn hash(&self, bytes: &[u8]) -> u64 {
-        FixedState::with_seed(self.seed).hash_one(bytes)
+        hash_with(self.seed, bytes)
     }
 
     /// Saved with a snapshot's tables, to tell on load whether this build hashes as the one that
@@ -351,11 +351,33 @@ impl Interner {
         unwide(&self.arena.as_bytes()[at..at + VALUE])
     }
 
+    /// Overwrites the text of `sym` with zero bytes in place and files the symbol under the
+    /// hash of that blank text, its value NONE: the string can never be found again (no
+    /// identifier holds a zero byte: emails refuse control characters, phones take digits and
+    /// punctuation), and no image or memory dump taken afterwards holds its bytes or its hash.
+    /// The entry keeps its length, so the arena stays one walk of entries; symbols stay valid.
+    pub fn wipe(&mut self, sym: Sym) {
+        let text = span(self.arena.as_bytes(), sym);
+        let blank = "\0".repeat(text.len());
+        let (seed, arena) = (self.seed, &self.arena);
+        let home_of = |s: Sym| hash_with(seed, arena[span(arena.as_bytes(), s)].as_bytes());
+        let old = home_of(sym);
+        let removed = self.table.remove(old, sym, home_of);
+        debug_assert!(removed, "a symbol is in the table");
+        self.arena.replace_range(text, &blank);
+        self.table.insert(self.hash(blank.as_bytes()), sym);
+        self.set_value(sym, NONE);
+    }
+
     pub fn set_value(&mut self, sym: Sym, value: u32) {
         let at = offset(sym);
         self.arena
             .replace_range(at..at + VALUE, ascii(&wide(value)));
     }
+}
+
+fn hash_with(seed: u64, bytes: &[u8]) -> u64 {
+    FixedState::with_seed(seed).hash_one(bytes)
 }
 
 /// The lengths of the texts hashed into every snapshot's probe: foldhash hashes short, medium
@@ -585,6 +607,36 @@ mod tests {
         assert_eq!(a.intern_pair(Some("x@y.z"), &mut b, None, 6), (x, NONE));
         assert_eq!(a.intern_pair(None, &mut b, Some("123"), 7), (NONE, y));
         assert_eq!((a.len(), b.len(), a.value(x), b.value(y)), (1, 1, 5, 5));
+    }
+
+    #[test]
+    fn a_wiped_string_is_zeroed_unfindable_and_leaves_the_others_whole() {
+        let mut i = Interner::default();
+        let syms: Vec<Sym> = (0..3_000)
+            .map(|n| i.intern(&format!("user{n}@x.io"), n))
+            .collect();
+        for n in (0..3_000).step_by(3) {
+            i.wipe(syms[n]);
+        }
+        for (n, &sym) in syms.iter().enumerate() {
+            let text = format!("user{n}@x.io");
+            if n % 3 == 0 {
+                assert_eq!(i.lookup(&text), None, "{text}");
+                assert!(i.resolve(sym).bytes().all(|b| b == 0));
+                assert_eq!(i.value(sym), NONE);
+                assert!(!i.arena.contains(&text));
+            } else {
+                assert_eq!(i.lookup(&text), Some(sym), "{text}");
+                assert_eq!(i.value(sym), n as u32);
+            }
+        }
+        // The parts still make a whole interner, and a wiped text can come back as new.
+        let parts = i.parts().into_owned();
+        let (mut copy, _) = Interner::from_parts(parts, |_, _| true).unwrap();
+        assert_eq!(copy.lookup("user1@x.io"), Some(syms[1]));
+        let again = copy.intern("user0@x.io", 7);
+        assert_ne!(again, syms[0]);
+        assert_eq!(copy.lookup("user0@x.io"), Some(again));
     }
 
     #[test]

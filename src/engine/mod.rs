@@ -8,6 +8,7 @@ mod answer;
 mod apply;
 mod change;
 mod edit;
+mod erase;
 pub mod events;
 pub(crate) mod evidence;
 mod forest;
@@ -28,6 +29,7 @@ use hashbrown::HashMap;
 
 pub use change::{Change, NewContact};
 pub use edit::{EditPreview, Patch};
+pub use erase::{Erasure, Target};
 pub use events::{Event, EventKind};
 use forest::Forest;
 pub use forest::{Node, Slot};
@@ -96,15 +98,20 @@ pub enum EngineError {
     Capacity(&'static str),
     #[error("no live contact holds {0}")]
     NotHeld(String),
+    #[error("{0}")]
+    Erasure(String),
 }
 
 /// Counts for metrics and reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     pub contacts: usize,
+    /// Rows that are no longer live: deleted, or erased while live.
     pub deleted: usize,
     pub clusters: usize,
     pub joins: usize,
+    /// Rows erased (live or deleted when they were).
+    pub erased: usize,
 }
 
 /// A snapshot holds the engine's tables as they are ([`image::Parts`], loaded with no
@@ -141,7 +148,12 @@ pub struct Engine {
     limits: Limits,
     /// The contacts the facts applied since the last [`Engine::take_moves`] moved, when asked.
     moves: Moves,
-    /// The change feed's events so far: the last event's sequence number (see `events`).
+    /// When each erased row was erased, by slot (its identifiers are NONE from then on).
+    erased_at: HashMap<Slot, i64>,
+    /// The erasure ledger, oldest first (an erasure's id is its place, from 1).
+    erasures: Vec<Erasure>,
+    /// The change feed's count of events made so far (the feed's own counter, kept in the
+    /// image so that a restart goes on from it).
     events: u64,
 }
 
@@ -212,6 +224,17 @@ impl Engine {
 
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// The change feed's count of events made so far (0 in an image of an older format).
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Counts `n` more events of the change feed.
+    #[cfg(test)]
+    pub fn advance_events(&mut self, n: u64) {
+        self.events += n;
     }
 
     /// The highest id ever used (0 when empty); the next contact gets one more.

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::change::Change;
 use super::edit::Patch;
+use super::erase::Target;
 use super::guards::{BlockReason, Kind, Refusal};
 use super::import::Rows;
 use super::types::{ContactId, Email, Phone, Query, Timestamp};
@@ -46,6 +47,15 @@ pub enum Op {
         email: Patch<Email>,
         phone: Patch<Phone>,
     },
+    /// The contacts `target` names are erased; their purge is due `purge_within_ms` later (the
+    /// option of the server that made the op, on a Raft group the leader, so that every member
+    /// plans the same).
+    Erase {
+        target: Target,
+        purge_within_ms: u64,
+    },
+    /// A purge rewrote every file up to now: the erasures `erasures` that are pending are done.
+    Purge { erasures: Vec<u64> },
 }
 
 /// What made a change, as the change feed names it (`cause`). Usually the op's own kind; a
@@ -58,6 +68,7 @@ pub enum Cause {
     Import,
     Rekey,
     Edit,
+    Erasure,
 }
 
 impl Cause {
@@ -69,6 +80,7 @@ impl Cause {
             Cause::Import => "import",
             Cause::Rekey => "rekey",
             Cause::Edit => "edit",
+            Cause::Erasure => "erasure",
         }
     }
 }
@@ -83,6 +95,7 @@ impl Op {
             Op::Import(_) => Cause::Import,
             Op::Rekey { .. } => Cause::Rekey,
             Op::Edit { .. } => Cause::Edit,
+            Op::Erase { .. } | Op::Purge { .. } => Cause::Erasure,
         }
     }
 }
@@ -115,6 +128,15 @@ pub enum Outcome {
         id: ContactId,
         groups: Vec<Vec<ContactId>>,
     },
+    /// Erasure `erasure` holds the contacts named (made now, or earlier when they were erased
+    /// already); `groups`: the primary of each group the clusters it touched became, oldest
+    /// first.
+    Erased {
+        erasure: u64,
+        groups: Vec<ContactId>,
+    },
+    /// These erasures are done now.
+    Purged { erasures: Vec<u64> },
 }
 
 /// What an op implies: every fact of it or none, and whatever it holds, `apply` can apply.
@@ -181,6 +203,11 @@ impl Engine {
                 outcome: Outcome::Rekeyed,
             }),
             Op::Edit { id, email, phone } => self.plan_edit(*id, email, phone, now),
+            Op::Erase {
+                target,
+                purge_within_ms,
+            } => self.plan_erase(target, *purge_within_ms, now),
+            Op::Purge { erasures } => Ok(self.plan_purge(erasures, now)),
         }
     }
 }

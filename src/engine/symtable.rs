@@ -131,6 +131,82 @@ impl SymTable {
         group.len += 1;
         self.len += 1;
     }
+
+    /// Takes `sym`, stored under `hash`, out of the table (an erased value's symbol, which is
+    /// put back under the hash of its blanked text). A group that was full may have ended no
+    /// probe, so symbols that probed past it are moved back into the room made, the way
+    /// backward-shift deletion does for linear probing: afterwards every symbol is still
+    /// reached from its home without passing a group with room. `home_of` hashes a symbol's
+    /// text. Whether it was there.
+    pub fn remove(&mut self, hash: u64, sym: Sym, home_of: impl Fn(Sym) -> u64) -> bool {
+        if self.groups.is_empty() {
+            return false;
+        }
+        let mask = self.groups.len() - 1;
+        let mut at = hash as usize & mask;
+        let slot = loop {
+            let group = &self.groups[at];
+            let used = group.len as usize;
+            if let Some(slot) = group.syms[..used].iter().position(|&s| s == sym) {
+                break slot;
+            }
+            if used < SLOTS {
+                return false;
+            }
+            at = (at + 1) & mask;
+        };
+        let was_full = self.groups[at].len as usize == SLOTS;
+        self.take(at, slot);
+        self.len -= 1;
+        if was_full {
+            self.shift_back(at, mask, home_of);
+        }
+        true
+    }
+
+    /// Fills the room at group `hole` (full until a symbol left it) from the groups after it.
+    fn shift_back(&mut self, mut hole: usize, mask: usize, home_of: impl Fn(Sym) -> u64) {
+        let mut at = (hole + 1) & mask;
+        loop {
+            let group = self.groups[at];
+            let used = group.len as usize;
+            // A symbol here whose probe passed through the hole: its home lies no nearer.
+            let past = (at.wrapping_sub(hole)) & mask;
+            let moved = (0..used).find(|&i| {
+                let home = home_of(group.syms[i]) as usize & mask;
+                (at.wrapping_sub(home) & mask) >= past
+            });
+            match moved {
+                Some(i) => {
+                    let into = &mut self.groups[hole];
+                    let n = into.len as usize;
+                    into.tags[n] = group.tags[i];
+                    into.syms[n] = group.syms[i];
+                    into.len += 1;
+                    self.take(at, i);
+                    if used < SLOTS {
+                        return;
+                    }
+                    hole = at;
+                }
+                // Nothing after a group with room probed past it.
+                None if used < SLOTS => return,
+                None => {}
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Empties slot `i` of group `at`, its last symbol taking its place.
+    fn take(&mut self, at: usize, i: usize) {
+        let group = &mut self.groups[at];
+        let last = group.len as usize - 1;
+        group.tags[i] = group.tags[last];
+        group.syms[i] = group.syms[last];
+        group.tags[last] = 0;
+        group.syms[last] = 0;
+        group.len -= 1;
+    }
 }
 
 /// A copy of the group a lookup starts in. Taking copies for two lookups before examining either
@@ -183,5 +259,40 @@ mod tests {
         }
         assert_eq!(table.find(7, |_| false), None);
         assert_eq!(table.len(), 50);
+    }
+
+    /// Symbols whose homes crowd a few groups, so that probes run long and wrap around.
+    fn crowded(n: Sym, groups: u64) -> (SymTable, impl Fn(Sym) -> u64) {
+        let hash = move |sym: Sym| {
+            let home = (u64::from(sym) * 7) % groups;
+            home | (u64::from(sym) << 56)
+        };
+        let mut table = SymTable::with_capacity(n as usize);
+        for sym in 0..n {
+            table.insert(hash(sym), sym);
+        }
+        (table, hash)
+    }
+
+    #[test]
+    fn a_removed_symbol_is_gone_and_every_other_is_still_found() {
+        let (mut table, hash) = crowded(300, 3);
+        for gone in (0..300).step_by(7).chain([1, 2, 299]) {
+            assert!(table.remove(hash(gone), gone, &hash), "{gone}");
+            assert!(!table.remove(hash(gone), gone, &hash), "{gone} twice");
+        }
+        let gone = |s: Sym| s.is_multiple_of(7) || [1, 2, 299].contains(&s);
+        for sym in 0..300 {
+            let found = table.find(hash(sym), |s| s == sym);
+            assert_eq!(found.is_some(), !gone(sym), "{sym}");
+        }
+        let left = (0..300).filter(|&s| !gone(s)).count();
+        assert_eq!(table.len(), left);
+        assert_eq!(table.check(left, |_| 0), Ok(0));
+        // Room made is used again.
+        for sym in 1000..1040 {
+            table.insert(hash(sym), sym);
+            assert_eq!(table.find(hash(sym), |s| s == sym), Some(sym));
+        }
     }
 }

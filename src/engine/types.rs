@@ -207,6 +207,9 @@ pub struct Contact {
     pub updated_at: Timestamp,
     #[schema(value_type = Option<String>)]
     pub deleted_at: Option<Timestamp>,
+    /// When the contact was erased (its identifiers gone for good), or null.
+    #[schema(value_type = Option<String>)]
+    pub erased_at: Option<Timestamp>,
 }
 
 impl From<super::NewContact> for Contact {
@@ -224,6 +227,7 @@ impl From<super::NewContact> for Contact {
             created_at: row.created_at,
             updated_at: row.updated_at,
             deleted_at: row.deleted_at,
+            erased_at: None,
         }
     }
 }

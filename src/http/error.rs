@@ -67,7 +67,8 @@ pub enum ApiError {
     /// An edit that would leave its contact with no identifier.
     #[error("{0}; nothing was changed")]
     NoIdentifierLeft(Refusal),
-    /// An edit's new value is blocked (or would turn generic by it).
+    /// An edit's new value is blocked (or would turn generic by it), or an erasure names a
+    /// blocked value.
     #[error("{0}; nothing was changed")]
     BlockedValue(Refusal),
     #[error("an internal error occurred")]
@@ -178,10 +179,12 @@ impl From<Refusal> for ApiError {
                 ApiError::ClusterLimit(refusal)
             }
             Refusal::Blocked => ApiError::BlockedIdentifier,
+            Refusal::ErasureOfBlocked { .. } => ApiError::BlockedValue(refusal),
             Refusal::Capacity(_) => ApiError::CapacityExhausted(refusal),
             Refusal::UnknownContact(_)
             | Refusal::DeletedContact(_)
-            | Refusal::NotBlocked { .. } => ApiError::NotFound(refusal.to_string()),
+            | Refusal::NotBlocked { .. }
+            | Refusal::NothingToErase(_) => ApiError::NotFound(refusal.to_string()),
             Refusal::IdTaken { .. } => ApiError::IdTaken(refusal.to_string()),
             Refusal::NoIdentifierLeft(_) => ApiError::NoIdentifierLeft(refusal),
             Refusal::BlockedValue { .. } => ApiError::BlockedValue(refusal),

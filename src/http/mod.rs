@@ -8,6 +8,7 @@ mod changes;
 mod console;
 mod contacts;
 mod edit;
+mod erasures;
 mod error;
 mod graph;
 mod identify;
@@ -66,6 +67,8 @@ pub struct AppState {
     pub member: Option<Arc<crate::raft::Member>>,
     /// Whether every request is logged (`--access-log`); failures are logged either way.
     pub access_log: bool,
+    /// `--erasure-purge-within`: how long after an erasure its values may stay in files.
+    pub erasure_purge_within: Duration,
 }
 
 impl AppState {
@@ -79,6 +82,7 @@ impl AppState {
             canon: crate::matching::canon::Canon::default(),
             member: None,
             access_log: false,
+            erasure_purge_within: crate::erasure::DEFAULT_PURGE_WITHIN,
         }
     }
 }
@@ -120,6 +124,8 @@ pub(crate) fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::O
         .routes(routes!(contacts::export))
         .routes(routes!(contacts::contact, contacts::delete, edit::edit))
         .routes(routes!(contacts::identity))
+        .routes(routes!(erasures::erase, erasures::ledger))
+        .routes(routes!(erasures::one))
         .routes(routes!(
             blocklist::list,
             blocklist::block,

@@ -19,6 +19,7 @@ use utoipa::{OpenApi, ToSchema};
     tags(
         (name = "identity", description = "Reconcile and read identities"),
         (name = "contacts", description = "Admin: rows, deletion, export"),
+        (name = "erasures", description = "Admin: erase a person, the ledger of erasures"),
         (name = "operations", description = "Health, readiness, metrics, this document")
     )
 )]
@@ -172,7 +173,7 @@ pub struct Why {
     hops: Option<Vec<serde_json::Value>>,
 }
 
-/// The overview: `contacts {live, deleted}`, `clusters`, `joins`, `largestClusters [{primary,
+/// The overview: `contacts {live, deleted, erased}`, `clusters`, `joins`, `largestClusters [{primary,
 /// size}]` (ten at most), `blockedValues {admin, generic}`, `storage {healthy, figures}`.
 #[derive(ToSchema, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -290,4 +291,49 @@ pub(crate) struct EditAnswer {
     /// Only on a dry run: true, and nothing changed.
     #[schema(required = false)]
     dry_run: Option<bool>,
+}
+
+/// `POST /erasures` body: exactly one of the three. An email or phone is normalized and keyed
+/// like a request's, and names every contact, live or deleted, holding it.
+#[derive(ToSchema, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ErasureRequest {
+    contact_id: Option<u32>,
+    email: Option<String>,
+    #[schema(value_type = Option<String>)]
+    phone_number: Option<String>,
+}
+
+/// One erasure of the ledger: ids and times, never a value.
+#[derive(ToSchema, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ErasureEntry {
+    id: u64,
+    /// The contacts erased, ascending.
+    contacts: Vec<u32>,
+    /// `pending` until no file the service keeps holds the erased values, then `done`.
+    status: String,
+    requested_at: String,
+    /// By when the purge is due (`--erasure-purge-within` after `requestedAt`).
+    purge_by: String,
+    /// Once done: when the purge completed.
+    #[schema(required = false)]
+    purged_at: Option<String>,
+}
+
+#[derive(ToSchema, Serialize)]
+pub(crate) struct ErasureAnswer {
+    erasure: ErasureEntry,
+    /// The identity of every group the clusters the erasure touched became.
+    identities: Vec<Identity<'static>>,
+}
+
+#[derive(ToSchema, Serialize)]
+pub(crate) struct ErasureLedger {
+    erasures: Vec<ErasureEntry>,
+}
+
+#[derive(ToSchema, Serialize)]
+pub(crate) struct ErasureOne {
+    erasure: ErasureEntry,
 }

@@ -25,9 +25,9 @@ const SCAN_STEP: usize = 1 << 16;
         (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
         (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
 pub async fn stats(State(app): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let (stats, blocked, slots) = app
+    let (stats, blocked, slots, deleted) = app
         .store
-        .read(|e| (e.stats(), e.blocked_counts(), e.slots()))
+        .read(|e| (e.stats(), e.blocked_counts(), e.slots(), e.deleted_rows()))
         .await?;
     let mut top: Vec<ClusterSize> = Vec::with_capacity(LARGEST + 1);
     for start in (0..slots).step_by(SCAN_STEP) {
@@ -40,7 +40,11 @@ pub async fn stats(State(app): State<Arc<AppState>>) -> Result<Response, ApiErro
             .await?;
     }
     let body = json!({
-        "contacts": { "live": stats.contacts - stats.deleted, "deleted": stats.deleted },
+        "contacts": {
+            "live": stats.contacts - stats.deleted,
+            "deleted": deleted,
+            "erased": stats.erased,
+        },
         "clusters": stats.clusters,
         "joins": stats.joins,
         "largestClusters": top,

@@ -19,14 +19,16 @@ use crate::edge::MemberCertificate;
 use crate::http::ApiError;
 use crate::storage::codec;
 
-/// `/cluster/raft/...`: append, vote, snapshot (bincode), and hello (JSON: who answers, and
-/// whether it belongs to a cluster yet); each only for a member that authenticates.
+/// `/cluster/raft/...`: append, vote, snapshot (bincode), hello (JSON: who answers, and
+/// whether it belongs to a cluster yet) and purged (JSON: how far its files are purged of
+/// erased values); each only for a member that authenticates.
 pub(crate) fn raft_routes(cluster: Arc<Member>) -> Router {
     Router::new()
         .route("/cluster/raft/append", post(append))
         .route("/cluster/raft/vote", post(vote))
         .route("/cluster/raft/snapshot", post(snapshot))
         .route("/cluster/raft/hello", get(hello_answer))
+        .route("/cluster/raft/purged", get(purged_answer))
         .route_layer(axum::middleware::from_fn_with_state(
             cluster.clone(),
             members_only,
@@ -98,10 +100,25 @@ async fn hello_answer(State(cluster): State<Arc<Member>>) -> Response {
         .into_response()
 }
 
-/// Asks the member at `addr` whether it belongs to a cluster; None if it does not answer.
-pub(super) async fn hello(cluster: &Member, addr: &str) -> Option<bool> {
+/// How far this member has purged its files (see `raft::purge`).
+async fn purged_answer(State(cluster): State<Arc<Member>>) -> Response {
+    let through = cluster
+        .purged_through
+        .load(std::sync::atomic::Ordering::Acquire);
+    axum::Json(serde_json::json!({ "nodeId": cluster.id, "purgedThrough": through }))
+        .into_response()
+}
+
+/// Asks the member at `addr` how far it has purged its files; None if it does not answer.
+pub(super) async fn purged_through(cluster: &Member, addr: &str) -> Option<u64> {
+    let answer = get_json(cluster, addr, "/cluster/raft/purged").await?;
+    answer["purgedThrough"].as_u64()
+}
+
+/// `GET path` of the member at `addr` as JSON, within a second; None if it does not answer.
+async fn get_json(cluster: &Member, addr: &str, path: &str) -> Option<serde_json::Value> {
     let scheme = cluster.scheme;
-    let mut request = hyper::Request::get(format!("{scheme}://{addr}/cluster/raft/hello"));
+    let mut request = hyper::Request::get(format!("{scheme}://{addr}{path}"));
     if let Some(token) = &cluster.token {
         request = request.header(TOKEN_HEADER, token);
     }
@@ -115,7 +132,12 @@ pub(super) async fn hello(cluster: &Member, addr: &str) -> Option<bool> {
         return None;
     }
     let bytes = response.into_body().collect().await.ok()?.to_bytes();
-    let answer: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Asks the member at `addr` whether it belongs to a cluster; None if it does not answer.
+pub(super) async fn hello(cluster: &Member, addr: &str) -> Option<bool> {
+    let answer = get_json(cluster, addr, "/cluster/raft/hello").await?;
     answer["initialized"].as_bool()
 }
 
@@ -136,6 +158,7 @@ fn classify(method: &Method, path: &str) -> Class {
         || path == "/backup"
         || path == "/stats"
         || path == "/blocklist"
+        || path.starts_with("/erasures")
         || path.starts_with("/contacts")
         || path.starts_with("/cluster/members");
     match (data, *method == Method::GET || *method == Method::HEAD) {
@@ -264,6 +287,8 @@ mod tests {
         assert_eq!(classify(&Method::GET, "/contacts/7"), Class::Read);
         assert_eq!(classify(&Method::DELETE, "/contacts/7"), Class::Write);
         assert_eq!(classify(&Method::GET, "/stats"), Class::Read);
+        assert_eq!(classify(&Method::POST, "/erasures"), Class::Write);
+        assert_eq!(classify(&Method::GET, "/erasures/3"), Class::Read);
         assert_eq!(classify(&Method::POST, "/cluster/members"), Class::Write);
         assert_eq!(classify(&Method::GET, "/cluster"), Class::Local);
         assert_eq!(classify(&Method::GET, "/readyz"), Class::Local);

@@ -103,6 +103,15 @@ enum Job {
     Truncate(u64),
     /// Removes segments holding only entries up to this index.
     Purge(u64),
+    /// Seals the last segment: the next append starts a new one; then removes the segments a
+    /// purge already covers (`purged`: one that was the last at the purge stayed). Answers the
+    /// last index the sealed segment held (None if it held none).
+    Roll {
+        purged: Option<u64>,
+        done: tokio::sync::oneshot::Sender<Option<u64>>,
+    },
+    /// Answers once every job before it is done (a purge's segments removed, say).
+    Barrier(tokio::sync::oneshot::Sender<()>),
     /// Writes a small file whole (tmp, fsync, rename) and says when it is done.
     Save {
         name: &'static str,
@@ -153,6 +162,28 @@ impl LogStore {
             committed: Some(at),
         };
         write_whole(dir, "log-state.json", &meta.encode(), true)
+    }
+
+    /// Seals the segment being appended to (for a purge: afterwards every entry up to the index
+    /// returned is in segments that a purge through it removes whole).
+    pub(crate) async fn roll(&self) -> io::Result<Option<u64>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let purged = self.memory.lock().meta.purged.map(|l| l.index);
+        self.jobs
+            .send(Job::Roll { purged, done: tx })
+            .map_err(|_| io::Error::other("the log writer stopped"))?;
+        rx.await
+            .map_err(|_| io::Error::other("the log writer stopped"))
+    }
+
+    /// Waits until every job sent before has been carried out.
+    pub(crate) async fn barrier(&self) -> io::Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Job::Barrier(tx))
+            .map_err(|_| io::Error::other("the log writer stopped"))?;
+        rx.await
+            .map_err(|_| io::Error::other("the log writer stopped"))
     }
 
     /// The newest log id known to be committed (as last saved).
@@ -325,6 +356,8 @@ struct Segment {
     /// (index, offset) of each record, in order.
     offsets: Vec<(u64, u64)>,
     len: u64,
+    /// Sealed for a purge: never appended to again.
+    sealed: bool,
 }
 
 struct Writer {
@@ -354,6 +387,18 @@ impl Writer {
                         self.truncate(index)
                     }
                     Job::Purge(index) => self.purge(index),
+                    Job::Roll { purged, done } => {
+                        let last = self.segments.last_mut().and_then(|segment| {
+                            segment.sealed = true;
+                            segment.offsets.last().map(|&(index, _)| index)
+                        });
+                        let _ = done.send(last);
+                        purged.map_or(Ok(()), |index| self.purge(index))
+                    }
+                    Job::Barrier(done) => {
+                        let _ = done.send(());
+                        Ok(())
+                    }
                     Job::Save {
                         name,
                         bytes,
@@ -394,7 +439,7 @@ impl Writer {
     fn append(&mut self, file: &mut Option<File>, records: Vec<(u64, Vec<u8>)>) -> io::Result<()> {
         for (index, bytes) in records {
             let full = (self.segments.last())
-                .is_none_or(|s| s.len >= SEGMENT_BYTES || s.format != RAFT_FORMAT);
+                .is_none_or(|s| s.len >= SEGMENT_BYTES || s.format != RAFT_FORMAT || s.sealed);
             if full {
                 let path = self.dir.join("log").join(format!("{index:020}.seg"));
                 let mut f = OpenOptions::new()
@@ -411,6 +456,7 @@ impl Writer {
                     path,
                     offsets: Vec::new(),
                     len: header.len() as u64,
+                    sealed: false,
                 });
                 *file = Some(f);
             }
@@ -452,13 +498,21 @@ impl Writer {
         sync_dir(&self.dir.join("log"))
     }
 
-    /// Removes the segments every entry of which is at or before `index` (never the last).
+    /// Removes the segments every entry of which is at or before `index` (the last one only
+    /// once it is sealed: the next append starts a new one).
     fn purge(&mut self, index: u64) -> io::Result<()> {
-        while self.segments.len() > 1 && self.segments[1].first <= index + 1 {
+        while let Some(first) = self.segments.first() {
+            let covered = match self.segments.get(1) {
+                Some(next) => next.first <= index + 1,
+                None => first.sealed && first.offsets.last().is_none_or(|&(i, _)| i <= index),
+            };
+            if !covered {
+                break;
+            }
             let gone = self.segments.remove(0);
             fs::remove_file(&gone.path)?;
         }
-        Ok(())
+        sync_dir(&self.dir.join("log"))
     }
 }
 
@@ -550,6 +604,7 @@ fn read_segments(dir: &Path, meta: &Meta) -> io::Result<(Entries, Vec<Segment>)>
             path,
             offsets,
             len: bytes.len() as u64,
+            sealed: false,
         });
     }
     Ok((entries, segments))

@@ -16,6 +16,7 @@ pub mod http;
 mod log;
 mod machine;
 mod network;
+mod purge;
 
 pub use network::Transport;
 
@@ -85,6 +86,10 @@ pub struct Member {
     election_ms: u64,
     /// Where reads wait for a read barrier.
     readers: mpsc::UnboundedSender<Reader>,
+    /// The data directory (the cluster's files are under `raft/`).
+    data_dir: PathBuf,
+    /// The newest erasure this member has purged its files of since it started (see `purge`).
+    purged_through: std::sync::atomic::AtomicU64,
 }
 
 /// The member's view of the cluster, as `GET /cluster` shows it.
@@ -233,6 +238,7 @@ impl Member {
             dir: dir.clone(),
             error,
         };
+        purge::remove_partial(&dir);
         let log = log::LogStore::open(&dir).map_err(files)?;
         let loaded_dir = dir.clone();
         let (engine, loaded) =
@@ -290,8 +296,11 @@ impl Member {
             forward_timeout,
             election_ms: args.raft_election_ms,
             readers,
+            data_dir: data_dir.to_owned(),
+            purged_through: std::sync::atomic::AtomicU64::new(0),
         });
         tokio::spawn(watch_metrics(cluster.clone()));
+        tokio::spawn(purge::run(cluster.clone()));
         tokio::spawn(form(cluster.clone()));
         Ok(cluster)
     }

@@ -48,16 +48,18 @@ enum Kind {
     Imported,
     Rekeyed,
     Edited,
+    Erased,
 }
 
 /// Each cause's number in the file: its index here (append only).
-const CAUSES: [Cause; 6] = [
+const CAUSES: [Cause; 7] = [
     Cause::Identify,
     Cause::Delete,
     Cause::Blocklist,
     Cause::Import,
     Cause::Rekey,
     Cause::Edit,
+    Cause::Erasure,
 ];
 
 impl Record {
@@ -75,6 +77,7 @@ impl Record {
             EventKind::Imported => Kind::Imported,
             EventKind::Rekeyed => Kind::Rekeyed,
             EventKind::Edited => Kind::Edited,
+            EventKind::Erased => Kind::Erased,
         };
         Record {
             seq: e.seq,
@@ -97,6 +100,7 @@ impl Record {
             Kind::Imported => EventKind::Imported,
             Kind::Rekeyed => EventKind::Rekeyed,
             Kind::Edited => EventKind::Edited,
+            Kind::Erased => EventKind::Erased,
         };
         Some(Event {
             seq: self.seq,

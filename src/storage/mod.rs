@@ -10,6 +10,7 @@ mod durable;
 pub mod feed_files;
 pub mod frame;
 mod packed;
+pub mod purge;
 pub mod raft_files;
 pub mod recovery;
 mod schema;
@@ -29,6 +30,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use crate::engine::{Change, Engine};
+pub use purge::PurgeReport;
 pub use recovery::{Mode, Report, TailCut};
 pub use writer::LogEnd;
 use writer::{LogWriter, WriterOptions};
@@ -312,7 +314,7 @@ impl Storage {
         // its log was short of a segment): snapshot it now, in the background, so the next
         // start-up is fast.
         if report.records_replayed >= REPLAY_SNAPSHOT_THRESHOLD {
-            let _ = sealed_tx.send(report.last_seq);
+            let _ = sealed_tx.send(purge::Sealed::Upto(report.last_seq));
         }
         let writer = LogWriter::start(
             WriterOptions {
@@ -390,6 +392,21 @@ impl Storage {
         &self.dir
     }
 
+    /// Purges the directory's files of everything the log holds up to now (see `purge`);
+    /// blocks until it is done. The erasures applied before the call are purged by it.
+    pub fn purge(&self) -> Result<PurgeReport, StorageError> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.writer.purge(reply)?;
+        let report = answer
+            .recv()
+            .map_err(|_| StorageError::Unavailable)?
+            .map_err(StorageError::Failed)?;
+        if let Some(o) = &self.observer {
+            o.snapshot_written(report.elapsed, report.bytes);
+        }
+        Ok(report)
+    }
+
     /// Where the log ends now: a backup taken from here holds every acknowledged change.
     pub(crate) fn log_end(&self) -> LogEnd {
         self.writer.end()
@@ -432,14 +449,45 @@ impl Drop for Storage {
 /// rebuild that state from the files alone, write it as a snapshot, and drop what it covers.
 fn snapshot_sealed(
     dir: &Path,
-    sealed: std::sync::mpsc::Receiver<u64>,
+    sealed: std::sync::mpsc::Receiver<purge::Sealed>,
     percent: u64,
     observer: Option<&dyn LogObserver>,
     hook: Option<&dyn DurableHook>,
 ) {
-    while let Ok(mut seq) = sealed.recv() {
-        while let Ok(later) = sealed.try_recv() {
-            seq = later;
+    while let Ok(first) = sealed.recv() {
+        let (mut seq, mut purges) = (0, Vec::new());
+        for message in std::iter::once(first).chain(sealed.try_iter()) {
+            match message {
+                purge::Sealed::Upto(at) => seq = seq.max(at),
+                purge::Sealed::Purge { seq: at, reply } => purges.push((at, reply)),
+            }
+        }
+        // Purges asked for meanwhile share one: the latest point covers the earlier ones.
+        if let Some(at) = purges.iter().map(|(at, _)| *at).max() {
+            // The change feed reaches the disk first, as before a snapshot (below).
+            let result = hook
+                .map_or(Ok(()), |h| h.sync())
+                .and_then(|()| purge::purge(dir, at));
+            match &result {
+                Ok(report) => tracing::info!(
+                    seq = at,
+                    bytes = report.bytes,
+                    removed = report.removed,
+                    backups_cut = report.backups_cut,
+                    ms = report.elapsed.as_millis() as u64,
+                    "files purged of erased values"
+                ),
+                Err(error) => tracing::warn!(%error, seq = at, "purge failed; it is tried again"),
+            }
+            for (_, reply) in purges {
+                let _ = reply.send(result.as_ref().map(Clone::clone).map_err(|e| e.to_string()));
+            }
+            if seq <= at {
+                continue;
+            }
+        }
+        if seq == 0 {
+            continue;
         }
         match snapshot_due(dir, seq, percent) {
             Ok(true) => {}
@@ -499,7 +547,11 @@ fn snapshot_due(dir: &Path, seq: u64, percent: u64) -> Result<bool, StorageError
 
 /// Removes snapshots older than `seq` and segments whose records are all covered by it (the
 /// newest segment too when `including_newest`, at shutdown when nothing follows).
-fn remove_covered(dir: &Path, seq: u64, including_newest: bool) -> Result<(), StorageError> {
+pub(crate) fn remove_covered(
+    dir: &Path,
+    seq: u64,
+    including_newest: bool,
+) -> Result<(), StorageError> {
     let files = recovery::list(dir)?;
     for (s, path) in &files.snapshots {
         if *s < seq {

@@ -3,10 +3,7 @@
 //! can change what is on disk. Encoded with bincode, fixed-width little-endian integers (see
 //! `codec`); large arrays of fixed-size records in packed blocks (see `packed`).
 //!
-//! Format 4 (written): format 3's sections, then the change feed's count of events so far
-//! (`events u64`).
-//!
-//! Format 3 (read), in order:
+//! Format 3, in order:
 //! - counters: `max_id u32`, `clock i64`, `contacts`, `deleted`, `clusters`, `joins` (u64 each);
 //! - rows: blocks of 32-byte records `[id u32][email u32][phone u32][linked u32][created
 //!   i64][updated i64]` (an identifier as its offset in its arena, `u32::MAX` for none);
@@ -23,7 +20,17 @@
 //!   counts `(symbol u32, holders u32)`, each sorted by symbol.
 //!
 //! A list is a `u64` count and its items; a string or a block of bytes a `u64` length and its
-//! bytes. A new table is a new section at the end, and a new format number.
+//! bytes. A new table is a new section at the end, and a new format number once the format
+//! before it has shipped.
+//!
+//! Format 4 (written) is format 3 and then the erasure section:
+//! - erasure times `(slot u32, at i64)`, sorted by slot;
+//! - the ledger, oldest first: `(id u64, [contact ids u32, ascending], requested at i64, purge
+//!   by i64, purged at: a u8 0 for none or 1 and an i64)`;
+//! - the change feed's count of events, `u64`.
+//!
+//! Format 3 (read) has no erasure section: no row is erased, the ledger is empty and the count
+//! of events 0.
 //!
 //! Format 2 (read): what `#[derive(Serialize)]` on the engine's structs wrote, the same records
 //! in another order; its hash maps in any order.
@@ -36,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use super::codec;
 use super::packed::{i64_at, u32_at, Blocks, BlocksRef, Layout};
 use crate::engine::image::{BlockedPart, GuardParts, Parts};
-use crate::engine::{BlockReason, Group, Node, Row, Stats, Strings};
+use crate::engine::{BlockReason, Erasure, Group, Node, Row, Stats, Strings, Timestamp};
 
 /// The image format written.
 pub(crate) const VERSION: u32 = 4;
@@ -178,7 +185,6 @@ struct ImageRef<'a> {
     links: &'a [(u32, Vec<u32>)],
     join_times: &'a [(u64, i64)],
     guards: [GuardsV3; 2],
-    events: u64,
 }
 
 /// The guards of one kind of identifier, as format 3 lays them out.
@@ -233,14 +239,59 @@ impl GuardsV3 {
     }
 }
 
-/// Format 4, read: format 3, then the feed's count.
-#[derive(Deserialize)]
-struct ImageV4 {
-    v3: ImageV3,
+/// The section format 4 adds after format 3's.
+#[derive(Serialize, Deserialize)]
+struct ErasureSection {
+    erased_at: Entries<u32, i64>,
+    ledger: Vec<ErasureV4>,
     events: u64,
 }
 
-/// Format 3, read.
+#[derive(Serialize, Deserialize)]
+struct ErasureV4 {
+    id: u64,
+    contacts: Vec<u32>,
+    requested_at: i64,
+    purge_by: i64,
+    purged_at: Option<i64>,
+}
+
+impl ErasureSection {
+    fn of(parts: &Parts<'_>) -> ErasureSection {
+        ErasureSection {
+            erased_at: parts.erased_at.clone(),
+            ledger: (parts.erasures.iter())
+                .map(|e| ErasureV4 {
+                    id: e.id,
+                    contacts: e.contacts.clone(),
+                    requested_at: e.requested_at.0,
+                    purge_by: e.purge_by.0,
+                    purged_at: e.purged_at.map(|t| t.0),
+                })
+                .collect(),
+            events: parts.events,
+        }
+    }
+
+    /// Adds the section to the parts of the format 3 image before it.
+    fn into(self, mut parts: Parts<'static>) -> Parts<'static> {
+        parts.stats.erased = self.erased_at.len();
+        parts.erased_at = self.erased_at;
+        parts.erasures = (self.ledger.into_iter())
+            .map(|e| Erasure {
+                id: e.id,
+                contacts: e.contacts,
+                requested_at: Timestamp(e.requested_at),
+                purge_by: Timestamp(e.purge_by),
+                purged_at: e.purged_at.map(Timestamp),
+            })
+            .collect();
+        parts.events = self.events;
+        parts
+    }
+}
+
+/// Format 3, read (and the first section of format 4).
 #[derive(Deserialize)]
 struct ImageV3 {
     counters: Counters,
@@ -286,21 +337,19 @@ pub(crate) fn encode(parts: &Parts<'_>, out: impl Write) -> io::Result<()> {
             GuardsV3::of(&parts.guards[0]),
             GuardsV3::of(&parts.guards[1]),
         ],
-        events: parts.events,
     };
-    codec::encode_image(&image, out)
+    codec::encode_image(&(image, ErasureSection::of(parts)), out)
 }
 
-/// Reads an image of format `version` (2, 3 or 4) from `input`, at most `limit` bytes.
+/// Reads an image of format `version` (2 to 4) from `input`, at most `limit` bytes.
 pub fn decode(version: u32, input: impl Read, limit: u64) -> io::Result<Parts<'static>> {
     match version {
         2 => codec::decode_image::<ImageV2>(input, limit).map(ImageV2::into_parts),
         3 => codec::decode_image::<ImageV3>(input, limit).and_then(ImageV3::into_parts),
-        4 => codec::decode_image::<ImageV4>(input, limit).and_then(|image| {
-            let mut parts = image.v3.into_parts()?;
-            parts.events = image.events;
-            Ok(parts)
-        }),
+        4 => {
+            let (image, erasure) = codec::decode_image::<(ImageV3, ErasureSection)>(input, limit)?;
+            Ok(erasure.into(image.into_parts()?))
+        }
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("no image format {version}"),
@@ -320,6 +369,7 @@ impl Counters {
             deleted: count(self.deleted),
             clusters: count(self.clusters),
             joins: count(self.joins),
+            erased: 0,
         }
     }
 }
@@ -357,6 +407,8 @@ impl ImageV3 {
             max_id: self.counters.max_id,
             clock: self.counters.clock,
             stats: self.counters.stats(),
+            erased_at: Vec::new(),
+            erasures: Vec::new(),
             events: 0,
         })
     }
@@ -453,7 +505,10 @@ impl ImageV2 {
                 deleted: count(self.stats.deleted),
                 clusters: count(self.stats.clusters),
                 joins: count(self.stats.joins),
+                erased: 0,
             },
+            erased_at: Vec::new(),
+            erasures: Vec::new(),
             events: 0,
         }
     }
@@ -488,6 +543,35 @@ mod tests {
         encode(&engine.parts(), &mut bytes).unwrap();
         let parts = decode(VERSION, &bytes[..], bytes.len() as u64).unwrap();
         assert_eq!(parts, engine.parts());
+    }
+
+    #[test]
+    fn format_4_carries_the_erasures_and_the_count_of_events() {
+        use crate::engine::{Op, Target};
+        let mut engine = small_engine();
+        for target in [Target::Contact(3), Target::Contact(4)] {
+            let op = Op::Erase {
+                target,
+                purge_within_ms: 1000,
+            };
+            let plan = engine.plan(&op, Timestamp(5_000)).unwrap();
+            for fact in &plan.facts {
+                engine.apply(fact).unwrap();
+            }
+        }
+        let plan = engine.plan(&Op::Purge { erasures: vec![1] }, Timestamp(6_000));
+        engine.apply(&plan.unwrap().facts[0]).unwrap();
+        engine.advance_events(7);
+        let mut bytes = Vec::new();
+        encode(&engine.parts(), &mut bytes).unwrap();
+        let parts = decode(VERSION, &bytes[..], bytes.len() as u64).unwrap();
+        assert_eq!(parts, engine.parts());
+        assert_eq!(
+            (parts.erasures.len(), parts.erased_at.len(), parts.events),
+            (2, 2, 7)
+        );
+        let loaded = Engine::from_parts(parts).unwrap();
+        assert_eq!(loaded.erasure(1).unwrap().purged_at, Some(Timestamp(6_000)));
     }
 
     #[test]

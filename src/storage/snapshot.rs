@@ -2,9 +2,12 @@
 //! record up to `seq`. Written to a temporary file, synced, renamed into place, the directory
 //! synced; a reader trusts a snapshot only if its checksum covers all of it.
 //!
-//! Formats 3 and 4 (4 written, 3 still read; 4 adds the change feed's count of events): the
-//! file header, then the engine's tables as they are in memory (an image laid out by storage's
-//! own schema, see `schema`), then a trailer `[length u64][crc32 u32]` of all that precedes it. The header's sequence number must match the file name.
+//! Format 4 (written): format 3 with the erasures (which rows are erased, the ledger) and the
+//! change feed's count of events after the tables (see `schema`).
+//!
+//! Format 3 (still read): the file header, then the engine's tables as they are in memory (an
+//! image laid out by storage's own schema, see `schema`), then a trailer `[length u64][crc32
+//! u32]` of all that precedes it. The header's sequence number must match the file name.
 //! Loading it is a decode straight from the file and a check of the tables
 //! (`Engine::from_parts`): no identifier is rehashed and no fact replayed, which is what made a
 //! 10M-contact start-up take 8 to 11 s.

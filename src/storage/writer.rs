@@ -37,14 +37,14 @@ use parking_lot::{Condvar, Mutex};
 
 use super::durable::Durability;
 use super::frame::FILE_HEADER;
+use super::purge::{PurgeReply, Sealed};
 use super::segment::{is_full, Segment, PREALLOCATE_BYTES};
 use super::wal::encode_group;
 use super::{Faults, FsyncPolicy, StorageError};
 use crate::engine::Change;
 
-/// What a roll of the segment tells the snapshotter: every record up to `sealed` is in files
-/// that will not change again.
-pub type SealedTx = std::sync::mpsc::Sender<u64>;
+/// What a roll of the segment tells the snapshotter (see [`Sealed`]).
+pub(crate) type SealedTx = std::sync::mpsc::Sender<Sealed>;
 
 pub struct WriterOptions {
     pub dir: PathBuf,
@@ -73,6 +73,9 @@ struct Queue {
     /// A staged group is at the end of `buf` and must not be written until it is released
     /// (its facts are being applied; if they do not apply, it is dropped with the rest).
     held: bool,
+    /// Purges asked for: the segment is sealed after what is queued, then the snapshotter
+    /// purges at that point and answers each.
+    purges: Vec<PurgeReply>,
 }
 
 /// Where the log ends, for a backup: the open segment (by its first sequence number), the length
@@ -122,6 +125,7 @@ impl LogWriter {
                 poison: None,
                 waiting: false,
                 held: false,
+                purges: Vec::new(),
             }),
             wake: Condvar::new(),
             reason: Mutex::new(None),
@@ -137,6 +141,7 @@ impl LogWriter {
                 unsynced: false,
                 last_sync: Instant::now(),
                 written_seq: last_seq,
+                purges: Vec::new(),
                 sealed: options.sealed.take(),
                 done: false,
             }),
@@ -179,6 +184,20 @@ impl LogWriter {
         q.queued_seq = last;
         q.held = true;
         Ok(last)
+    }
+
+    /// Asks for a purge after everything queued so far (see `storage::purge`); `reply` hears
+    /// how it went, or is dropped if the log fails first.
+    pub(crate) fn purge(&self, reply: PurgeReply) -> Result<(), StorageError> {
+        let mut q = self.shared.queue.lock();
+        if self.is_failed() || q.stop {
+            return Err(StorageError::Unavailable);
+        }
+        q.purges.push(reply);
+        q.waiting = false;
+        drop(q);
+        self.shared.wake.notify_one();
+        Ok(())
     }
 
     /// Lets the writer take the staged group.
@@ -257,8 +276,10 @@ struct Turn {
     batch: Vec<u8>,
     unsynced: bool,
     last_sync: Instant,
-    /// The last sequence number written (for batch sizes).
+    /// The last sequence number written (for batch sizes, and where a purge seals).
     written_seq: u64,
+    /// The purges taken with the batch: the segment is sealed after it, for each.
+    purges: Vec<PurgeReply>,
     /// Dropped when the log stops, which tells the snapshotter to stop too.
     sealed: Option<SealedTx>,
     /// The log has stopped (closed, or failed): a thread that takes its turn leaves.
@@ -347,11 +368,13 @@ impl Shared {
         }
     }
 
-    /// Waits for work and takes everything queued into `turn.batch`; returns its last seq,
-    /// whether to stop, and why to fail, if the log must.
+    /// Waits for work and takes everything queued into `turn.batch` (and the purges asked for,
+    /// once no group is held back); returns its last seq, whether to stop, and why to fail, if
+    /// the log must.
     fn next_batch(&self, turn: &mut Turn) -> (u64, bool, Option<io::Error>) {
         let mut q = self.queue.lock();
-        while (q.buf.is_empty() || q.held) && !q.stop && q.poison.is_none() {
+        let idle = |q: &Queue| (q.buf.is_empty() && q.purges.is_empty()) || q.held;
+        while idle(&q) && !q.stop && q.poison.is_none() {
             q.waiting = true;
             if self.options.policy == FsyncPolicy::Interval && turn.unsynced {
                 let left = INTERVAL.saturating_sub(turn.last_sync.elapsed());
@@ -365,6 +388,9 @@ impl Shared {
         q.waiting = false;
         turn.batch.clear();
         std::mem::swap(&mut q.buf, &mut turn.batch);
+        if !q.held {
+            turn.purges.append(&mut q.purges);
+        }
         (q.queued_seq, q.stop, q.poison.take())
     }
 
@@ -391,8 +417,9 @@ impl Shared {
                 seq: last_seq,
             };
             let full = turn.segment.bytes >= self.options.segment_bytes;
+            let seals = full || stop || !turn.purges.is_empty();
             if self.options.policy == FsyncPolicy::Always {
-                if !full && !stop {
+                if !seals {
                     own.open(&turn.segment)?;
                     return Ok(Step::Sync(written));
                 }
@@ -403,6 +430,7 @@ impl Shared {
                 self.roll(turn, last_seq)?;
             }
         }
+        self.seal_for_purges(turn)?;
         if stop {
             // Left for good: exactly the records, synced whatever the policy.
             turn.done = true;
@@ -473,8 +501,36 @@ impl Shared {
         self.wake.notify_one();
     }
 
-    /// Seals the current segment (synced whatever the policy) and starts the next one.
+    /// For the purges taken: seals the segment at the last record written (unless it holds
+    /// none, so the one before is sealed there already) and hands each to the snapshotter.
+    fn seal_for_purges(&self, turn: &mut Turn) -> io::Result<()> {
+        if turn.purges.is_empty() {
+            return Ok(());
+        }
+        let seq = turn.written_seq;
+        if turn.segment.bytes > FILE_HEADER as u64 {
+            self.roll_quietly(turn, seq)?;
+        }
+        for reply in std::mem::take(&mut turn.purges) {
+            if let Some(tx) = &turn.sealed {
+                let _ = tx.send(Sealed::Purge { seq, reply });
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals the current segment (synced whatever the policy), starts the next one, and tells
+    /// the snapshotter.
     fn roll(&self, turn: &mut Turn, last_seq: u64) -> io::Result<()> {
+        self.roll_quietly(turn, last_seq)?;
+        if let Some(tx) = &turn.sealed {
+            let _ = tx.send(Sealed::Upto(last_seq));
+        }
+        Ok(())
+    }
+
+    /// [`Shared::roll`] without telling the snapshotter.
+    fn roll_quietly(&self, turn: &mut Turn, last_seq: u64) -> io::Result<()> {
         turn.segment.trim()?;
         self.sync(turn)?;
         let next = Segment::create(&self.options.dir, last_seq + 1, self.options.segment_bytes)
@@ -486,15 +542,15 @@ impl Shared {
             bytes: FILE_HEADER as u64,
             last_seq,
         };
-        if let Some(tx) = &turn.sealed {
-            let _ = tx.send(last_seq);
-        }
         Ok(())
     }
 
     fn fail(&self, turn: &mut Turn, error: io::Error) {
         turn.done = true;
         turn.sealed = None;
+        // A purge asked for hears that the log failed (its reply is dropped).
+        turn.purges.clear();
+        self.queue.lock().purges.clear();
         let reason = if is_full(&error) {
             super::disk_full(&self.options.dir, PREALLOCATE_BYTES).to_string()
         } else {

@@ -80,20 +80,24 @@ impl Staged {
     }
 }
 
-/// Removes staging directories left by a backup that a crash interrupted.
-pub(crate) fn remove_staging(dir: &Path) {
+/// Removes staging directories: left by a backup that a crash interrupted, or (a purge) of
+/// backups in progress, which are cut off (see [`write`]). Returns how many it removed.
+pub(crate) fn remove_staging(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+        return 0;
     };
+    let mut removed = 0;
     for entry in entries.flatten() {
         if entry
             .file_name()
             .to_string_lossy()
             .starts_with(STAGING_PREFIX)
+            && std::fs::remove_dir_all(entry.path()).is_ok()
         {
-            let _ = std::fs::remove_dir_all(entry.path());
+            removed += 1;
         }
     }
+    removed
 }
 
 /// Links the files that hold the state up to `end` into a staging directory. `end` must be
@@ -224,6 +228,12 @@ pub fn write(parts: &[Part], out: &mut impl Write) -> Result<(), BackupError> {
         let mut hasher = crc32fast::Hasher::new();
         let mut left = part.len;
         while left > 0 {
+            // A purge after an erasure removes the staging directory: the backup stops at once
+            // (the file it has open is let go) rather than keep the erased bytes on disk.
+            if !part.path.exists() {
+                let why = "the backup was cut off by the purge of an erasure; take it again";
+                return Err(BackupError::Damaged(why.into()));
+            }
             let want = left.min(buf.len() as u64) as usize;
             let got = file
                 .read(&mut buf[..want])
@@ -375,10 +385,59 @@ fn finish(current: Option<(String, BufWriter<File>)>, dir: &Path) -> Result<(), 
     Ok(())
 }
 
-fn clear(dir: &Path) {
+/// Empties `dir` of the files a restore put there.
+pub(crate) fn clear(dir: &Path) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
             let _ = std::fs::remove_file(entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Change;
+    use crate::storage::{Storage, StorageOptions};
+
+    /// A download that a purge cuts off once the first bytes of a file are out.
+    struct CutOff<'a>(&'a Path, Vec<u8>);
+
+    impl Write for CutOff<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.1.len() < 1000 && self.1.len() + buf.len() >= 1000 {
+                assert_eq!(remove_staging(self.0), 1);
+            }
+            self.1.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_backup_whose_staging_a_purge_removed_stops_instead_of_sending_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, _, _) = Storage::open(StorageOptions::new(dir.path())).unwrap();
+        for n in 0..6000 {
+            let fact = Change::Joined {
+                email: format!("someone{n}@example.com"),
+                phone: n.to_string(),
+            };
+            storage.append(&[fact]).unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while storage.log_end().last_seq < 6000 {
+            assert!(std::time::Instant::now() < deadline, "the log is written");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let staged = stage_retrying(dir.path(), || storage.log_end()).unwrap();
+        assert!(staged.parts[0].len > 1 << 17, "more than two chunks");
+        let mut out = CutOff(dir.path(), Vec::new());
+        let error = write(&staged.parts, &mut out).unwrap_err().to_string();
+        assert!(error.contains("cut off by the purge"), "{error}");
+        assert!(out.1.len() < staged.parts[0].len as usize);
     }
 }

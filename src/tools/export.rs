@@ -3,8 +3,9 @@
 
 use crate::engine::{Contact, ContactId, Engine};
 
-/// The Contact table's columns, in order.
-pub(crate) const COLUMNS: [&str; 8] = [
+/// The Contact table's columns, in order. An erased row has no email or phoneNumber and its
+/// `erasedAt`; files written before erasure have the first eight (import reads both).
+pub(crate) const COLUMNS: [&str; 9] = [
     "id",
     "phoneNumber",
     "email",
@@ -13,6 +14,7 @@ pub(crate) const COLUMNS: [&str; 8] = [
     "createdAt",
     "updatedAt",
     "deletedAt",
+    "erasedAt",
 ];
 
 /// Rows rendered per page: each page takes the engine's lock once, briefly.
@@ -63,6 +65,7 @@ impl Format {
                         c.created_at.to_string(),
                         c.updated_at.to_string(),
                         opt(c.deleted_at.map(|t| t.to_string())),
+                        opt(c.erased_at.map(|t| t.to_string())),
                     ])
                     .expect("writing CSV to memory cannot fail");
                 }

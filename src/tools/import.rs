@@ -305,7 +305,7 @@ fn invalid(line: u64, message: String) -> ImportError {
 }
 
 /// One row's fields as text, before checking; `None` for an empty or null field.
-type RawRow = [Option<String>; 8];
+type RawRow = [Option<String>; 9];
 /// Each line's fields, or why they could not be read.
 type RawRows = Vec<(u64, Result<RawRow, String>)>;
 /// Checked rows by line, and the refused ones.
@@ -357,8 +357,11 @@ fn read_csv(reader: impl std::io::Read) -> Result<RawRows, ImportError> {
         .map_err(|e| invalid(1, format!("unreadable header: {e}")))?
         .clone();
     let names: Vec<&str> = headers.iter().map(str::trim).collect();
-    let index: [Option<usize>; 8] = COLUMNS.map(|c| names.iter().position(|n| *n == c));
-    if index.iter().any(Option::is_none) || names.len() != COLUMNS.len() {
+    let index: [Option<usize>; 9] = COLUMNS.map(|c| names.iter().position(|n| *n == c));
+    // `erasedAt` is optional: files written before erasure lack it.
+    let required = &index[..8];
+    let found = index.iter().flatten().count();
+    if required.iter().any(Option::is_none) || names.len() != found {
         return Err(invalid(
             1,
             format!(
@@ -374,7 +377,7 @@ fn read_csv(reader: impl std::io::Read) -> Result<RawRows, ImportError> {
             Ok(r) => {
                 let line = r.position().map_or(0, |p| p.line());
                 let field = |i: Option<usize>| {
-                    r.get(i.expect("checked"))
+                    r.get(i?)
                         .map(str::trim)
                         .filter(|s| !s.is_empty())
                         .map(str::to_owned)
@@ -438,7 +441,7 @@ fn ndjson_fields(line: &str) -> Result<RawRow, String> {
 }
 
 fn check_row(line: u64, f: RawRow, canon: &Canon) -> Result<ImportRow, String> {
-    let [id, phone, email, linked, precedence, created, updated, deleted] = f;
+    let [id, phone, email, linked, precedence, created, updated, deleted, erased] = f;
     let id = positive_id(id.as_deref(), "id")?.ok_or("id is missing")?;
     let phone = phone
         .as_deref()
@@ -452,7 +455,12 @@ fn check_row(line: u64, f: RawRow, canon: &Canon) -> Result<ImportRow, String> {
         .transpose()
         .map_err(|e| e.to_string())?
         .flatten();
-    if phone.is_none() && email.is_none() {
+    // An erased row (from an export) keeps its id taken: it comes in as a deleted row with no
+    // identifiers, deleted when it was erased unless it was deleted before.
+    if erased.is_some() && (phone.is_some() || email.is_some()) {
+        return Err("an erased contact holds no email or phoneNumber".into());
+    }
+    if phone.is_none() && email.is_none() && erased.is_none() {
         return Err("a contact needs an email or a phoneNumber".into());
     }
     let (phone, email) = (canon.phone_opt(phone), canon.email_opt(email));
@@ -481,7 +489,7 @@ fn check_row(line: u64, f: RawRow, canon: &Canon) -> Result<ImportRow, String> {
         linked_id: positive_id(linked.as_deref(), "linkedId")?,
         created_at,
         updated_at,
-        deleted_at: time(deleted, "deletedAt")?,
+        deleted_at: time(deleted, "deletedAt")?.or(time(erased, "erasedAt")?),
     };
     Ok(ImportRow {
         line,

@@ -1,10 +1,10 @@
 // Drives the console in headless Chromium as a support person would. Run by tests/it/browser.rs:
 //   node console.mjs <scenario> <base url> [data file]
 // Scenarios: support (import, try, search, graph, why, delete), block (block, regroup, unblock),
-// edit (correct an email: preview, confirm, regrouped; a split; a refusal), signin (a wrong
-// token refused, the right one kept), readonly (a read token sees no control that changes
-// anything), changes (the latest changes on the overview, a contact's own on its page). Exits
-// non-zero on the first failure.
+// edit (correct an email: preview, confirm, regrouped; a split; a refusal), erase (erase a
+// contact and a value after confirming, the ledger), signin (a wrong token refused, the right
+// one kept), readonly (a read token sees no control that changes anything), changes (the latest
+// changes on the overview, a contact's own on its page). Exits non-zero on the first failure.
 // Every request outside the server under test is refused, so nothing reaches the network.
 
 import { chromium } from 'playwright-core';
@@ -223,6 +223,39 @@ const scenarios = {
     assert.equal(await again.isVisible(), false);
   },
 
+  async erase(page) {
+    await page.goto(`${base}/console`);
+    await tryIdentify(page, 'lorraine@hillvalley.edu', '123456');
+    await tryIdentify(page, 'mcfly@hillvalley.edu', '123456');
+    await search(page, 'mcfly@hillvalley.edu', 1);
+
+    // From the rows: erase 2, confirming in the dialog; its identity keeps contact 1 alone.
+    await page.getByRole('button', { name: 'Erase contact 2' }).click();
+    const dialog = page.getByRole('dialog');
+    await dialog.getByText('This cannot be undone.').waitFor();
+    await dialog.getByRole('button', { name: 'Erase', exact: true }).click();
+    await page.getByText('Erasure #1: contact #2 erased').waitFor();
+    assert.match(await caption(page), /^1 contact and 2 values/);
+
+    // The ledger; erasing by value there, cancelled first (nothing changes), then confirmed.
+    await page.getByRole('link', { name: 'Erasures' }).click();
+    await page.getByRole('cell', { name: '#1', exact: true }).waitFor();
+    await page.getByRole('textbox', { name: 'Contact id, email or phone to erase' }).fill('123456');
+    await page.getByRole('button', { name: 'Erase…' }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Cancel' }).click();
+    assert.equal(await page.locator('#ledger tbody tr').count(), 1, 'cancelled: nothing erased');
+    await page.getByRole('button', { name: 'Erase…' }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Erase', exact: true }).click();
+    await page.getByText('Erasure #2: contact #1 erased').waitFor();
+    assert.equal(await page.locator('#ledger tbody tr').count(), 2);
+    assert.ok(!(await page.locator('#ledger').textContent()).includes('123456'), 'the ledger shows no value');
+
+    // An erased contact is found by its id, and said to be erased.
+    await page.getByRole('searchbox', { name: 'Search' }).fill('#1');
+    await page.getByRole('button', { name: 'Search', exact: true }).click();
+    await page.getByText('Contact 1 is erased').waitFor();
+  },
+
   async signin(page) {
     await page.goto(`${base}/console`);
     const token = page.getByLabel('Token', { exact: true });
@@ -251,7 +284,7 @@ const scenarios = {
     await search(page, '555', 1);
     const rows = page.getByRole('table').getByRole('row');
     assert.equal(await rows.count(), 3, 'a header and two rows');
-    assert.equal(await page.getByRole('button', { name: /Delete/ }).count(), 0, 'no Delete button');
+    assert.equal(await page.getByRole('button', { name: /Delete|Edit|Erase/ }).count(), 0, 'no Delete, Edit or Erase button');
     assert.equal(await page.getByRole('button', { name: /Block/ }).count(), 0, 'no Block button');
     await clickNode(page, { selector: '.value' });
     await page.getByText(/held by \d contacts?/).waitFor();
@@ -261,6 +294,10 @@ const scenarios = {
     await page.getByRole('cell', { name: '000', exact: true }).waitFor();
     assert.equal(await page.getByRole('button', { name: /Block|Unblock/ }).count(), 0, 'no Block or Unblock button');
     assert.equal(await page.getByRole('textbox', { name: 'Value to block' }).count(), 0, 'no block form');
+
+    await page.getByRole('link', { name: 'Erasures' }).click();
+    await page.getByRole('heading', { name: 'Ledger' }).waitFor();
+    assert.equal(await page.getByRole('textbox', { name: /to erase/ }).count(), 0, 'no erase form');
   },
 };
 

@@ -71,6 +71,12 @@ fn support_staff_correct_an_email_in_the_console_and_see_the_identity_regrouped(
 
 #[test]
 #[ignore = "needs Chromium and Node packages; .ci/run installs them"]
+fn support_staff_erase_a_contact_and_a_value_after_confirming_and_see_the_ledger() {
+    run_scenario(&spawn_app(), "erase");
+}
+
+#[test]
+#[ignore = "needs Chromium and Node packages; .ci/run installs them"]
 fn the_console_refuses_a_wrong_token_and_keeps_the_right_one() {
     run_scenario(
         &spawn_app_with(|c| c.admin_token = Some("sesame".into())),

@@ -40,6 +40,8 @@ pub struct Options {
     pub snapshot_entries: Option<u64>,
     /// `--raft-keep-entries`.
     pub keep_entries: Option<u64>,
+    /// More options, as given on the command line.
+    pub extra: Vec<String>,
 }
 
 impl Options {
@@ -68,6 +70,11 @@ pub struct Node {
 impl Node {
     pub fn get(&self, path: &str) -> Result<Response, String> {
         self.call("GET", path, "", CLIENT_TIMEOUT)
+    }
+
+    /// The node's data directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     pub fn post(&self, path: &str, body: &str) -> Result<Response, String> {
@@ -277,6 +284,7 @@ impl Cluster {
                 args.extend([flag.to_owned(), value]);
             }
         }
+        args.extend(options.extra.iter().cloned());
         let log = OpenOptions::new()
             .create(true)
             .append(true)

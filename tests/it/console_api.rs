@@ -122,7 +122,7 @@ fn stats_count_contacts_clusters_and_list_the_largest() {
     let stats = app.get("/stats").json();
     assert_eq!(
         stats["contacts"],
-        serde_json::json!({"live": 3, "deleted": 1})
+        serde_json::json!({"live": 3, "deleted": 1, "erased": 0})
     );
     assert_eq!(stats["clusters"], 2);
     assert_eq!(

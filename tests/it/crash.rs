@@ -287,3 +287,134 @@ fn a_second_server_on_the_same_data_dir_refuses_to_start_because_it_is_in_use() 
         reply.body
     );
 }
+
+/// A small generator of numbers, so that the kill points are the same on every run.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = (self.0.wrapping_mul(6364136223846793005)).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n.max(1)
+    }
+}
+
+fn post(server: &Server, path: &str, body: &Value) -> storage_support::Reply {
+    let reply = try_request(server.addr, "POST", path, &body.to_string()).expect("an answer");
+    assert_eq!(reply.status, 200, "{path} {body}: {}", reply.body);
+    reply
+}
+
+/// The rows a server serves, as the model knows them: id, values, link, and gone or not.
+fn rows_of(rows: impl Iterator<Item = Value>) -> Vec<Value> {
+    rows.map(|r| {
+        serde_json::json!([
+            r["id"],
+            r["email"],
+            r["phoneNumber"],
+            r["linkedId"],
+            r["linkPrecedence"],
+            r["deletedAt"].is_null(),
+            r["erasedAt"].is_null()
+        ])
+    })
+    .collect()
+}
+
+#[test]
+fn kill_9_at_any_point_of_a_purge_delays_it_and_loses_nothing_else() {
+    use crate::erasure::found_in_files;
+    use crate::model::{Erase, Model};
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let data = tmp.path().join("data");
+    let log = tmp.path().join("server.log");
+    // Tiny segments, so that a purge has sealed segments and snapshots to replace.
+    let options = [
+        "--snapshot-every-bytes",
+        "4096",
+        "--erasure-purge-within",
+        "0",
+    ];
+    let mut server = Server::start(&data, &log, &options);
+    let mut model = Model::new();
+    let mut now = 0;
+    let mut values: Vec<(String, String)> = Vec::new();
+    for n in 0..60 {
+        let phone = format!("555-{:04}", n - n % 4 / 3);
+        let email = format!("p{n}@example.com");
+        post(
+            &server,
+            "/identify",
+            &serde_json::json!({ "email": email, "phoneNumber": phone }),
+        );
+        now += 1;
+        model.identify(Some(&email), Some(&phone), now);
+        values.push((email, phone));
+    }
+    // One purge with no kill: how long it takes bounds where the kills land.
+    let started = Instant::now();
+    post(&server, "/erasures", &serde_json::json!({ "contactId": 1 }));
+    let took = started.elapsed().as_millis() as u64;
+    now += 1;
+    model.erase(&Erase::Contact(1), now).unwrap();
+    let mut rng = Lcg(20_261_204);
+    for round in 0..10u32 {
+        let id = 4 + 5 * round;
+        let delay = Duration::from_millis(rng.below(took * 3 / 2 + 2));
+        let addr = server.addr;
+        let body = serde_json::json!({ "contactId": id }).to_string();
+        let asked = std::thread::spawn(move || try_request(addr, "POST", "/erasures", &body));
+        // The kill point (not a wait for something): anywhere from before the erasure to
+        // after its purge.
+        std::thread::sleep(delay);
+        server.kill();
+        let _ = asked.join();
+        server = Server::start(&data, &log, &options);
+        // Whether or not the erasure was made before the kill, asking again finishes it.
+        let reply = post(
+            &server,
+            "/erasures",
+            &serde_json::json!({ "contactId": id }),
+        );
+        let answer: Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(
+            answer["erasure"]["status"], "done",
+            "round {round}: {}",
+            reply.body
+        );
+        now += 1;
+        model.erase(&Erase::Contact(id), now).unwrap();
+        let (mut erased, mut kept) = (Vec::new(), Vec::new());
+        for (row, (email, phone)) in model.contacts().iter().zip(&values) {
+            let list = if row.erased_at.is_some() {
+                &mut erased
+            } else {
+                &mut kept
+            };
+            list.extend([email.as_str(), phone.as_str()]);
+        }
+        erased.retain(|v| !kept.contains(v));
+        let found = found_in_files(&data, &erased);
+        assert_eq!(
+            found,
+            vec![],
+            "round {round}, killed after {delay:?}: {}",
+            server.log_text()
+        );
+        assert_eq!(
+            found_in_files(&data, &kept[..2]).len(),
+            2,
+            "the scan sees values"
+        );
+    }
+    let page = try_request(server.addr, "GET", "/contacts?after=0&limit=1000", "").unwrap();
+    let page: Value = serde_json::from_str(&page.body).unwrap();
+    let served = page["contacts"].as_array().unwrap().iter().cloned();
+    let expected = model
+        .contacts()
+        .into_iter()
+        .map(|c| serde_json::to_value(c).unwrap());
+    assert_eq!(rows_of(served), rows_of(expected), "nothing else is lost");
+    let ledger = try_request(server.addr, "GET", "/erasures", "").unwrap();
+    let ledger: Value = serde_json::from_str(&ledger.body).unwrap();
+    assert_eq!(ledger["erasures"].as_array().unwrap().len(), 11);
+}

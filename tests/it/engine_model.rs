@@ -7,10 +7,10 @@ use crate::model;
 use std::collections::BTreeSet;
 
 use identity_engine::engine::{
-    BlockReason, Change, Contact, ContactId, Email, Engine, Identity, Kind, Limits, Op as EngineOp,
-    Outcome as Outcome_, Patch, Phone, Query, Refusal, Timestamp,
+    BlockReason, Change, ContactId, Email, Engine, Identity, Kind, Limits, Op as EngineOp,
+    Outcome as Outcome_, Patch, Phone, Query, Refusal, Target, Timestamp,
 };
-use model::{DeleteError, EditError, Field, Model, ModelAnswer, Refused};
+use model::{DeleteError, EditError, Erase, EraseError, Field, Model, ModelAnswer, Refused};
 use proptest::prelude::*;
 
 /// Small pools, so that requests keep colliding, merging and splitting clusters.
@@ -43,6 +43,17 @@ enum Op {
         email: bool,
         value: usize,
     },
+    /// Erases contact `pick % (highest id + 1) + 1` (as `Delete` picks).
+    EraseContact {
+        pick: u32,
+    },
+    /// Erases every holder of a value of the pools.
+    EraseValue {
+        email: bool,
+        value: usize,
+    },
+    /// A purge: every pending erasure is done.
+    Purge,
     /// Edits contact `pick` (picked as a deletion's): each field kept, removed or set to a
     /// value of the pools.
     Edit {
@@ -79,6 +90,18 @@ enum Outcome {
     Edited(Vec<Identity>),
     /// An edit that would leave no identifier.
     NoIdentifier,
+    Erased(u64, Vec<ContactId>),
+    NothingToErase,
+    Purged(Vec<u64>),
+}
+
+/// Erasures and purges, rarer than requests so that clusters still grow between them.
+fn erasure_op(emails: usize) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => any::<u32>().prop_map(|pick| Op::EraseContact { pick }),
+        2 => (any::<bool>(), 0..emails.min(PHONES.len())).prop_map(|(email, value)| Op::EraseValue { email, value }),
+        1 => Just(Op::Purge),
+    ]
 }
 
 fn tick() -> impl Strategy<Value = i64> {
@@ -93,6 +116,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => phone.prop_map(|p| Op::Identify { email: None, phone: Some(p) }),
         2 => any::<u32>().prop_map(|pick| Op::Delete { pick }),
         2 => edit_op(EMAILS.len()),
+        1 => erasure_op(EMAILS.len()),
     ]
 }
 
@@ -131,6 +155,7 @@ fn guarded_op() -> impl Strategy<Value = Op> {
         1 => (any::<bool>(), 0..PHONES.len()).prop_map(|(email, value)| Op::Block { email, value }),
         1 => (any::<bool>(), 0..PHONES.len()).prop_map(|(email, value)| Op::Unblock { email, value }),
         2 => edit_op(GUARDED_EMAILS),
+        1 => erasure_op(GUARDED_EMAILS),
     ]
 }
 
@@ -211,6 +236,17 @@ fn model_field(field: Edit, text: &str) -> Field<'_> {
     }
 }
 
+fn erase_target(op: &Op, max_id: ContactId) -> Option<Erase> {
+    match *op {
+        Op::EraseContact { pick } => Some(Erase::Contact(pick % (max_id + 1) + 1)),
+        Op::EraseValue { email, value } => {
+            let (kind, value) = value_of(email, value);
+            Some(Erase::Value(kind, value))
+        }
+        _ => None,
+    }
+}
+
 /// The op of the engine's one path that `op` asks for.
 fn engine_op(op: &Op, max_id: ContactId) -> EngineOp {
     match *op {
@@ -233,6 +269,16 @@ fn engine_op(op: &Op, max_id: ContactId) -> EngineOp {
             email: email_patch(email),
             phone: phone_patch(phone),
         },
+        Op::EraseContact { .. } | Op::EraseValue { .. } => EngineOp::Erase {
+            target: match erase_target(op, max_id).expect("an erasure") {
+                Erase::Contact(id) => Target::Contact(id),
+                Erase::Value(kind, value) => Target::Value { kind, value },
+            },
+            purge_within_ms: 0,
+        },
+        Op::Purge => EngineOp::Purge {
+            erasures: (1..=max_id as u64 + 64).collect(),
+        },
     }
 }
 
@@ -246,6 +292,8 @@ fn run_on_engine(engine: &mut Engine, op: &Op, now: i64) -> Outcome {
         Err(Refusal::DeletedContact(_)) => return Outcome::Refused(DeleteError::AlreadyDeleted),
         Err(Refusal::NotBlocked { .. }) => return Outcome::NotBlocked,
         Err(Refusal::NoIdentifierLeft(_)) => return Outcome::NoIdentifier,
+        Err(Refusal::NothingToErase(_)) => return Outcome::NothingToErase,
+        Err(Refusal::ErasureOfBlocked { .. }) => return Outcome::Guard(Refused::Blocked),
         Err(refusal) => return Outcome::Guard(refused(refusal)),
     };
     let preview = engine.preview_edit(&plan);
@@ -274,6 +322,8 @@ fn run_on_engine(engine: &mut Engine, op: &Op, now: i64) -> Outcome {
             );
             Outcome::Edited(identities)
         }
+        Outcome_::Erased { erasure, groups } => Outcome::Erased(erasure, groups),
+        Outcome_::Purged { erasures } => Outcome::Purged(erasures),
         other => panic!("an outcome no step asks for: {other:?}"),
     }
 }
@@ -300,6 +350,13 @@ fn run_on_model(model: &mut Model, op: &Op, now: i64) -> Outcome {
         return match model.delete(id, now) {
             Ok(groups) => Outcome::Groups(groups),
             Err(refused) => Outcome::Refused(refused),
+        };
+    }
+    if let Some(target) = erase_target(op, max_id) {
+        return match model.erase(&target, now) {
+            Ok((erasure, groups)) => Outcome::Erased(erasure, groups),
+            Err(EraseError::NotFound) => Outcome::NothingToErase,
+            Err(EraseError::Blocked) => Outcome::Guard(Refused::Blocked),
         };
     }
     match *op {
@@ -341,7 +398,8 @@ fn run_on_model(model: &mut Model, op: &Op, now: i64) -> Outcome {
                 Err(EditError::Guard(refused)) => Outcome::Guard(refused),
             }
         }
-        Op::Delete { .. } => unreachable!(),
+        Op::Purge => Outcome::Purged(model.purge()),
+        Op::Delete { .. } | Op::EraseContact { .. } | Op::EraseValue { .. } => unreachable!(),
     }
 }
 
@@ -367,25 +425,35 @@ fn remembered_joins(engine: &Engine) -> BTreeSet<(String, String)> {
 /// Everything the engine shows that the model also knows must be equal.
 fn assert_same_state(engine: &Engine, model: &Model) -> Result<(), TestCaseError> {
     engine.check_invariants().map_err(TestCaseError::fail)?;
-    let expected: Vec<Contact> = model.rows().iter().map(crate::model::to_contact).collect();
-    prop_assert_eq!(engine.contacts().collect::<Vec<_>>(), expected);
+    prop_assert_eq!(engine.contacts().collect::<Vec<_>>(), model.contacts());
     let joins: BTreeSet<_> = model.joins().iter().cloned().collect();
     prop_assert_eq!(remembered_joins(engine), joins);
     let stats = engine.stats();
-    let deleted = model
-        .rows()
+    let erased = model
+        .contacts()
         .iter()
-        .filter(|r| r.deleted_at.is_some())
+        .filter(|c| c.erased_at.is_some())
         .count();
     prop_assert_eq!(
-        (stats.contacts, stats.deleted, stats.clusters, stats.joins),
+        (
+            stats.contacts,
+            stats.deleted,
+            stats.clusters,
+            stats.joins,
+            stats.erased
+        ),
         (
             model.rows().len(),
-            deleted,
+            model.gone(),
             model.cluster_count(),
-            model.joins().len()
+            model.joins().len(),
+            erased
         )
     );
+    let ledger: Vec<(Vec<ContactId>, bool)> = (engine.erasures().iter())
+        .map(|e| (e.contacts.clone(), !e.is_pending()))
+        .collect();
+    prop_assert_eq!(ledger.as_slice(), model.ledger());
     let blocklist: Vec<_> = engine
         .blocklist()
         .into_iter()
@@ -429,6 +497,7 @@ fn assert_same_engine(copy: &Engine, original: &Engine) -> Result<(), TestCaseEr
     prop_assert_eq!(copy.stats(), original.stats());
     prop_assert_eq!(copy.max_id(), original.max_id());
     prop_assert_eq!(copy.blocklist(), original.blocklist());
+    prop_assert_eq!(copy.erasures(), original.erasures());
     Ok(())
 }
 

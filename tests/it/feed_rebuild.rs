@@ -1,7 +1,7 @@
 //! A consumer that follows the change feed and applies every event's `contacts` to a map from id
 //! to primary ends with the map the rows say (each live contact's `linkedId`, or its own id for
 //! a primary; deleted ones gone), at checkpoints and at the end: under random requests,
-//! deletes, blocks, unblocks, edits and imports with small guards, across a `kill -9` of the server,
+//! deletes, blocks, unblocks, edits, erasures and imports with small guards, across a `kill -9` of the server,
 //! and with the consumer going back to an earlier seq now and then (delivery is at least once:
 //! applying an event twice is harmless).
 
@@ -27,13 +27,13 @@ pub fn apply_event(map: &mut Primaries, event: &Value) {
     }
 }
 
-/// What the rows say the map must be: every row's primary, or None for a deleted one.
+/// What the rows say the map must be: every row's primary, or None for a deleted or erased one.
 pub fn primaries_of_rows(ndjson: &str) -> Primaries {
     (ndjson.lines())
         .map(|line| {
             let row: Value = serde_json::from_str(line).unwrap();
             let id = row["id"].as_u64().unwrap();
-            let primary = match row["deletedAt"].is_null() {
+            let primary = match row["deletedAt"].is_null() && row["erasedAt"].is_null() {
                 true => Some(row["linkedId"].as_u64().unwrap_or(id)),
                 false => None,
             };
@@ -88,7 +88,7 @@ pub fn random_change(
 ) -> (&'static str, String, String) {
     let email = |r: &mut Rng| format!("e{}@shop.test", r.below(9));
     let phone = |r: &mut Rng| format!("{}", 100 + r.below(7));
-    match rng.below(20) {
+    match rng.below(21) {
         0..=11 => {
             let body = match rng.below(3) {
                 0 => format!(r#"{{"email":"{}"}}"#, email(rng)),
@@ -125,6 +125,17 @@ pub fn random_change(
                 _ => format!(r#"{{"email":"{}","phoneNumber":null}}"#, email(rng)),
             };
             ("PATCH", format!("/contacts/{id}"), body)
+        }
+        19 => {
+            let body = match rng.below(3) {
+                0 => format!(r#"{{"email":"{}"}}"#, email(rng)),
+                _ => {
+                    let pick = rng.below(known.len() as u64 + 1) as usize;
+                    let id = known.get(pick).copied().unwrap_or(7_000_000);
+                    format!(r#"{{"contactId":{id}}}"#)
+                }
+            };
+            ("POST", "/erasures".into(), body)
         }
         _ => {
             let mut rows = String::from(
@@ -599,6 +610,7 @@ fn the_feed_made_again_from_the_log_is_the_same_events_with_the_same_cause_and_t
         r#"{"email":"c@shop.test"}"#,
     );
     call(server.addr, "DELETE", "/contacts/1", "");
+    call(server.addr, "POST", "/erasures", r#"{"contactId":2}"#);
     let feed = |addr| {
         let answer = call(addr, "GET", "/changes?limit=1000", "");
         let body = answer.split("\r\n\r\n").nth(1).unwrap().to_owned();
@@ -609,7 +621,16 @@ fn the_feed_made_again_from_the_log_is_the_same_events_with_the_same_cause_and_t
         .map(|e| e["cause"].as_str().unwrap())
         .collect();
     assert!(
-        causes.contains(&"blocklist") && causes.contains(&"edit") && causes.contains(&"delete")
+        ["blocklist", "edit", "delete", "erasure"]
+            .iter()
+            .all(|cause| causes.contains(cause)),
+        "{causes:?}"
+    );
+    let last = &before.as_array().unwrap().last().unwrap();
+    assert_eq!(last["type"], "erased");
+    assert_eq!(
+        last["contacts"],
+        serde_json::json!([{"id": 2, "primary": null}])
     );
     server.kill();
     // The feed's files are gone: every event is made again from the log at start-up.

@@ -132,9 +132,22 @@ fn state_of(engine: &Engine, last_seq: u64) -> Value {
         .collect();
     json!({
         "lastSeq": last_seq,
-        "contacts": contacts,
+        "contacts": without_null_erased_at(json!(contacts)),
         "identities": identities,
     })
+}
+
+/// Rows as the directories written before erasure recorded them: a row that is not erased
+/// answers `"erasedAt": null`, a field those builds did not have.
+pub fn without_null_erased_at(mut rows: Value) -> Value {
+    for row in rows.as_array_mut().into_iter().flatten() {
+        if let Some(fields) = row.as_object_mut() {
+            if fields.get("erasedAt").is_some_and(Value::is_null) {
+                fields.remove("erasedAt");
+            }
+        }
+    }
+    rows
 }
 
 /// One request's facts, logged as one group.
@@ -312,6 +325,8 @@ fn kind(change: &Change) -> &'static str {
         Change::Settled { .. } => "Settled",
         Change::Origin { .. } => "Origin",
         Change::Edited { .. } => "Edited",
+        Change::Erased { .. } => "Erased",
+        Change::Purged { .. } => "Purged",
     }
 }
 

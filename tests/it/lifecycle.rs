@@ -15,8 +15,12 @@ use identity_engine::storage::{recovery, StorageOptions};
 use identity_engine::tools::import::{import, ImportError, ImportReport, RowError};
 use serde_json::{json, Value};
 
+/// The columns of a file to import (files written before erasure have no `erasedAt`).
 const HEADER: &str = "id,phoneNumber,email,linkedId,linkPrecedence,createdAt,updatedAt,deletedAt";
-const FIELDS: [&str; 8] = [
+/// The columns an export writes.
+const EXPORTED: &str =
+    "id,phoneNumber,email,linkedId,linkPrecedence,createdAt,updatedAt,deletedAt,erasedAt";
+const FIELDS: [&str; 9] = [
     "id",
     "phoneNumber",
     "email",
@@ -25,6 +29,7 @@ const FIELDS: [&str; 8] = [
     "createdAt",
     "updatedAt",
     "deletedAt",
+    "erasedAt",
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -819,7 +824,7 @@ fn exporting_then_importing_into_an_empty_dir_gives_the_same_rows_and_answers() 
 
     assert_eq!(csv.status, 200, "{}", csv.text);
     assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
-    assert_eq!(csv.text.lines().next(), Some(HEADER));
+    assert_eq!(csv.text.lines().next(), Some(EXPORTED));
     assert_eq!(csv.text.lines().count(), 12, "{}", csv.text);
     assert_eq!(ndjson.status, 200, "{}", ndjson.text);
     let parsed: Vec<Value> = ndjson

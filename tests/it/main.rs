@@ -30,6 +30,7 @@ mod disk_full;
 mod durability;
 mod edits;
 mod engine_model;
+mod erasure;
 mod exposure;
 mod feed_rebuild;
 mod file_modes;

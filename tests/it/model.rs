@@ -18,13 +18,15 @@ pub type Id = u32;
 /// in milliseconds. A primary has `linked_id` None.
 pub use identity_engine::engine::NewContact as Row;
 
-/// The row as the engine reads it, for comparing the two.
+/// The row as the engine reads it, for comparing the two (a row the model has not erased).
 pub fn to_contact(row: &Row) -> Contact {
     Contact::from(row.clone())
 }
 
+/// Whether a row takes part in matching: neither deleted nor erased (an erased row holds no
+/// identifier, and is listed in `Model::erased`).
 fn is_live(row: &Row) -> bool {
-    row.deleted_at.is_none()
+    row.deleted_at.is_none() && (row.email.is_some() || row.phone.is_some())
 }
 
 /// Who is older: the smaller `(createdAt, id)`.
@@ -86,6 +88,22 @@ pub enum EditError {
     Guard(Refused),
 }
 
+/// What an erasure names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Erase {
+    Contact(Id),
+    Value(Kind, String),
+}
+
+/// Why an erasure was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EraseError {
+    /// 404: no such contact, or no row holds the value.
+    NotFound,
+    /// 422: the value is blocked.
+    Blocked,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Model {
     rows: Vec<Row>,
@@ -99,6 +117,10 @@ pub struct Model {
     pub generic_threshold: usize,
     /// No request may leave a cluster of more live rows than this; 0: no cap.
     pub max_cluster_size: usize,
+    /// When each erased row was erased, by id.
+    erased: std::collections::BTreeMap<Id, Timestamp>,
+    /// The ledger: each erasure's contacts, and whether its purge is done.
+    ledger: Vec<(Vec<Id>, bool)>,
 }
 
 impl Model {
@@ -109,6 +131,117 @@ impl Model {
     /// Every row ever created, in id order.
     pub fn rows(&self) -> &[Row] {
         &self.rows
+    }
+
+    /// Every row as the engine shows it, `erasedAt` included.
+    pub fn contacts(&self) -> Vec<Contact> {
+        (self.rows.iter())
+            .map(|row| {
+                let mut contact = to_contact(row);
+                contact.erased_at = self.erased.get(&row.id).copied();
+                contact
+            })
+            .collect()
+    }
+
+    /// How many rows are not live (deleted or erased).
+    pub fn gone(&self) -> usize {
+        self.rows.iter().filter(|r| !is_live(r)).count()
+    }
+
+    /// The ledger: each erasure's contacts and whether it is done.
+    pub fn ledger(&self) -> &[(Vec<Id>, bool)] {
+        &self.ledger
+    }
+
+    /// `POST /erasures`: the erasure's id and the primaries of the groups the clusters of its
+    /// live contacts became, oldest first. Erasing an erased contact answers the erasure that
+    /// erased it and changes nothing; a value no row holds (an erased one included) is not found.
+    pub fn erase(&mut self, target: &Erase, now: i64) -> Result<(u64, Vec<Id>), EraseError> {
+        let gone: Vec<usize> = match target {
+            Erase::Contact(id) => {
+                let at =
+                    (self.rows.iter().position(|r| r.id == *id)).ok_or(EraseError::NotFound)?;
+                if self.erased.contains_key(id) {
+                    let n = self
+                        .ledger
+                        .iter()
+                        .position(|(ids, _)| ids.contains(id))
+                        .unwrap();
+                    return Ok((n as u64 + 1, Vec::new()));
+                }
+                vec![at]
+            }
+            Erase::Value(kind, value) => {
+                if self.is_blocked(*kind, value) {
+                    return Err(EraseError::Blocked);
+                }
+                (0..self.rows.len())
+                    .filter(|&i| field(&self.rows[i], *kind) == Some(value.as_str()))
+                    .collect()
+            }
+        };
+        if gone.is_empty() {
+            return Err(EraseError::NotFound);
+        }
+        let now = self.effective(now);
+        let former: Vec<usize> = (gone.iter())
+            .filter(|&&i| is_live(&self.rows[i]))
+            .flat_map(|&i| self.cluster(i))
+            .filter(|i| !gone.contains(i))
+            .collect();
+        let mut values = Vec::new();
+        for &i in &gone {
+            let row = &mut self.rows[i];
+            values.extend(row.email.take().map(|v| (Kind::Email, v)));
+            values.extend(row.phone.take().map(|v| (Kind::Phone, v)));
+            self.erased.insert(row.id, Timestamp(now));
+        }
+        // A value no row holds any more is forgotten whole: an admin's unblock of it too.
+        for (kind, value) in values {
+            let held = self
+                .rows
+                .iter()
+                .any(|r| field(r, kind) == Some(value.as_str()));
+            if !held && !self.is_blocked(kind, &value) {
+                self.exempt.retain(|(k, v)| !(*k == kind && *v == value));
+            }
+        }
+        self.forget_unheld_joins();
+        self.relink(now);
+        let mut ids: Vec<Id> = gone.iter().map(|&i| self.rows[i].id).collect();
+        ids.sort_unstable();
+        self.ledger.push((ids, false));
+        Ok((self.ledger.len() as u64, self.primaries_of(former)))
+    }
+
+    /// A purge: every pending erasure is done; their ids.
+    pub fn purge(&mut self) -> Vec<u64> {
+        let mut done = Vec::new();
+        for (n, (_, purged)) in self.ledger.iter_mut().enumerate() {
+            if !*purged {
+                *purged = true;
+                done.push(n as u64 + 1);
+            }
+        }
+        done
+    }
+
+    /// The primary of the cluster of each row of `rows` (live ones), oldest first, once each.
+    fn primaries_of(&self, rows: Vec<usize>) -> Vec<Id> {
+        let mut primaries: Vec<usize> = rows.into_iter().map(|i| self.cluster(i)[0]).collect();
+        primaries.sort_by_key(|&i| age(&self.rows[i]));
+        primaries.dedup();
+        primaries.into_iter().map(|i| self.rows[i].id).collect()
+    }
+
+    /// A join whose email or phone no live row holds any more is forgotten.
+    fn forget_unheld_joins(&mut self) {
+        let joins = std::mem::take(&mut self.joins);
+        self.joins = joins
+            .into_iter()
+            .filter(|(e, p)| self.is_held(|r| &r.email, e) && self.is_held(|r| &r.phone, p))
+            .collect();
     }
 
     /// The remembered joins, in the order they were made.
@@ -347,14 +480,8 @@ impl Model {
         self.rows[gone].deleted_at = Some(Timestamp(now));
         self.forget_unheld_joins();
         self.relink(now);
-        let mut primaries: Vec<usize> = former
-            .into_iter()
-            .filter(|&i| i != gone)
-            .map(|i| self.cluster(i)[0])
-            .collect();
-        primaries.sort_by_key(|&i| age(&self.rows[i]));
-        primaries.dedup();
-        Ok(primaries.into_iter().map(|i| self.rows[i].id).collect())
+        let rest = former.into_iter().filter(|&i| i != gone).collect();
+        Ok(self.primaries_of(rest))
     }
 
     /// `PATCH /contacts/{id}`: the row holds its new values as if it always had, every cluster
@@ -419,15 +546,6 @@ impl Model {
         others.dedup();
         let answers = std::iter::once(i).chain(others);
         Ok(answers.map(|j| self.answer(j)).collect())
-    }
-
-    /// A join whose email or phone no live row holds any more is forgotten.
-    fn forget_unheld_joins(&mut self) {
-        let joins = std::mem::take(&mut self.joins);
-        self.joins = joins
-            .into_iter()
-            .filter(|(e, p)| self.is_held(|r| &r.email, e) && self.is_held(|r| &r.phone, p))
-            .collect();
     }
 
     /// The answer for the cluster of the row at `index`.
@@ -539,7 +657,12 @@ impl Model {
             .rows
             .iter()
             .flat_map(|r| [Some(r.created_at), Some(r.updated_at), r.deleted_at]);
-        stamps.flatten().map(|t| t.0).fold(now, i64::max)
+        let erased = self.erased.values().map(|t| t.0);
+        stamps
+            .flatten()
+            .map(|t| t.0)
+            .chain(erased)
+            .fold(now, i64::max)
     }
 
     fn live(&self) -> impl Iterator<Item = usize> + '_ {

@@ -75,6 +75,13 @@ const ROUTES: &[(&str, &str, &[&str])] = &[
     ("post", "/cluster/members", &["200", "400", "409", "503"]),
     ("delete", "/cluster/members/{id}", &["200", "409", "503"]),
     ("get", "/changes", &["200", "400", "401", "403", "410"]),
+    (
+        "post",
+        "/erasures",
+        &["200", "400", "401", "403", "404", "422", "503"],
+    ),
+    ("get", "/erasures", &["200", "401", "403"]),
+    ("get", "/erasures/{id}", &["200", "401", "403", "404"]),
 ];
 
 #[test]
@@ -117,6 +124,9 @@ fn every_documented_route_is_served() {
     let app = spawn_app();
     app.identify(r#"{"email":"a@b.c"}"#);
     app.identify(r#"{"email":"d@e.f"}"#);
+    // Contact 3 is erased, so that erasure 1 exists (and erasing it again changes nothing).
+    app.identify(r#"{"email":"g@h.i"}"#);
+    assert_eq!(app.post("/erasures", r#"{"contactId":3}"#).status, 200);
     let doc = app.get("/openapi.json").json();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
@@ -126,7 +136,9 @@ fn every_documented_route_is_served() {
                 .replace("{a}", "1")
                 .replace("{b}", "1")
                 .replace("{file}", "app.js");
-            let body: &[u8] = if method == "post" {
+            let body: &[u8] = if path == "/erasures" {
+                br#"{"contactId":3}"#
+            } else if method == "post" {
                 br#"{"email":"a@b.c"}"#
             } else {
                 b""
@@ -351,6 +363,13 @@ fn logs_of_requests(access_log: bool) -> String {
         ("GET", "/contacts?email=secret.person@example.com", ""),
         ("GET", "/contacts?phoneNumber=5550199", ""),
         ("POST", "/identify", r#"{"email":"not an email 5550199"}"#),
+        ("POST", "/erasures", r#"{"phoneNumber":"5550199"}"#),
+        (
+            "POST",
+            "/erasures",
+            r#"{"email":"Secret.Person@Example.com"}"#,
+        ),
+        ("GET", "/erasures", ""),
     ] {
         let answer = request(addr, method, uri, body.as_bytes(), &[]);
         assert_ne!(answer.status, 500);

@@ -98,7 +98,7 @@ async function learnRole() {
   return true;
 }
 
-// ---- views and routing (#overview, #identity, #contact/N, #blocklist, #try, #data) ----
+// ---- views and routing (#overview, #identity, #contact/N, #blocklist, #erasures, #try, #data) ----
 
 function show(view) {
   for (const section of document.querySelectorAll('.view')) section.hidden = section.id !== `view-${view}`;
@@ -113,10 +113,11 @@ async function route() {
   const hash = location.hash.slice(1) || 'overview';
   const contact = hash.match(/^contact\/(\d+)$/);
   if (contact) { show('identity'); return attempt(() => openContact(Number(contact[1]))); }
-  const view = ['overview', 'identity', 'blocklist', 'try', 'data'].includes(hash) ? hash : 'overview';
+  const view = ['overview', 'identity', 'blocklist', 'erasures', 'try', 'data'].includes(hash) ? hash : 'overview';
   show(view);
   if (view === 'overview') return attempt(loadOverview);
   if (view === 'blocklist') return attempt(loadBlocklist);
+  if (view === 'erasures') return attempt(loadLedger);
 }
 
 window.addEventListener('hashchange', route);
@@ -129,6 +130,7 @@ async function loadOverview() {
   const stats = await api('GET', '/stats');
   const figures = [
     ['Live contacts', stats.contacts.live], ['Deleted contacts', stats.contacts.deleted],
+    ['Erased contacts', stats.contacts.erased],
     ['Identities', stats.clusters], ['Remembered joins and links', stats.joins],
     ['Blocked by an admin', stats.blockedValues.admin], ['Blocked as generic', stats.blockedValues.generic],
   ];
@@ -185,7 +187,10 @@ async function openContact(id) {
   } catch (e) {
     if (e.status !== 404) throw e;
     const row = await api('GET', `/contacts/${id}`).catch(() => null);
-    say(row ? `Contact ${id} is deleted (at ${row.deletedAt}); it belongs to no identity.` : `No contact has id ${id}.`, true);
+    const gone = !row ? `No contact has id ${id}.`
+      : row.erasedAt ? `Contact ${id} is erased (at ${row.erasedAt}); it holds no values and belongs to no identity.`
+      : `Contact ${id} is deleted (at ${row.deletedAt}); it belongs to no identity.`;
+    say(gone, true);
     return;
   }
   shown = { id, graph };
@@ -221,9 +226,11 @@ function renderRows(graph) {
     onclick: () => openEdit(row) }, 'Edit')] : [];
   const remover = row => may('operate') ? [el('button', { type: 'button', class: 'danger small', 'aria-label': `Delete contact ${row.id}`,
     onclick: () => confirmDelete(row.id) }, 'Delete')] : [];
+  const eraser = row => may('operate') ? [el('button', { type: 'button', class: 'danger small', 'aria-label': `Erase contact ${row.id}`,
+    onclick: () => confirmErase({ contactId: row.id }) }, 'Erase')] : [];
   $('rows').tBodies[0].replaceChildren(...rows.map(row => el('tr', {},
     ...fields.map(f => el('td', {}, row[f] === null ? '' : String(row[f]))),
-    el('td', {}, ...editor(row), ' ', ...remover(row)))));
+    el('td', {}, ...editor(row), ' ', ...remover(row), ' ', ...eraser(row)))));
 }
 
 function renderGraph(graph) {
@@ -295,22 +302,31 @@ function sentence(h) {
   }
 }
 
-// ---- repair: delete ----
+// ---- confirming a change that cannot be taken back ----
 
-let pendingDelete = null;
+let pending = null;   // what the confirmation dialog does if confirmed
 
-function confirmDelete(id) {
-  pendingDelete = id;
-  $('confirm-title').textContent = `Delete contact ${id}?`;
-  $('confirm-text').textContent = `Contact ${id} will be soft-deleted: its row is kept, but it no longer links anyone, and its identity regroups by the evidence that remains.`;
+function confirmThen(title, text, action, run) {
+  pending = run;
+  $('confirm-title').textContent = title;
+  $('confirm-text').textContent = text;
+  $('confirm-action').textContent = action;
   $('confirm').showModal();
 }
 
 $('confirm').addEventListener('close', () => {
-  const id = pendingDelete;
-  pendingDelete = null;
-  if ($('confirm').returnValue === 'delete' && id !== null) attempt(() => remove(id));
+  const run = pending;
+  pending = null;
+  if ($('confirm').returnValue === 'confirm' && run) attempt(run);
 });
+
+// ---- repair: delete ----
+
+function confirmDelete(id) {
+  confirmThen(`Delete contact ${id}?`,
+    `Contact ${id} will be soft-deleted: its row is kept, but it no longer links anyone, and its identity regroups by the evidence that remains.`,
+    'Delete', () => remove(id));
+}
 
 async function remove(id) {
   const answer = await api('DELETE', `/contacts/${id}`);
@@ -466,6 +482,61 @@ async function loadBlocklist() {
       el('td', {}, v.kind === 'email' ? 'email' : 'phone'), el('td', {}, v.value), el('td', {}, v.reason),
       el('td', {}, v.blockedAt), el('td', {}, String(v.holders)),
       el('td', {}, ...(may('operate') ? [el('button', { type: 'button', onclick: () => attempt(() => unblock(v.kind, v.value)) }, `Unblock ${v.value}`)] : [])))))));
+}
+
+// ---- erasure: a person forgotten ----
+
+// The body of POST /erasures for what was typed: `#12` or digits without punctuation, a
+// contact id; with an @, an email; otherwise a phone number.
+function erasureBody(text) {
+  const id = text.match(/^#\s*(\d+)$/);
+  if (id) return { contactId: Number(id[1]) };
+  return text.includes('@') ? { email: text } : { phoneNumber: text };
+}
+
+function confirmErase(body) {
+  const what = body.contactId !== undefined ? `contact ${body.contactId}`
+    : `every contact holding ${body.email ?? body.phoneNumber} (deleted ones too)`;
+  confirmThen(`Erase ${body.contactId !== undefined ? `contact ${body.contactId}` : 'these contacts'}?`,
+    `The email and phone of ${what} will be erased for good: no answer, export, backup taken afterwards or log line shows them again, and the purge removes them from every file. The rows stay, with their ids and times. This cannot be undone.`,
+    'Erase', () => erase(body));
+}
+
+$('erase-form').addEventListener('submit', event => {
+  event.preventDefault();
+  const text = $('erase-value').value.trim();
+  if (text) confirmErase(erasureBody(text));
+});
+
+async function erase(body) {
+  const answer = await api('POST', '/erasures', body);
+  const e = answer.erasure;
+  const status = e.status === 'done' ? `done, purged at ${e.purgedAt}` : `pending, purged by ${e.purgeBy}`;
+  const title = `Erasure #${e.id}: contact${e.contacts.length === 1 ? '' : 's'} ${e.contacts.map(c => `#${c}`).join(', ')} erased (${status}). The identities they left are now:`;
+  $('erase-value').value = '';
+  if (location.hash === '#erasures') {
+    await loadLedger();
+  } else if (shown && e.contacts.includes(shown.id)) {
+    const next = answer.identities[0]?.primaryContactId;
+    if (next) await openContact(next); else { $('identity-body').hidden = true; $('identity-empty').hidden = false; }
+  } else if (shown) {
+    await openContact(shown.id);
+  }
+  const box = location.hash === '#erasures' ? $('erase-outcome') : $('outcome');
+  outcome(box, title, answer.identities);
+  say(`Erasure #${e.id} recorded.`);
+}
+
+async function loadLedger() {
+  const ledger = await api('GET', '/erasures');
+  const box = $('ledger');
+  if (!ledger.erasures.length) { box.replaceChildren(el('p', { class: 'hint' }, 'No one has been erased.')); return; }
+  box.replaceChildren(el('table', {},
+    el('thead', {}, el('tr', {}, ...['Erasure', 'Contacts', 'Status', 'Requested at', 'Purge by', 'Purged at'].map(h => el('th', {}, h)))),
+    el('tbody', {}, ...ledger.erasures.slice().reverse().map(e => el('tr', {},
+      el('td', {}, `#${e.id}`), el('td', {}, e.contacts.map(c => `#${c}`).join(', ')),
+      el('td', { class: e.status === 'done' ? 'ok' : '' }, e.status), el('td', {}, e.requestedAt),
+      el('td', {}, e.purgeBy), el('td', {}, e.purgedAt ?? ''))))));
 }
 
 // ---- try /identify ----
