@@ -25,34 +25,6 @@ const MAX_LEAD: Duration = Duration::from_secs(600);
 /// How long a failed purge waits before it is tried again.
 const RETRY: Duration = Duration::from_secs(10);
 
-/// Parses `--erasure-purge-within`: `0`, or a number with `s`, `m`, `h` or `d` (`90s`, `30m`,
-/// `24h`, `7d`).
-pub fn parse_within(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if text == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let unit = text.chars().last().unwrap_or(' ');
-    let seconds = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86_400,
-        _ => {
-            return Err(format!(
-                "{text:?}: give 0 or a number with s, m, h or d (30m, 24h, 7d)"
-            ))
-        }
-    };
-    let count: u64 = text[..text.len() - 1]
-        .parse()
-        .map_err(|_| format!("{text:?}: not a whole number before the unit"))?;
-    count
-        .checked_mul(seconds)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{text:?}: too long"))
-}
-
 /// When the next purge should start, if any erasure is pending: its due time less a lead.
 fn next_start(engine: &Engine) -> Option<i64> {
     engine
@@ -151,24 +123,6 @@ pub async fn wait_purged(store: &Store, id: u64, within: Duration) -> bool {
         match tokio::time::timeout_at(deadline, changes.changed()).await {
             Ok(Ok(())) => {}
             _ => return done(store),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_window_takes_zero_or_a_number_with_a_unit() {
-        let h = |n: u64| Duration::from_secs(n * 3600);
-        assert_eq!(parse_within("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_within("30m"), Ok(Duration::from_secs(1800)));
-        assert_eq!(parse_within("24h"), Ok(h(24)));
-        assert_eq!(parse_within("7d"), Ok(h(168)));
-        assert_eq!(parse_within("90s"), Ok(Duration::from_secs(90)));
-        for bad in ["", "h", "24", "1.5h", "-1h", "24x", "99999999999999999999d"] {
-            assert!(parse_within(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -259,7 +259,7 @@ pub struct Config {
     /// How long an erased value may stay in the files (log, snapshots, staging, every member's
     /// Raft log and snapshots) after its erasure: 0 (before the answer), or 30m, 24h, 7d, ...
     #[arg(long, env = "IDENTITY_ENGINE_ERASURE_PURGE_WITHIN", default_value = "24h",
-        value_parser = crate::erasure::parse_within)]
+        value_parser = parse_duration)]
     pub erasure_purge_within: std::time::Duration,
     #[command(flatten)]
     pub matching: MatchArgs,
@@ -443,6 +443,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_take_zero_or_numbers_with_units() {
+        let h = |n: u64| Duration::from_secs(n * 3600);
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("24h"), Ok(h(24)));
+        assert_eq!(parse_duration("7d"), Ok(h(168)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        for bad in ["", "h", "24", "-1h", "24x", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn defaults_follow_the_spec() {
