@@ -332,7 +332,7 @@ fn workload() -> (Vec<Group>, Vec<Group>) {
     second.push(rekey);
     // The ops of the one change path, planned as the store plans them: an import (`Settled`),
     // an edit by a named token (`Origin`, `Edited`), an erasure by value and its purge.
-    let mut plan = |engine: &mut Engine, op: Op, step, by: Option<&str>| {
+    let plan = |engine: &mut Engine, op: Op, step, by: Option<&str>| {
         let mut facts = engine
             .plan(&op, at(step))
             .expect("the workload's ops apply")
