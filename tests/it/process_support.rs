@@ -121,6 +121,13 @@ impl ServerProcess {
         assert!(status.success(), "kill {signal} failed");
     }
 
+    /// `kill -9`, and reaps it.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("kill -9");
+        child.wait().expect("reap");
+    }
+
     /// SIGTERM, then waits for the process to end (the server drains and syncs first).
     pub fn stop(&mut self) -> ExitStatus {
         self.signal("-TERM");

@@ -11,15 +11,21 @@ use crate::common::spawn_app_with;
 use crate::process_support::ServerProcess;
 use crate::tls_support::{https, presented_certificate, Ca, KeptAlive};
 
-#[test]
-fn https_is_served_and_plain_http_on_the_same_port_gets_no_answer() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ca = Ca::new(tmp.path(), "test");
+/// A server with a certificate of a new CA (kept in `dir`), serving HTTPS only.
+fn https_app(dir: &std::path::Path) -> (Ca, crate::common::TestApp) {
+    let ca = Ca::new(dir, "test");
     let cert = ca.issue("server");
     let app = spawn_app_with(|c| {
         c.tls_cert = Some(cert.cert.clone());
         c.tls_key = Some(cert.key.clone());
     });
+    (ca, app)
+}
+
+#[test]
+fn https_is_served_and_plain_http_on_the_same_port_gets_no_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ca, app) = https_app(tmp.path());
     let body = br#"{"email":"tls@x.io"}"#;
     let answer = https(app.addr, &ca.client(), "POST", "/identify", body, &[]).unwrap();
     assert_eq!(answer.status, 200, "{}", answer.text);
@@ -186,12 +192,7 @@ fn a_member_whose_certificate_another_ca_signed_never_joins() {
 #[test]
 fn the_change_feed_follower_reads_https_trusting_the_ca_it_is_given() {
     let tmp = tempfile::tempdir().unwrap();
-    let ca = Ca::new(tmp.path(), "test");
-    let cert = ca.issue("server");
-    let app = spawn_app_with(|c| {
-        c.tls_cert = Some(cert.cert.clone());
-        c.tls_key = Some(cert.key.clone());
-    });
+    let (ca, app) = https_app(tmp.path());
     let body = br#"{"email":"feed@x.io"}"#;
     https(app.addr, &ca.client(), "POST", "/identify", body, &[]).unwrap();
     // The certificate names localhost (as rcgen issued it for the tests).
