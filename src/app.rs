@@ -218,6 +218,10 @@ impl App {
             max_connections = self.edge.max_connections,
             "listening"
         );
+        // SIGHUP's handler is in place before readiness is announced: its default action kills.
+        if let Some(tls) = &self.tls {
+            tokio::spawn(reload_on_hangup(tls.clone(), hangup_signals()));
+        }
         // Recovered and bound: a service manager waiting for readiness (Type=notify) is told so.
         notify::ready(self.local_addr());
         let feed = self.store.feed().clone();
@@ -229,9 +233,6 @@ impl App {
             notify::stopping();
             feed.close();
         };
-        if let Some(tls) = &self.tls {
-            tokio::spawn(reload_on_hangup(tls.clone()));
-        }
         crate::edge::serve(self.listener, self.router, self.edge, self.tls, shutdown).await;
         if let Some(member) = &self.member {
             tracing::info!("requests drained; stopping this member's Raft");
@@ -343,10 +344,13 @@ impl Exposure {
     }
 }
 
+fn hangup_signals() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+}
+
 /// Reads the certificate and key again on each SIGHUP; a reload that fails keeps the old ones.
-async fn reload_on_hangup(tls: Arc<Tls>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangups = match signal(SignalKind::hangup()) {
+async fn reload_on_hangup(tls: Arc<Tls>, hangups: std::io::Result<tokio::signal::unix::Signal>) {
+    let mut hangups = match hangups {
         Ok(hangups) => hangups,
         Err(error) => {
             tracing::warn!(%error, "no SIGHUP handler: certificates are read at start-up only");
@@ -364,22 +368,27 @@ async fn reload_on_hangup(tls: Arc<Tls>) {
     }
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Completes on Ctrl-C or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled: a signal that arrives right after readiness is announced (the
+/// `READY=1` a service manager acts on) is a shutdown, never the default action that kills.
+/// Must be called inside a Tokio runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    let terminate = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        let next = |stream: std::io::Result<tokio::signal::unix::Signal>| async move {
+            match stream {
+                Ok(mut stream) => {
+                    stream.recv().await;
+                }
+                Err(_) => std::future::pending().await,
             }
-            Err(_) => std::future::pending().await,
+        };
+        tokio::select! {
+            () = next(terminate) => {},
+            () = next(interrupt) => {},
         }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+        tracing::info!("shutdown requested");
     }
-    tracing::info!("shutdown requested");
 }

@@ -291,7 +291,7 @@ pub struct Config {
     pub faults: Option<Arc<Faults>>,
 }
 
-/// Cluster mode (README "Running a cluster"): without --peers the server is a single node.
+/// Cluster mode (docs/cluster.md): without --peers the server is a single node.
 #[derive(Args, Debug, Clone)]
 pub struct RaftArgs {
     /// This member's id in the cluster (a positive number, unique in it).

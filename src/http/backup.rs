@@ -20,8 +20,8 @@ const CHUNK_BYTES: usize = 256 << 10;
 /// Every change acknowledged before the request arrived, as a backup file for `restore`.
 #[utoipa::path(get, path = "/backup", tag = "operations",
     responses((status = 200, description = "The backup file: the newest snapshot and the log after it, each part with its CRC-32; restore it with `identity-engine restore --data-dir DIR FILE`", content_type = "application/octet-stream"),
-        (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
-        (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody),
+        (status = 401, description = "Token missing or wrong", body = super::openapi::ErrorBody),
+        (status = 403, description = "The token's role is too small, or no token is configured and the client is not loopback", body = super::openapi::ErrorBody),
         (status = 409, description = "not_in_cluster: a cluster member keeps no single-node files to back up", body = super::openapi::ErrorBody),
         (status = 503, description = "Storage failed closed", body = super::openapi::ErrorBody)))]
 pub async fn backup(State(app): State<Arc<AppState>>) -> Result<Response, ApiError> {

@@ -54,8 +54,8 @@ fn one_value(email: Option<Email>, phone: Option<Phone>) -> Result<(Kind, String
 /// `GET /blocklist`: every blocked value, by kind then value.
 #[utoipa::path(get, path = "/blocklist", tag = "guards",
     responses((status = 200, description = "The blocked values", body = super::openapi::Blocklist),
-        (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
-        (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
+        (status = 401, description = "Token missing or wrong", body = super::openapi::ErrorBody),
+        (status = 403, description = "The token's role is too small, or no token is configured and the client is not loopback", body = super::openapi::ErrorBody)))]
 pub async fn list(State(app): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let values = app.store.read(|e| e.blocklist()).await?;
     let values: Vec<_> = values.iter().map(entry_json).collect();
@@ -69,8 +69,8 @@ pub async fn list(State(app): State<Arc<AppState>>) -> Result<Response, ApiError
     request_body(content = super::openapi::BlockRequest, description = "One value: email or phoneNumber"),
     responses((status = 200, description = "The blocked entry and the identity of every cluster its holders are in now", body = super::openapi::BlockAnswer),
         (status = 400, description = "Not one valid email or phoneNumber", body = super::openapi::ErrorBody),
-        (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
-        (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody),
+        (status = 401, description = "Token missing or wrong", body = super::openapi::ErrorBody),
+        (status = 403, description = "The token's role is too small, or no token is configured and the client is not loopback", body = super::openapi::ErrorBody),
         (status = 507, description = "No room left for the value", body = super::openapi::ErrorBody)))]
 pub async fn block(
     State(app): State<Arc<AppState>>,
@@ -110,8 +110,8 @@ pub async fn block(
         (status = 400, description = "Not one valid email or phoneNumber", body = super::openapi::ErrorBody),
         (status = 404, description = "The value is not blocked", body = super::openapi::ErrorBody),
         (status = 409, description = "The merge would pass the cluster cap (`cluster_limit`); nothing changed", body = super::openapi::ErrorBody),
-        (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
-        (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
+        (status = 401, description = "Token missing or wrong", body = super::openapi::ErrorBody),
+        (status = 403, description = "The token's role is too small, or no token is configured and the client is not loopback", body = super::openapi::ErrorBody)))]
 pub async fn unblock(
     State(app): State<Arc<AppState>>,
     caller: Option<Extension<Caller>>,

@@ -143,7 +143,7 @@ impl Drop for Consumer {
         (status = 400, description = "A parameter out of range or unknown (invalid_query)", body = super::openapi::ErrorBody),
         (status = 410, description = "changes_compacted: the cursor is older than the history kept; `oldest` is the oldest seq still served", body = super::openapi::ErrorBody),
         (status = 401, description = "Token missing or wrong", body = super::openapi::ErrorBody),
-        (status = 403, description = "Not allowed for this caller", body = super::openapi::ErrorBody)))]
+        (status = 403, description = "The token's role is too small, or no token is configured and the client is not loopback", body = super::openapi::ErrorBody)))]
 pub async fn changes(
     State(app): State<Arc<AppState>>,
     Query(query): Query<HashMap<String, String>>,

@@ -58,8 +58,8 @@ pub(super) fn contact_id(
     params(("id" = u32, Path, description = "Contact id")),
     responses((status = 200, description = "The row", body = super::openapi::ContactRow),
         (status = 404, description = "No such contact", body = super::openapi::ErrorBody),
-        (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
-        (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
+        (status = 401, description = "Token missing or wrong", body = super::openapi::ErrorBody),
+        (status = 403, description = "The token's role is too small, or no token is configured and the client is not loopback", body = super::openapi::ErrorBody)))]
 pub async fn contact(
     State(app): State<Arc<AppState>>,
     id: Result<Path<ContactId>, PathRejection>,
@@ -75,8 +75,8 @@ pub async fn contact(
     params(("id" = u32, Path, description = "Contact id")),
     responses((status = 200, description = "The cluster", body = super::openapi::Answer),
         (status = 404, description = "No such contact, or it is deleted", body = super::openapi::ErrorBody),
-        (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
-        (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
+        (status = 401, description = "Token missing or wrong", body = super::openapi::ErrorBody),
+        (status = 403, description = "The token's role is too small, or no token is configured and the client is not loopback", body = super::openapi::ErrorBody)))]
 pub async fn identity(
     State(app): State<Arc<AppState>>,
     id: Result<Path<ContactId>, PathRejection>,
@@ -98,8 +98,8 @@ pub async fn identity(
     responses((status = 200, description = "The deleted row and the identity of each resulting group", body = super::openapi::DeleteAnswer),
         (status = 404, description = "No such live contact (also for a second delete)", body = super::openapi::ErrorBody),
         (status = 503, description = "The deletion could not be made durable", body = super::openapi::ErrorBody),
-        (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
-        (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
+        (status = 401, description = "Token missing or wrong", body = super::openapi::ErrorBody),
+        (status = 403, description = "The token's role is too small, or no token is configured and the client is not loopback", body = super::openapi::ErrorBody)))]
 pub async fn delete(
     State(app): State<Arc<AppState>>,
     caller: Option<Extension<Caller>>,
@@ -130,8 +130,8 @@ pub async fn delete(
         ("limit" = Option<u32>, Query, description = "Page mode: at most this many rows, 1 to 1000 (default 100)")),
     responses((status = 200, description = "With email/phoneNumber: {contacts}; otherwise a page {contacts, next}", body = super::openapi::ContactPage),
         (status = 400, description = "Unknown parameter, both modes, a bad limit or identifier", body = super::openapi::ErrorBody),
-        (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
-        (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
+        (status = 401, description = "Token missing or wrong", body = super::openapi::ErrorBody),
+        (status = 403, description = "The token's role is too small, or no token is configured and the client is not loopback", body = super::openapi::ErrorBody)))]
 pub async fn list(
     State(app): State<Arc<AppState>>,
     Query(params): Query<HashMap<String, String>>,
@@ -196,8 +196,8 @@ pub(crate) struct ExportParams {
     params(("format" = Option<String>, Query, description = "csv (default) or ndjson")),
     responses((status = 200, description = "Every row, deleted ones too, with the Contact table's column names", content_type = "text/csv"),
         (status = 400, description = "Unknown format", body = super::openapi::ErrorBody),
-        (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
-        (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
+        (status = 401, description = "Token missing or wrong", body = super::openapi::ErrorBody),
+        (status = 403, description = "The token's role is too small, or no token is configured and the client is not loopback", body = super::openapi::ErrorBody)))]
 pub async fn export(
     State(app): State<Arc<AppState>>,
     params: Result<Query<ExportParams>, axum::extract::rejection::QueryRejection>,

@@ -39,8 +39,8 @@ use crate::store::Origin;
         (status = 422, description = "A new value is blocked, or one more holder would make it generic (blocked_identifier); nothing changed", body = super::openapi::ErrorBody),
         (status = 503, description = "The edit could not be made durable (storage_unavailable), or no leader (no_leader)", body = super::openapi::ErrorBody),
         (status = 507, description = "No room left for a new value (capacity_exhausted); nothing changed", body = super::openapi::ErrorBody),
-        (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
-        (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
+        (status = 401, description = "Token missing or wrong", body = super::openapi::ErrorBody),
+        (status = 403, description = "The token's role is too small, or no token is configured and the client is not loopback", body = super::openapi::ErrorBody)))]
 pub async fn edit(
     State(app): State<Arc<AppState>>,
     caller: Option<Extension<Caller>>,

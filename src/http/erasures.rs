@@ -113,7 +113,7 @@ fn target(app: &AppState, body: &[u8]) -> Result<Target, ApiError> {
         (status = 422, description = "The value is blocked (blocked_identifier): erase by contactId instead", body = super::openapi::ErrorBody),
         (status = 503, description = "The erasure could not be made durable", body = super::openapi::ErrorBody),
         (status = 401, description = "Token missing or wrong", body = super::openapi::ErrorBody),
-        (status = 403, description = "Not allowed for this caller", body = super::openapi::ErrorBody)))]
+        (status = 403, description = "The token's role is too small, or no token is configured and the client is not loopback", body = super::openapi::ErrorBody)))]
 pub async fn erase(
     State(app): State<Arc<AppState>>,
     caller: Option<Extension<Caller>>,
@@ -155,7 +155,7 @@ pub async fn erase(
 #[utoipa::path(get, path = "/erasures", tag = "erasures",
     responses((status = 200, description = "Every erasure, oldest first; no values", body = super::openapi::ErasureLedger),
         (status = 401, description = "Token missing or wrong", body = super::openapi::ErrorBody),
-        (status = 403, description = "Not allowed for this caller", body = super::openapi::ErrorBody)))]
+        (status = 403, description = "The token's role is too small, or no token is configured and the client is not loopback", body = super::openapi::ErrorBody)))]
 pub async fn ledger(State(app): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let entries = (app.store)
         .read(|e| e.erasures().iter().map(erasure_json).collect::<Vec<_>>())
@@ -169,7 +169,7 @@ pub async fn ledger(State(app): State<Arc<AppState>>) -> Result<Response, ApiErr
     responses((status = 200, description = "The erasure", body = super::openapi::ErasureOne),
         (status = 404, description = "No such erasure", body = super::openapi::ErrorBody),
         (status = 401, description = "Token missing or wrong", body = super::openapi::ErrorBody),
-        (status = 403, description = "Not allowed for this caller", body = super::openapi::ErrorBody)))]
+        (status = 403, description = "The token's role is too small, or no token is configured and the client is not loopback", body = super::openapi::ErrorBody)))]
 pub async fn one(
     State(app): State<Arc<AppState>>,
     id: Result<Path<u64>, PathRejection>,

@@ -29,8 +29,8 @@ impl From<EvidenceError> for ApiError {
     params(("id" = u32, Path, description = "Contact id")),
     responses((status = 200, description = "Nodes (contacts and values) and edges (holds, join, link); the cost is the cluster's size", body = super::openapi::Graph),
         (status = 404, description = "No such contact, or it is deleted", body = super::openapi::ErrorBody),
-        (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
-        (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
+        (status = 401, description = "Token missing or wrong", body = super::openapi::ErrorBody),
+        (status = 403, description = "The token's role is too small, or no token is configured and the client is not loopback", body = super::openapi::ErrorBody)))]
 pub async fn graph(
     State(app): State<Arc<AppState>>,
     id: Result<Path<ContactId>, PathRejection>,
@@ -48,8 +48,8 @@ pub async fn graph(
         ("b" = u32, Path, description = "To contact id")),
     responses((status = 200, description = "`{linked: true, from, to, hops}` or `{linked: false}`; the cost is the cluster's size", body = super::openapi::Why),
         (status = 404, description = "Either contact unknown or deleted", body = super::openapi::ErrorBody),
-        (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
-        (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
+        (status = 401, description = "Token missing or wrong", body = super::openapi::ErrorBody),
+        (status = 403, description = "The token's role is too small, or no token is configured and the client is not loopback", body = super::openapi::ErrorBody)))]
 pub async fn why(
     State(app): State<Arc<AppState>>,
     ids: Result<Path<(ContactId, ContactId)>, PathRejection>,

@@ -115,8 +115,8 @@ impl IntoResponse for Refusal {
         (status = 409, description = "id_taken: a request took one of the file's ids while it was checked; or cluster_limit: the import would leave an identity larger than the cap; nothing imported", body = super::openapi::ErrorBody),
         (status = 413, description = "Body over 64 MiB", body = super::openapi::ErrorBody),
         (status = 503, description = "The import could not be made durable", body = super::openapi::ErrorBody),
-        (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
-        (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
+        (status = 401, description = "Token missing or wrong", body = super::openapi::ErrorBody),
+        (status = 403, description = "The token's role is too small, or no token is configured and the client is not loopback", body = super::openapi::ErrorBody)))]
 pub async fn import(
     State(app): State<Arc<AppState>>,
     caller: Option<Extension<Caller>>,

@@ -23,8 +23,8 @@ fn member(app: &AppState) -> Result<&Arc<Member>, ApiError> {
 #[utoipa::path(get, path = "/cluster", tag = "cluster",
     responses((status = 200, description = "This member's view of the cluster", body = crate::raft::Status),
         (status = 409, description = "not_in_cluster: a single node", body = super::openapi::ErrorBody),
-        (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
-        (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
+        (status = 401, description = "Token missing or wrong", body = super::openapi::ErrorBody),
+        (status = 403, description = "The token's role is too small, or no token is configured and the client is not loopback", body = super::openapi::ErrorBody)))]
 pub async fn status(State(app): State<Arc<AppState>>) -> Result<Response, ApiError> {
     Ok(json_ok(&member(&app)?.status()))
 }

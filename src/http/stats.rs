@@ -22,8 +22,8 @@ const SCAN_STEP: usize = 1 << 16;
 /// for a moment; a cluster that changes during the walk may be listed as it was.
 #[utoipa::path(get, path = "/stats", tag = "operations",
     responses((status = 200, description = "The figures of the console's overview", body = super::openapi::StatsAnswer),
-        (status = 401, description = "Admin token missing or wrong", body = super::openapi::ErrorBody),
-        (status = 403, description = "Not loopback and no admin token configured", body = super::openapi::ErrorBody)))]
+        (status = 401, description = "Token missing or wrong", body = super::openapi::ErrorBody),
+        (status = 403, description = "The token's role is too small, or no token is configured and the client is not loopback", body = super::openapi::ErrorBody)))]
 pub async fn stats(State(app): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let (stats, blocked, slots, deleted) = app
         .store

@@ -290,7 +290,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 }
 
 /// Writes `engine` as the snapshot a new cluster starts from: a single node's data becoming
-/// the first member's (see the README's "Running a cluster").
+/// the first member's (see docs/cluster.md).
 pub fn seed(dir: &Path, engine: &Engine, meta: &SnapshotMeta<NodeId, Node>) -> io::Result<()> {
     fs::create_dir_all(dir.join("snapshots"))?;
     write(dir, &engine.parts(), meta).map(|_| ())

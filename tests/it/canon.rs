@@ -36,7 +36,7 @@ const PHONES: [&str; 9] = [
     "123456",
 ];
 
-/// The model's keys, from the rules as README documents them (not the crate's code).
+/// The model's keys, from the rules as docs/matching.md documents them (not the crate's code).
 fn model_phone(mode: PhoneMatch, phone: &str) -> String {
     let phone = phone.trim();
     let digits = || {

@@ -988,7 +988,7 @@ fn an_edit_through_a_follower_is_applied_alike_by_every_member() {
     assert_eq!(link(3), (json!("333"), json!(1)));
 }
 
-/// README, "A single node's data as a cluster's first member": the single node's rows become
+/// docs/cluster.md, "A single node's data as a first member": the single node's rows become
 /// the cluster's, and a member added afterwards catches up from them.
 #[test]
 fn a_single_nodes_data_becomes_the_first_members_and_the_others_catch_up() {

@@ -40,6 +40,7 @@ mod golden_raft;
 mod guards;
 mod http_identify;
 mod imports;
+mod layout;
 mod lifecycle;
 mod malformed;
 mod member_auth;
