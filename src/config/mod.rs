@@ -315,7 +315,7 @@ pub struct RaftArgs {
     /// Election timeout, in milliseconds: a follower that hears nothing from the leader for
     /// the leader's lease (1.5 times this) and then a random time between this and 1.5 times
     /// this starts an election.
-    #[arg(long, env = "IDENTITY_ENGINE_RAFT_ELECTION_MS", default_value_t = 1000)]
+    #[arg(long, env = "IDENTITY_ENGINE_RAFT_ELECTION_MS", default_value_t = 750)]
     pub raft_election_ms: u64,
     /// A member snapshots its state after this many log entries since its last snapshot.
     #[arg(
@@ -332,6 +332,19 @@ pub struct RaftArgs {
         default_value_t = 1000
     )]
     pub raft_keep_entries: u64,
+    /// How the leader makes a read linearizable (docs/raft-reads.md): `lease` answers at once
+    /// while a majority's acknowledgement of its leadership is younger than the election
+    /// timeout, and confirms with a heartbeat round otherwise; `index` confirms with a
+    /// heartbeat round for every batch of reads, trusting no clock. `?stale=true` skips both.
+    #[arg(long, env = "IDENTITY_ENGINE_RAFT_READS", value_enum, default_value_t = RaftReads::Lease)]
+    pub raft_reads: RaftReads,
+}
+
+/// See [`RaftArgs::raft_reads`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RaftReads {
+    Lease,
+    Index,
 }
 
 impl RaftArgs {

@@ -8,8 +8,8 @@
 //! proposed it renders the answer as it applies it.
 //!
 //! Any member takes any request: a follower forwards it to the leader (see [`http`]). Reads
-//! are linearizable (the leader confirms it still leads, then waits until it has applied that
-//! far) unless `?stale=true` asks for this member's own state.
+//! are linearizable (under a leader lease, or after the leader confirms it still leads: see
+//! [`reads`]) unless `?stale=true` asks for this member's own state.
 
 mod files;
 pub mod http;
@@ -17,6 +17,7 @@ mod log;
 mod machine;
 mod network;
 mod purge;
+mod reads;
 
 pub use network::Transport;
 
@@ -84,8 +85,8 @@ pub struct Member {
     pub forward_timeout: Duration,
     /// The shortest election timeout, in milliseconds.
     election_ms: u64,
-    /// Where reads wait for a read barrier.
-    readers: mpsc::UnboundedSender<Reader>,
+    /// Where reads wait until this member knows it leads.
+    reads: reads::Reads,
     /// The data directory (the cluster's files are under `raft/`).
     data_dir: PathBuf,
     /// The newest erasure this member has purged its files of since it started (see `purge`).
@@ -118,12 +119,9 @@ pub struct Peer {
 /// A command waiting to be proposed, and who waits for it to be committed and applied.
 type Proposal = (Command, oneshot::Sender<Result<(), String>>);
 
-/// Someone waiting for a read barrier.
-type Reader = oneshot::Sender<Result<(), String>>;
-
 struct Proposer {
     queue: mpsc::UnboundedSender<Proposal>,
-    readers: mpsc::UnboundedSender<Reader>,
+    reads: reads::Reads,
 }
 
 impl Propose for Proposer {
@@ -142,40 +140,7 @@ impl Propose for Proposer {
     }
 
     fn read_barrier(&self) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + '_>> {
-        Box::pin(async move {
-            read_barrier(&self.readers)
-                .await
-                .map_err(StoreError::NoLeader)
-        })
-    }
-}
-
-/// Waits for the next batched read barrier (see [`batch_read_barriers`]).
-async fn read_barrier(readers: &mpsc::UnboundedSender<Reader>) -> Result<(), String> {
-    let stopped = || "this member's Raft stopped".to_owned();
-    let (tx, rx) = oneshot::channel();
-    readers.send(tx).map_err(|_| stopped())?;
-    rx.await.map_err(|_| stopped())?
-}
-
-/// Read barriers, batched like proposals: one confirmation of leadership (a heartbeat round
-/// to a majority, no fsync) serves every read that was waiting when it started; reads that
-/// arrive during it wait for the next, since a barrier proves nothing about a read that came
-/// after it began.
-async fn batch_read_barriers(raft: Raft<TypeConfig>, mut queue: mpsc::UnboundedReceiver<Reader>) {
-    while let Some(first) = queue.recv().await {
-        let mut waiters = vec![first];
-        while let Ok(waiter) = queue.try_recv() {
-            waiters.push(waiter);
-        }
-        let result = raft
-            .ensure_linearizable()
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string());
-        for waiter in waiters {
-            let _ = waiter.send(result.clone());
-        }
+        Box::pin(async move { self.reads.confirm().await.map_err(StoreError::NoLeader) })
     }
 }
 
@@ -277,11 +242,10 @@ impl Member {
             .map_err(|e| MemberError::Raft(e.to_string()))?;
         let (queue, proposals) = mpsc::unbounded_channel();
         tokio::spawn(batch_proposals(raft.clone(), proposals));
-        let (readers, barriers) = mpsc::unbounded_channel();
-        tokio::spawn(batch_read_barriers(raft.clone(), barriers));
+        let reads = reads::Reads::start(raft.clone(), args.raft_reads, args.raft_election_ms);
         store.set_proposer(Arc::new(Proposer {
             queue,
-            readers: readers.clone(),
+            reads: reads.clone(),
         }));
         let cluster = Arc::new(Member {
             raft,
@@ -295,7 +259,7 @@ impl Member {
             peers,
             forward_timeout,
             election_ms: args.raft_election_ms,
-            readers,
+            reads,
             data_dir: data_dir.to_owned(),
             purged_through: std::sync::atomic::AtomicU64::new(0),
         });
@@ -459,10 +423,10 @@ impl Member {
         Ok(self.status())
     }
 
-    /// Confirms this member still leads and waits until it has applied everything committed
-    /// before now: a read after this sees every change acknowledged before it began.
+    /// Returns once a read made after it sees every change acknowledged before it was called
+    /// (see [`reads`]), or why this member cannot know that.
     pub(crate) async fn linearize(&self) -> Result<(), String> {
-        read_barrier(&self.readers).await
+        self.reads.confirm().await
     }
 
     pub async fn shutdown(&self) {
